@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds the control-plane binaries tests need from the Go module proxy, once per machine, cached
+# by version under $LLMKUBE_CACHE (default ~/.cache/llmkube). No registry ships them as binaries.
+#
+#   kubernetes: kube-apiserver, kube-controller-manager, kubectl
+#   etcd:       etcd
+#
+# Each is built in a throw-away wrapper module: k8s.io/kubernetes and etcd's server replace their
+# sibling modules with ../ paths that only exist in their git trees, and a dependency's replaces are
+# ignored, so the wrapper requires the module and (for Kubernetes) pins each staging module to its
+# v0.x release. Prints `name=directory` lines. Idempotent and safe to run concurrently.
+set -euo pipefail
+
+KUBE_VERSION="${LLMKUBE_KUBE_VERSION:-v1.34.4}"
+ETCD_VERSION="${LLMKUBE_ETCD_VERSION:-v3.6.4}"
+CACHE_ROOT="${LLMKUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmkube}"
+
+command -v go >/dev/null || { echo "go is required to build the control plane (apt-get install golang-go)" >&2; exit 1; }
+export GOFLAGS=-mod=mod CGO_ENABLED=0
+
+# build_once NAME VERSION WRITE_GO_MOD_FUNCTION LDFLAGS PACKAGE:BINARY...
+build_once() {
+  local name=$1 version=$2 write_go_mod=$3 ldflags=$4
+  shift 4
+  local out="$CACHE_ROOT/bin/$name-$version"
+  if [[ ! -f "$out/.complete" ]]; then
+    mkdir -p "$out" "$CACHE_ROOT/build/$name-$version"
+    exec 9>"$CACHE_ROOT/.$name-$version.lock"
+    flock 9  # a concurrent set-up waits for this build instead of racing it
+    if [[ ! -f "$out/.complete" ]]; then
+      (
+        cd "$CACHE_ROOT/build/$name-$version"
+        "$write_go_mod" "$version" > go.mod
+        printf 'package wrapper\n' > doc.go
+        local target package binary
+        for target in "$@"; do
+          package=${target%%:*} binary=${target##*:}
+          [[ -x "$out/$binary" ]] && continue
+          echo "building $binary $version (first run on this machine only; minutes on 2 cores)" >&2
+          go build -trimpath -ldflags "$ldflags" -o "$out/$binary.partial" "$package"
+          mv "$out/$binary.partial" "$out/$binary"
+        done
+      )
+      touch "$out/.complete"
+    fi
+    exec 9>&-
+  fi
+  echo "$name=$out"
+}
+
+kubernetes_go_mod() {
+  local version=$1 gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$version" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  printf 'module llmkube.local/kubernetes\n\ngo %s\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' \
+    "$(awk '$1=="go"{print $2; exit}' "$gomod")" "$version"
+  awk -v staging="v0.${version#v1.}" \
+    '$2=="=>" && $3 ~ /^\.\/staging\// {printf "\t%s => %s %s\n", $1, $1, staging}' "$gomod"
+  printf ')\n'
+}
+
+etcd_go_mod() {
+  printf 'module llmkube.local/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$1"
+}
+
+kube_ldflags="-s -w"
+major=${KUBE_VERSION#v}; major=${major%%.*}
+minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  kube_ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+  kube_ldflags+=" -X $pkg.gitTreeState=clean"
+done
+
+build_once kubernetes "$KUBE_VERSION" kubernetes_go_mod "$kube_ldflags" \
+  k8s.io/kubernetes/cmd/kube-apiserver:kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager:kube-controller-manager \
+  k8s.io/kubernetes/cmd/kubectl:kubectl
+build_once etcd "$ETCD_VERSION" etcd_go_mod "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=release" \
+  go.etcd.io/etcd/server/v3:etcd

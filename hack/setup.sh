@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-time (idempotent, cached) set-up of everything llmkube and its tests need on this machine:
+# the Python virtualenv with the package installed, and the control-plane binaries + third-party CRDs.
+# Re-running is cheap: each step checks a stamp or cache first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${LLMKUBE_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  echo "==> creating virtualenv $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+
+# Reinstall only when the dependency declaration changed.
+stamp="$VENV/.llmkube-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "==> installing llmkube[operator,runtime,dev] into $VENV" >&2
+  "$VENV/bin/pip" install --quiet --upgrade pip
+  "$VENV/bin/pip" install --quiet -e ".[operator,runtime,dev]"
+  echo "$want" > "$stamp"
+fi
+
+echo "==> control-plane binaries and third-party CRDs (built once per machine)" >&2
+bash hack/build-binaries.sh >/dev/null
+bash hack/fetch-crds.sh >/dev/null

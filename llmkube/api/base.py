@@ -1,0 +1,81 @@
+"""The base every wire model shares: camelCase aliases, attribute docstrings as descriptions."""
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+API_GROUP = "llmkube.io"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+
+class WireModel(BaseModel):
+    """A spec object as users write it: camelCase keys, unknown keys rejected."""
+
+    # Attribute docstrings become schema descriptions, so `kubectl explain` and the code read alike.
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it goes on the wire: camelCase, without unset optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class StatusModel(WireModel):
+    """A status object: written by the operator, so tolerant of fields a newer version adds."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def invalid(message: str, **context: Any) -> PydanticCustomError:
+    """A validation error whose message is shown to the user as written (no library prefix)."""
+    return PydanticCustomError("invalid_spec", message, context or None)
+
+
+# Object-storage locations: MinIO/S3 buckets or local paths (the embedded default).
+StorageUri = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*)$",
+        max_length=1024,
+    ),
+    Field(
+        description="Object-storage URI: s3://bucket/prefix (MinIO or any S3) or file:///abs/path."
+    ),
+]
+
+# RFC 1123 subdomain, the rule for names of most Kubernetes objects.
+KubernetesName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        min_length=1,
+        max_length=253,
+    ),
+]
+
+# The same pattern Kubernetes uses for resource.Quantity, e.g. 500m, 16Gi, 1e3.
+Quantity = Annotated[
+    str,
+    StringConstraints(pattern=r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$", max_length=64),
+]
+
+
+def cel_rules(*rules: tuple[str, str]) -> ConfigDict:
+    """Model config adding (CEL rule, message) pairs to the model's CRD schema.
+
+    The apiserver then rejects what it can check before the operator sees it; every such rule is
+    also enforced by a pydantic validator on the same model, so `llmkube validate` agrees.
+    """
+    return ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": rule, "message": msg} for rule, msg in rules]
+        }
+    )

@@ -1,0 +1,318 @@
+"""LLMDeployment: serve a model with Ray Serve behind an OpenAI-compatible API, and autoscale it."""
+
+from typing import Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from llmkube.api.base import (
+    GROUP_VERSION,
+    KubernetesName,
+    Quantity,
+    StatusModel,
+    StorageUri,
+    WireModel,
+    cel_rules,
+    invalid,
+)
+from llmkube.api.common import Condition, NodePool, ObjectMeta, StorageSpec
+
+
+class TrainingJobRef(WireModel):
+    """An LLMTrainingJob in the same namespace."""
+
+    name: KubernetesName
+    """Name of the LLMTrainingJob whose published model is served."""
+
+
+class DeploymentModel(WireModel):
+    """Which model to serve: the output of a training job, or an artifact URI."""
+
+    model_config = cel_rules(
+        ("has(self.trainingJobRef) != has(self.uri)", "set exactly one of trainingJobRef or uri")
+    )
+
+    training_job_ref: TrainingJobRef | None = None
+    """Serve what this LLMTrainingJob publishes; waits until it succeeds and rolls out each new
+    model it publishes."""
+    uri: StorageUri | None = None
+    """Serve the model artifact (a model/ folder) at this URI."""
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Self:
+        if (self.training_job_ref is None) == (self.uri is None):
+            raise invalid(
+                "set exactly one of model.trainingJobRef or model.uri (found {found})",
+                found="both" if self.uri is not None else "neither",
+            )
+        return self
+
+
+MetricType = Literal["inflightRequests", "queueDepth", "tokensPerSecond", "ttftP95", "custom"]
+
+# Targets that make sense without knowing the model or hardware; the others must be given.
+DEFAULT_TARGETS: dict[str, float] = {"inflightRequests": 8.0, "queueDepth": 4.0}
+
+
+class AutoscalingMetric(WireModel):
+    """The Prometheus metric replicas are scaled on, and the value per replica to aim for."""
+
+    model_config = cel_rules(
+        (
+            "(has(self.type) && self.type == 'custom') == has(self.query)",
+            "query is required for type custom and not allowed for the built-in types",
+        )
+    )
+
+    type: MetricType = "inflightRequests"
+    """inflightRequests, queueDepth, tokensPerSecond (generated), ttftP95 (seconds) or custom."""
+    target: float | None = Field(default=None, gt=0.0)
+    """Desired value per replica (for ttftP95: the latency to stay under). Defaults: 8 for
+    inflightRequests, 4 for queueDepth; required for the other types."""
+    query: str | None = Field(default=None, min_length=1, max_length=4096)
+    """PromQL returning one value for the whole deployment (type custom only)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.type == "custom" and self.query is None:
+            raise invalid("metric type custom needs a PromQL query in autoscaling.metric.query")
+        if self.type != "custom" and self.query is not None:
+            raise invalid(
+                "autoscaling.metric.query only applies to type custom; {type} has a built-in "
+                "query. Remove query or set type: custom",
+                type=self.type,
+            )
+        if self.target is None and self.type not in DEFAULT_TARGETS:
+            raise invalid(
+                "autoscaling.metric.target is required for metric type {type} (no default fits "
+                "every model and machine)",
+                type=self.type,
+            )
+        return self
+
+    def resolved_target(self) -> float:
+        return self.target if self.target is not None else DEFAULT_TARGETS[self.type]
+
+
+class PrometheusSource(WireModel):
+    """The Prometheus server the autoscaler queries."""
+
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=1024)
+    """Base URL, e.g. http://prometheus-operated.monitoring:9090. Defaults to the operator's
+    LLMKUBE_PROMETHEUS_URL."""
+
+
+class ScalingRule(WireModel):
+    """How quickly replicas change in one direction."""
+
+    stabilization_seconds: int = Field(ge=0, le=86400)
+    """The desired count must hold for this long before it is applied (prevents flapping)."""
+    max_step: int = Field(ge=1, le=100)
+    """Most replicas added or removed by one decision."""
+
+
+class AutoscalingSpec(WireModel):
+    """Scale replicas from a Prometheus metric."""
+
+    model_config = cel_rules(
+        (
+            "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+            "minReplicas must not exceed maxReplicas",
+        )
+    )
+
+    enabled: bool = False
+    """Let the operator drive spec.replicas. Leave off to drive /scale with an HPA or KEDA."""
+    min_replicas: int = Field(default=1, ge=0, le=100)
+    """Fewest replicas."""
+    max_replicas: int = Field(default=4, ge=1, le=100)
+    """Most replicas."""
+    metric: AutoscalingMetric = Field(default_factory=AutoscalingMetric)
+    """What to scale on."""
+    prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
+    """Where the metric is queried."""
+    interval_seconds: int = Field(default=15, ge=5, le=3600)
+    """How often the metric is evaluated."""
+    tolerance: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """No change while metric/target is within 1 ± tolerance."""
+    scale_up: ScalingRule = Field(
+        default_factory=lambda: ScalingRule(stabilization_seconds=30, max_step=4)
+    )
+    """Scale-up behaviour. Defaults: 30 s stabilization, up to 4 replicas a step."""
+    scale_down: ScalingRule = Field(
+        default_factory=lambda: ScalingRule(stabilization_seconds=300, max_step=1)
+    )
+    """Scale-down behaviour. Defaults: 300 s stabilization, 1 replica a step."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise invalid(
+                "autoscaling.minReplicas {low} exceeds autoscaling.maxReplicas {high}",
+                low=self.min_replicas,
+                high=self.max_replicas,
+            )
+        return self
+
+
+class ApiKeySecret(WireModel):
+    """A Secret key holding the API key clients must send as a Bearer token."""
+
+    name: KubernetesName
+    """Name of the Secret."""
+    key: str = Field(default="apiKey", min_length=1)
+    """Key in the Secret."""
+
+
+class ServingSpec(WireModel):
+    """Limits and behaviour of the OpenAI-compatible server."""
+
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    """Sequences decoded together in one replica (continuous batching)."""
+    max_concurrent_requests: int = Field(default=64, ge=1, le=100_000)
+    """Requests a replica accepts before answering 429 (running + queued)."""
+    max_prompt_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Longest prompt accepted, in tokens. Defaults to the model's context length."""
+    max_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    """Cap on max_tokens a request may ask for."""
+    api_key_secret: ApiKeySecret | None = None
+    """Require this API key. Empty serves without authentication."""
+
+
+class DeploymentResources(WireModel):
+    """What each serving replica gets."""
+
+    gpus_per_replica: int = Field(default=1, ge=0, le=16)
+    """GPUs per replica; 0 serves on CPUs."""
+    cpus_per_replica: int = Field(default=2, ge=1, le=512)
+    """CPU cores per replica."""
+    memory_per_replica: Quantity = "8Gi"
+    """Memory per replica, as a Kubernetes quantity."""
+    node_pool: NodePool = Field(default_factory=NodePool)
+    """Where the serving pods are scheduled."""
+
+
+class RolloutSpec(WireModel):
+    """How a new model or serving config replaces the running one."""
+
+    strategy: Literal["NewCluster", "None"] = "NewCluster"
+    """NewCluster: start a new Ray cluster, switch traffic when it is ready (zero downtime).
+    None: update the running cluster in place."""
+
+
+class MonitoringSpec(WireModel):
+    """Prometheus scraping of the serving pods."""
+
+    service_monitor: bool = True
+    """Create a prometheus-operator ServiceMonitor for the serving metrics."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra labels on the ServiceMonitor, to match your Prometheus' serviceMonitorSelector."""
+    interval_seconds: int = Field(default=15, ge=1, le=3600)
+    """Scrape interval."""
+
+
+class LLMDeploymentSpec(WireModel):
+    """Desired state of an LLMDeployment."""
+
+    model: DeploymentModel
+    """What to serve."""
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    """Object-storage endpoint and credentials for the model artifact."""
+    replicas: int = Field(default=1, ge=0, le=100)
+    """Serving replicas (the /scale subresource: kubectl scale, HPA or KEDA can set it)."""
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    """Scale replicas from a Prometheus metric."""
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    """Server limits and authentication."""
+    resources: DeploymentResources = Field(default_factory=DeploymentResources)
+    """What each replica gets."""
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    """How changes roll out."""
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Runtime container image. Defaults to the operator's LLMKUBE_RUNTIME_IMAGE."""
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    """Prometheus scraping."""
+
+
+DeploymentPhase = Literal["Pending", "WaitingForModel", "Deploying", "Ready", "Degraded", "Failed"]
+
+
+class ServedModel(StatusModel):
+    """The model being served."""
+
+    uri: str | None = None
+    """URI of the served model artifact."""
+    training_job: str | None = None
+    """The LLMTrainingJob it came from, if any."""
+
+
+class ScaleDecision(StatusModel):
+    """One autoscaler decision."""
+
+    time: str
+    """When it was made (RFC 3339)."""
+    metric_value: float | None = None
+    """The metric value it was based on."""
+    from_replicas: int
+    """Replicas before."""
+    to_replicas: int
+    """Replicas after."""
+    reason: str
+    """Why, for a human."""
+
+
+class AutoscalingStatus(StatusModel):
+    """What the autoscaler last saw and did."""
+
+    metric_value: float | None = None
+    """The latest metric value."""
+    last_scale_time: str | None = None
+    """When replicas last changed (RFC 3339)."""
+    history: list[ScaleDecision] = Field(default_factory=list)
+    """The latest decisions, newest last."""
+
+
+class LLMDeploymentStatus(StatusModel):
+    """Observed state of an LLMDeployment."""
+
+    phase: DeploymentPhase | None = None
+    """Pending, WaitingForModel, Deploying, Ready, Degraded or Failed."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Detailed conditions, with reasons a human can act on."""
+    observed_generation: int | None = None
+    """The metadata.generation the status describes."""
+    endpoint: str | None = None
+    """In-cluster base URL of the OpenAI-compatible API."""
+    model: ServedModel | None = None
+    """The model being served."""
+    replicas: int = 0
+    """Replicas running (the /scale subresource reads this)."""
+    ready_replicas: int = 0
+    """Replicas ready to answer."""
+    desired_replicas: int | None = None
+    """Replicas asked for by spec or the autoscaler."""
+    selector: str | None = None
+    """Label selector of the serving pods (the /scale subresource reads this)."""
+    autoscaling: AutoscalingStatus | None = None
+    """Autoscaler state."""
+    ray_service_name: str | None = None
+    """Name of the KubeRay RayService."""
+    message: str | None = None
+    """The latest thing a human should know."""
+
+
+class LLMDeployment(WireModel):
+    """Serve a model with Ray Serve behind an OpenAI-compatible API, with Prometheus metrics
+    and autoscaling."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["llmkube.io/v1alpha1"] = GROUP_VERSION
+    """llmkube.io/v1alpha1"""
+    kind: Literal["LLMDeployment"] = "LLMDeployment"
+    """LLMDeployment"""
+    metadata: ObjectMeta
+    """Standard object metadata."""
+    spec: LLMDeploymentSpec
+    """Desired state."""
+    status: LLMDeploymentStatus | None = None
+    """Observed state, written by the operator."""

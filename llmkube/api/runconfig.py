@@ -1,0 +1,152 @@
+"""The run config: the only thing the operator and `llmkube run` hand to the runtime.
+
+The operator renders it into a ConfigMap mounted in the Ray pods; `llmkube run` builds the very
+same object locally. It holds resolved values (preset dimensions, defaults, storage endpoint) and
+the *names* of the environment variables carrying credentials, never the credentials themselves.
+"""
+
+from typing import Literal
+
+from pydantic import Field
+
+from llmkube.api.base import StorageUri, WireModel
+from llmkube.api.training import (
+    CheckpointSpec,
+    DatasetSpec,
+    EvaluationSpec,
+    LLMTrainingJob,
+    TokenizerSpec,
+    TrainingSpec,
+)
+
+# Environment variables the Ray pods get the S3 credentials in (from the user's Secret).
+ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
+SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
+
+
+class StorageConfig(WireModel):
+    """How the runtime reaches object storage."""
+
+    endpoint: str | None = None
+    """S3 endpoint (host:port or URL); None for file:// only runs or AWS' default."""
+    region: str | None = None
+    """S3 region."""
+    insecure: bool = False
+    """Plain HTTP to the endpoint."""
+    access_key_env: str = ACCESS_KEY_ENV
+    """Environment variable holding the access key ID."""
+    secret_key_env: str = SECRET_KEY_ENV
+    """Environment variable holding the secret access key."""
+
+
+class GptConfig(WireModel):
+    """Concrete dimensions of llmkube's GPT (a preset with its overrides applied)."""
+
+    architecture: Literal["gpt"] = "gpt"
+    """Model family."""
+    n_layer: int
+    """Transformer blocks."""
+    n_head: int
+    """Attention heads per block."""
+    d_model: int
+    """Residual stream width."""
+    context_length: int
+    """Longest sequence in tokens."""
+    dropout: float
+    """Dropout probability."""
+    vocab_size: int
+    """Tokenizer vocabulary size."""
+
+
+class JobIdentity(WireModel):
+    """Which resource the run belongs to; labels metrics and logs."""
+
+    name: str
+    """Resource name."""
+    namespace: str = "default"
+    """Resource namespace."""
+
+
+class ScalingConfig(WireModel):
+    """Ray Train workers."""
+
+    workers: int = Field(ge=1)
+    """Number of workers."""
+    gpus_per_worker: int = Field(ge=0)
+    """GPUs per worker."""
+    cpus_per_worker: int = Field(ge=1)
+    """CPUs per worker."""
+
+
+class TrainingRunConfig(WireModel):
+    """Everything `python -m llmkube.runtime.train` needs to run an LLMTrainingJob."""
+
+    version: Literal[1] = 1
+    """Schema version of the run config."""
+    kind: Literal["training"] = "training"
+    """What this config runs."""
+    job: JobIdentity
+    """The resource this run belongs to."""
+    model: GptConfig
+    """Resolved model dimensions (ignored for the shape when base is set)."""
+    base: StorageUri | None = None
+    """Model artifact to continue training from."""
+    tokenizer: TokenizerSpec
+    """Tokenizer to train (ignored when base is set)."""
+    dataset: DatasetSpec
+    """Dataset, with its cache location resolved."""
+    training: TrainingSpec
+    """Optimization settings."""
+    evaluation: EvaluationSpec
+    """Evaluation schedule."""
+    checkpoint: CheckpointSpec
+    """Checkpoint schedule."""
+    scaling: ScalingConfig
+    """Ray Train workers."""
+    max_failures: int = Field(ge=0)
+    """Worker failures tolerated before the run fails."""
+    storage: StorageConfig
+    """Object-storage access."""
+    output: StorageUri
+    """Output prefix (design.md §3 layout)."""
+
+
+def training_run_config(
+    job: LLMTrainingJob, *, default_endpoint: str | None = None
+) -> TrainingRunConfig:
+    """The run config for a training job. Pure: same job, same config."""
+    spec = job.spec
+    dims = spec.model.dimensions()
+    output = spec.output.rstrip("/")
+    dataset = spec.dataset.model_copy(
+        update={"cache": spec.dataset.cache or f"{output}/cache"}, deep=True
+    )
+    return TrainingRunConfig(
+        job=JobIdentity(name=job.metadata.name, namespace=job.metadata.namespace or "default"),
+        model=GptConfig(
+            n_layer=dims.n_layer,
+            n_head=dims.n_head,
+            d_model=dims.d_model,
+            context_length=dims.context_length,
+            dropout=dims.dropout,
+            vocab_size=spec.tokenizer.resolved_vocab_size(),
+        ),
+        base=spec.model.base,
+        tokenizer=spec.tokenizer,
+        dataset=dataset,
+        training=spec.training,
+        evaluation=spec.evaluation,
+        checkpoint=spec.checkpoint,
+        scaling=ScalingConfig(
+            workers=spec.resources.workers,
+            gpus_per_worker=spec.resources.gpus_per_worker,
+            cpus_per_worker=spec.resources.cpus_per_worker,
+        ),
+        max_failures=spec.backoff_limit,
+        storage=StorageConfig(
+            endpoint=spec.storage.endpoint or default_endpoint,
+            region=spec.storage.region,
+            insecure=spec.storage.insecure,
+        ),
+        output=output,
+    )

@@ -1,0 +1,388 @@
+"""LLMTrainingJob: the spec users write and the status the operator reports."""
+
+from typing import Literal, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from llmkube.api.base import (
+    GROUP_VERSION,
+    Quantity,
+    StatusModel,
+    StorageUri,
+    WireModel,
+    cel_rules,
+    invalid,
+)
+from llmkube.api.common import Condition, NodePool, ObjectMeta, PodResources, StorageSpec
+from llmkube.api.presets import PRESETS, GptDimensions, PresetName
+
+
+class ModelOverrides(WireModel):
+    """Per-field changes to the preset's dimensions."""
+
+    model_config = cel_rules(
+        (
+            "!has(self.dModel) || !has(self.nHead) || self.dModel % self.nHead == 0",
+            "dModel must be a multiple of nHead",
+        )
+    )
+
+    n_layer: int | None = Field(default=None, ge=1, le=128)
+    """Number of transformer blocks."""
+    n_head: int | None = Field(default=None, ge=1, le=128)
+    """Attention heads per block; must divide dModel."""
+    d_model: int | None = Field(default=None, ge=8, le=16384)
+    """Width of the residual stream (embedding size)."""
+    context_length: int | None = Field(default=None, ge=8, le=131072)
+    """Longest sequence the model sees, in tokens."""
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    """Dropout probability during training."""
+
+
+class ModelSpec(WireModel):
+    """The model to train."""
+
+    architecture: Literal["gpt"] = "gpt"
+    """Model family. gpt: llmkube's decoder-only transformer."""
+    preset: PresetName = "small"
+    """Named size: tiny (CPU tests), small (~10M parameters), gpt2-124m."""
+    overrides: ModelOverrides = Field(default_factory=ModelOverrides)
+    """Changes to the preset's dimensions."""
+    base: StorageUri | None = None
+    """URI of a published llmkube model (its model/ folder) to continue training from. Its
+    architecture and tokenizer are used; only dropout and contextLength may be overridden."""
+
+    def dimensions(self) -> GptDimensions:
+        """The preset with the overrides applied."""
+        preset = PRESETS[self.preset]
+        changes = self.overrides.model_dump(exclude_none=True)
+        return preset._replace(**changes)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.base is not None:
+            fixed = [
+                alias
+                for name, alias in (("n_layer", "nLayer"), ("n_head", "nHead"), ("d_model", "dModel"))
+                if getattr(self.overrides, name) is not None
+            ]
+            if fixed:
+                raise invalid(
+                    "overrides.{fields} cannot change when continuing from model.base: the shape "
+                    "comes from the base model; remove them",
+                    fields="/".join(fixed),
+                )
+        dims = self.dimensions()
+        if dims.d_model % dims.n_head:
+            raise invalid(
+                "dModel {d_model} must be a multiple of nHead {n_head} (each head gets "
+                "dModel/nHead dimensions); change overrides.dModel or overrides.nHead",
+                d_model=dims.d_model,
+                n_head=dims.n_head,
+            )
+        return self
+
+
+class TokenizerSpec(WireModel):
+    """How text becomes tokens. Ignored when continuing from model.base (its tokenizer is used)."""
+
+    type: Literal["bpe", "byte"] = "bpe"
+    """bpe: byte-level BPE trained on the dataset; byte: the 256 raw byte values."""
+    vocab_size: int | None = Field(default=None, ge=260, le=262144)
+    """Vocabulary size of the BPE tokenizer. Defaults to 8192 for bpe; not allowed for byte."""
+
+    @model_validator(mode="after")
+    def _vocab_fits_type(self) -> Self:
+        if self.type == "byte" and self.vocab_size is not None:
+            raise invalid("vocabSize does not apply to type byte (always 256 tokens); remove it")
+        return self
+
+    def resolved_vocab_size(self) -> int:
+        if self.type == "byte":
+            return 256
+        return self.vocab_size or 8192
+
+
+class ValidationSplit(WireModel):
+    """Which text is held out for evaluation: a fraction of the dataset, or a separate source."""
+
+    fraction: float | None = Field(default=None, gt=0.0, le=0.5)
+    """Share of documents held out (deterministic by content hash). Defaults to 0.05."""
+    source: StorageUri | None = None
+    """A separate dataset prefix used only for validation, in the same format."""
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        if self.fraction is not None and self.source is not None:
+            raise invalid("set either fraction or source, not both")
+        return self
+
+
+class Preprocessing(WireModel):
+    """Cleaning applied to every document before tokenization."""
+
+    normalize_unicode: Literal["NFC", "NFKC", "none"] = "NFC"
+    """Unicode normalization form applied to the text."""
+    strip_control_characters: bool = True
+    """Drop control characters other than newline and tab."""
+    dedupe: bool = True
+    """Drop exact-duplicate documents (after normalization)."""
+    min_chars: int = Field(default=1, ge=0, le=1_000_000)
+    """Drop documents shorter than this many characters."""
+
+
+class DatasetSpec(WireModel):
+    """The text to train on."""
+
+    source: StorageUri
+    """Prefix holding the dataset files, e.g. s3://datasets/shakespeare/."""
+    format: Literal["text", "jsonl", "parquet"] = "text"
+    """text: documents separated by blank lines; jsonl / parquet: one document per record."""
+    text_field: str = Field(default="text", min_length=1, max_length=256)
+    """Field holding the document text (jsonl and parquet)."""
+    validation: ValidationSplit = Field(default_factory=ValidationSplit)
+    """Held-out text for evaluation."""
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    """Cleaning applied before tokenization."""
+    cache: StorageUri | None = None
+    """Where tokenized shards are cached (keyed by content + tokenizer + preprocessing). Defaults
+    to <output>/cache; point several jobs at one prefix to share it."""
+
+
+class TrainingSpec(WireModel):
+    """The optimization run."""
+
+    model_config = cel_rules(
+        ("has(self.maxSteps) != has(self.epochs)", "set exactly one of maxSteps or epochs")
+    )
+
+    max_steps: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    """Optimizer steps to run. Set this or epochs."""
+    epochs: float | None = Field(default=None, gt=0.0, le=100_000.0)
+    """Passes over the training data (fractions allowed). Set this or maxSteps."""
+    batch_size: int = Field(default=8, ge=1, le=65536)
+    """Sequences per worker per micro-step."""
+    gradient_accumulation: int = Field(default=1, ge=1, le=4096)
+    """Micro-steps accumulated into one optimizer step."""
+    learning_rate: float = Field(default=3e-4, gt=0.0, le=1.0)
+    """Peak learning rate."""
+    min_learning_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Learning rate at the end of the schedule. Defaults to learningRate / 10."""
+    warmup_steps: int = Field(default=100, ge=0, le=1_000_000_000)
+    """Steps of linear warmup from zero to learningRate."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay from learningRate to minLearningRate after warmup."""
+    weight_decay: float = Field(default=0.1, ge=0.0, le=10.0)
+    """Decoupled (AdamW) weight decay; not applied to norms, biases and embeddings."""
+    grad_clip: float = Field(default=1.0, ge=0.0, le=1e6)
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Autocast precision on GPU; CPU workers always use fp32."""
+    compile: bool = False
+    """Compile the model with torch.compile."""
+    seed: int = Field(default=1337, ge=0, le=2**32 - 1)
+    """Seed for initialization, data order and dropout."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.max_steps is None) == (self.epochs is None):
+            raise invalid(
+                "set exactly one of training.maxSteps or training.epochs (found {found})",
+                found="both" if self.max_steps is not None else "neither",
+            )
+        if self.min_learning_rate is not None and self.min_learning_rate > self.learning_rate:
+            raise invalid(
+                "minLearningRate {low} is above learningRate {high}; the schedule only decays",
+                low=self.min_learning_rate,
+                high=self.learning_rate,
+            )
+        if self.max_steps is not None and self.warmup_steps >= self.max_steps:
+            raise invalid(
+                "warmupSteps {warmup} must be below maxSteps {steps}",
+                warmup=self.warmup_steps,
+                steps=self.max_steps,
+            )
+        return self
+
+    def resolved_min_learning_rate(self) -> float:
+        if self.min_learning_rate is None:
+            return self.learning_rate / 10
+        return self.min_learning_rate
+
+
+class EvaluationSpec(WireModel):
+    """How and how often the model is evaluated."""
+
+    interval: int = Field(default=500, ge=1)
+    """Evaluate every this many optimizer steps (and always at the end)."""
+    batches: int = Field(default=20, ge=1, le=100_000)
+    """Validation batches per evaluation."""
+    sample_prompts: list[str] = Field(default_factory=list, max_length=32)
+    """Prompts whose completions are logged at each evaluation."""
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    """Length of each sample completion."""
+
+
+class CheckpointSpec(WireModel):
+    """Checkpoints written to <output>/checkpoints/ so a failed run resumes."""
+
+    interval: int = Field(default=500, ge=1)
+    """Checkpoint every this many optimizer steps (and at the end)."""
+    keep: int = Field(default=3, ge=1, le=1000)
+    """How many of the newest checkpoints to keep."""
+
+
+class TrainingResources(WireModel):
+    """The Ray cluster the job runs on."""
+
+    workers: int = Field(default=1, ge=1, le=4096)
+    """Ray Train workers (one pod each)."""
+    gpus_per_worker: int = Field(default=1, ge=0, le=16)
+    """GPUs per worker; 0 trains on CPUs."""
+    cpus_per_worker: int = Field(default=4, ge=1, le=512)
+    """CPU cores per worker."""
+    memory_per_worker: Quantity = "16Gi"
+    """Memory per worker pod, as a Kubernetes quantity."""
+    node_pool: NodePool = Field(default_factory=NodePool)
+    """Where the worker pods are scheduled."""
+    head: PodResources = Field(default_factory=PodResources)
+    """Resources of the Ray head pod (CPU only)."""
+
+
+class LLMTrainingJobSpec(WireModel):
+    """Desired state of an LLMTrainingJob."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    """The model to train."""
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    """How text becomes tokens."""
+    dataset: DatasetSpec
+    """The text to train on."""
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    """Object-storage endpoint and credentials for every s3:// URI of this job."""
+    training: TrainingSpec
+    """The optimization run."""
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    """Evaluation schedule and samples."""
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    """Checkpoint schedule and retention."""
+    resources: TrainingResources = Field(default_factory=TrainingResources)
+    """The Ray cluster the job runs on."""
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Runtime container image. Defaults to the operator's LLMKUBE_RUNTIME_IMAGE."""
+    output: StorageUri
+    """Prefix that receives progress, metrics, checkpoints and the published model/."""
+    backoff_limit: int = Field(default=3, ge=0, le=100)
+    """Worker failures tolerated (each resumes from the last checkpoint) before the job fails."""
+    suspend: bool = False
+    """Stop the Ray cluster now and resume later from the last checkpoint."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Fail the job if it runs longer than this."""
+
+    @model_validator(mode="after")
+    def _output_outside_dataset(self) -> Self:
+        dataset = self.dataset.source.rstrip("/") + "/"
+        if (self.output.rstrip("/") + "/").startswith(dataset):
+            raise invalid(
+                "output {output} lies inside dataset.source {source}: the job would read its own "
+                "checkpoints as training text; choose another prefix",
+                output=self.output,
+                source=self.dataset.source,
+            )
+        return self
+
+
+TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+class TrainingProgress(StatusModel):
+    """How far training has come."""
+
+    step: int = 0
+    """Optimizer steps done."""
+    total_steps: int | None = None
+    """Optimizer steps planned."""
+    percent: float | None = None
+    """step / totalSteps as a percentage."""
+    eta_seconds: float | None = None
+    """Estimated seconds until training ends."""
+    summary: str | None = None
+    """Human-readable progress, e.g. 500/2000 (25%)."""
+
+
+class TrainingMetrics(StatusModel):
+    """The latest training and evaluation numbers."""
+
+    train_loss: float | None = None
+    """Latest training loss."""
+    eval_loss: float | None = None
+    """Latest validation loss."""
+    perplexity: float | None = None
+    """exp(evalLoss)."""
+    accuracy: float | None = None
+    """Next-token accuracy on validation data."""
+    tokens_per_second: float | None = None
+    """Training throughput over all workers."""
+
+
+class CheckpointStatus(StatusModel):
+    """The newest checkpoint."""
+
+    uri: str
+    """Where it is."""
+    step: int
+    """The optimizer step it was taken at."""
+
+
+class PublishedModel(StatusModel):
+    """The model artifact this job published."""
+
+    uri: str
+    """URI of the model/ folder; an LLMDeployment's model.uri can point here."""
+
+
+class LLMTrainingJobStatus(StatusModel):
+    """Observed state of an LLMTrainingJob."""
+
+    phase: TrainingPhase | None = None
+    """Pending, Running, Succeeded, Failed or Suspended."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Detailed conditions, with reasons a human can act on."""
+    observed_generation: int | None = None
+    """The metadata.generation the status describes."""
+    ray_job_name: str | None = None
+    """Name of the KubeRay RayJob running this job."""
+    start_time: str | None = None
+    """When training started (RFC 3339)."""
+    completion_time: str | None = None
+    """When the job finished (RFC 3339)."""
+    progress: TrainingProgress | None = None
+    """How far training has come."""
+    metrics: TrainingMetrics | None = None
+    """Latest loss, evaluation and throughput numbers."""
+    checkpoint: CheckpointStatus | None = None
+    """The newest checkpoint."""
+    model: PublishedModel | None = None
+    """The published model artifact, once the job succeeded."""
+    retries: int = 0
+    """Times the run was restarted after a failure."""
+    message: str | None = None
+    """The latest thing a human should know."""
+
+
+class LLMTrainingJob(WireModel):
+    """Preprocess a dataset, train a GPT-style model with Ray Train, evaluate, checkpoint and
+    publish it to object storage."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["llmkube.io/v1alpha1"] = GROUP_VERSION
+    """llmkube.io/v1alpha1"""
+    kind: Literal["LLMTrainingJob"] = "LLMTrainingJob"
+    """LLMTrainingJob"""
+    metadata: ObjectMeta
+    """Standard object metadata."""
+    spec: LLMTrainingJobSpec
+    """Desired state."""
+    status: LLMTrainingJobStatus | None = None
+    """Observed state, written by the operator."""

@@ -1,0 +1,74 @@
+"""`llmkube`: local runs, CRD export and manifest validation."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+from llmkube import __version__, manifests
+from llmkube.api.crd import all_crds
+
+app = typer.Typer(
+    name="llmkube",
+    help="Train and serve language models from LLMTrainingJob / LLMDeployment manifests.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def version() -> None:
+    """Print the llmkube version."""
+    out.print(__version__)
+
+
+@app.command()
+def crds(
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Write one file per CRD here instead of stdout."),
+    ] = None,
+) -> None:
+    """Print the CustomResourceDefinitions (generated from the API models)."""
+    rendered = {name: yaml.safe_dump(crd, sort_keys=False) for name, crd in all_crds().items()}
+    if output_dir is None:
+        typer.echo("---\n".join(rendered.values()), nl=False)
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered.items():
+        (output_dir / name).write_text(text, encoding="utf-8")
+        err.print(f"wrote {output_dir / name}")
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
+) -> None:
+    """Validate manifests exactly as the operator does; exit 1 if any is invalid."""
+    try:
+        documents = manifests.load(paths)
+    except FileNotFoundError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    failed = 0
+    for doc in documents:
+        label = f"{doc.source} {doc.kind or '?'}/{doc.name or '?'}"
+        if doc.problems:
+            failed += 1
+            err.print(f"[red]✗[/] {label}")
+            for problem in doc.problems:
+                err.print(f"    {problem}", markup=False, highlight=False)
+        elif doc.is_llmkube:
+            out.print(f"[green]✓[/] {label}")
+        else:
+            out.print(f"[dim]- {label} (not an llmkube kind; skipped)[/]")
+    if not any(doc.is_llmkube for doc in documents):
+        err.print("[yellow]no LLMTrainingJob or LLMDeployment found[/]")
+        raise typer.Exit(1)
+    if failed:
+        err.print(f"[red]{failed} invalid document(s)[/]")
+        raise typer.Exit(1)

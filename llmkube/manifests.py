@@ -1,0 +1,89 @@
+"""Reading llmkube resources from YAML files and folders, with the operator's validation."""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from llmkube.api import GROUP_VERSION, LLMDeployment, LLMTrainingJob
+from llmkube.api.errors import describe
+
+Resource = LLMTrainingJob | LLMDeployment
+KINDS: dict[str, type[Resource]] = {"LLMTrainingJob": LLMTrainingJob, "LLMDeployment": LLMDeployment}
+YAML_SUFFIXES = {".yaml", ".yml", ".json"}
+
+
+@dataclass
+class Document:
+    """One YAML document and what validating it found."""
+
+    source: str
+    """file path and document number, e.g. examples/job.yaml#2"""
+    kind: str | None
+    name: str | None
+    resource: Resource | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def is_llmkube(self) -> bool:
+        return self.kind in KINDS
+
+
+def manifest_files(paths: Iterable[Path]) -> list[Path]:
+    """The YAML files named, with folders expanded (sorted, not recursive into hidden dirs)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in YAML_SUFFIXES
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or directory")
+    return files
+
+
+def load(paths: Iterable[Path]) -> list[Document]:
+    """Every document in the given files and folders, each validated if it is an llmkube kind."""
+    return [doc for file in manifest_files(paths) for doc in _documents(file)]
+
+
+def _documents(file: Path) -> Iterator[Document]:
+    try:
+        raw_docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        yield Document(source=str(file), kind=None, name=None, problems=[f"not valid YAML: {error}"])
+        return
+    for index, raw in enumerate(raw_docs, start=1):
+        if raw is None:
+            continue
+        yield parse(raw, source=f"{file}#{index}")
+
+
+def parse(raw: object, *, source: str) -> Document:
+    """Validate one decoded document as the operator would."""
+    if not isinstance(raw, dict):
+        return Document(source, None, None, problems=["a manifest must be a mapping (kind: ...)"])
+    kind = raw.get("kind")
+    name = (raw.get("metadata") or {}).get("name") if isinstance(raw.get("metadata"), dict) else None
+    doc = Document(source=source, kind=kind if isinstance(kind, str) else None, name=name)
+    if doc.kind not in KINDS:
+        return doc
+    if raw.get("apiVersion") != GROUP_VERSION:
+        doc.problems.append(
+            f"apiVersion: expected {GROUP_VERSION} for kind {kind}, got {raw.get('apiVersion')!r}"
+        )
+        return doc
+    try:
+        doc.resource = KINDS[doc.kind].model_validate(raw)
+    except ValidationError as error:
+        doc.problems.extend(describe(error))
+    return doc

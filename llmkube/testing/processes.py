@@ -1,0 +1,83 @@
+"""Starting and stopping server processes that cannot outlive the test run that started them."""
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If the test runner is killed outright, the kernel kills the servers too: nothing leaks.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """One server binary, logging to a file, in its own process group."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            list(argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_running(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise RuntimeError(
+                f"{self.name} exited with code {code}; last log lines ({self.log_path}):\n"
+                + self.log_tail()
+            )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    watch: Sequence[ServerProcess] = (),
+    interval: float = 0.1,
+) -> None:
+    """Poll `ready` until it holds; fail fast with the server's log if one of `watch` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for server in watch:
+            server.check_running()
+        if ready():
+            return
+        time.sleep(interval)
+    logs = "\n".join(f"--- {s.name} ({s.log_path}):\n{s.log_tail()}" for s in watch)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s\n{logs}")
