@@ -11,7 +11,10 @@ from llmkube.api import GROUP_VERSION, LLMDeployment, LLMTrainingJob
 from llmkube.api.errors import describe
 
 Resource = LLMTrainingJob | LLMDeployment
-KINDS: dict[str, type[Resource]] = {"LLMTrainingJob": LLMTrainingJob, "LLMDeployment": LLMDeployment}
+KINDS: dict[str, type[Resource]] = {
+    "LLMTrainingJob": LLMTrainingJob,
+    "LLMDeployment": LLMDeployment,
+}
 YAML_SUFFIXES = {".yaml", ".yml", ".json"}
 
 
@@ -60,7 +63,9 @@ def _documents(file: Path) -> Iterator[Document]:
     try:
         raw_docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        yield Document(source=str(file), kind=None, name=None, problems=[f"not valid YAML: {error}"])
+        yield Document(
+            source=str(file), kind=None, name=None, problems=[f"not valid YAML: {error}"]
+        )
         return
     for index, raw in enumerate(raw_docs, start=1):
         if raw is None:
@@ -73,7 +78,9 @@ def parse(raw: object, *, source: str) -> Document:
     if not isinstance(raw, dict):
         return Document(source, None, None, problems=["a manifest must be a mapping (kind: ...)"])
     kind = raw.get("kind")
-    name = (raw.get("metadata") or {}).get("name") if isinstance(raw.get("metadata"), dict) else None
+    name = (
+        (raw.get("metadata") or {}).get("name") if isinstance(raw.get("metadata"), dict) else None
+    )
     doc = Document(source=source, kind=kind if isinstance(kind, str) else None, name=name)
     if doc.kind not in KINDS:
         return doc

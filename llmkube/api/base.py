@@ -1,6 +1,6 @@
 """The base every wire model shares: camelCase aliases, attribute docstrings as descriptions."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -8,7 +8,7 @@ from pydantic_core import PydanticCustomError
 
 API_GROUP = "llmkube.io"
 API_VERSION = "v1alpha1"
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+GROUP_VERSION: Final[Literal["llmkube.io/v1alpha1"]] = "llmkube.io/v1alpha1"
 
 
 class WireModel(BaseModel):
@@ -21,6 +21,8 @@ class WireModel(BaseModel):
         extra="forbid",
         use_attribute_docstrings=True,
         validate_default=True,
+        # Types as the apiserver checks them: "100" is not an integer, 1 is not a bool.
+        strict=True,
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -39,13 +41,21 @@ def invalid(message: str, **context: Any) -> PydanticCustomError:
     return PydanticCustomError("invalid_spec", message, context or None)
 
 
+STORAGE_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*)$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+# What each pattern means, so an error says "must be a quantity such as 16Gi", not a regex.
+PATTERN_HINTS = {
+    STORAGE_URI_PATTERN: "must be s3://bucket/prefix (lowercase bucket) or file:///absolute/path",
+    NAME_PATTERN: "must be a Kubernetes name: lowercase letters, digits, '-' and '.'",
+    QUANTITY_PATTERN: "must be a Kubernetes quantity such as 16Gi, 512Mi or 500m",
+}
+
 # Object-storage locations: MinIO/S3 buckets or local paths (the embedded default).
 StorageUri = Annotated[
     str,
-    StringConstraints(
-        pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*)$",
-        max_length=1024,
-    ),
+    StringConstraints(pattern=STORAGE_URI_PATTERN, max_length=1024),
     Field(
         description="Object-storage URI: s3://bucket/prefix (MinIO or any S3) or file:///abs/path."
     ),
@@ -53,19 +63,11 @@ StorageUri = Annotated[
 
 # RFC 1123 subdomain, the rule for names of most Kubernetes objects.
 KubernetesName = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-        min_length=1,
-        max_length=253,
-    ),
+    str, StringConstraints(pattern=NAME_PATTERN, min_length=1, max_length=253)
 ]
 
-# The same pattern Kubernetes uses for resource.Quantity, e.g. 500m, 16Gi, 1e3.
-Quantity = Annotated[
-    str,
-    StringConstraints(pattern=r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$", max_length=64),
-]
+# The pattern Kubernetes itself uses for resource.Quantity.
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
 
 
 def cel_rules(*rules: tuple[str, str]) -> ConfigDict:

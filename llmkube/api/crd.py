@@ -55,7 +55,9 @@ def _convert(node: JsonSchema, defs: dict[str, JsonSchema], path: str) -> JsonSc
     if "anyOf" in node:
         options = [option for option in node["anyOf"] if option.get("type") != "null"]
         if len(options) != 1:
-            raise UnsupportedSchemaError(f"{path}: unions other than X | None cannot be a CRD field")
+            raise UnsupportedSchemaError(
+                f"{path}: unions other than X | None cannot be a CRD field"
+            )
         rest = {k: v for k, v in node.items() if k != "anyOf"}
         return _convert({**options[0], **rest}, defs, path)
 
@@ -82,7 +84,8 @@ def _convert(node: JsonSchema, defs: dict[str, JsonSchema], path: str) -> JsonSc
                 out["x-kubernetes-preserve-unknown-fields"] = True
             elif isinstance(value, dict):
                 out[key] = _convert(value, defs, f"{path}{{}}")
-            # False: structural schemas prune unknown fields; kubectl's strict validation reports them.
+            # False: the apiserver prunes unknown fields, and kubectl's strict validation
+            # reports them.
         elif key not in _DROPPED:
             raise UnsupportedSchemaError(f"{path}: schema key {key!r} has no CRD translation")
 

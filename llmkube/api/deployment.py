@@ -115,7 +115,8 @@ class AutoscalingSpec(WireModel):
 
     model_config = cel_rules(
         (
-            "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+            "!has(self.minReplicas) || !has(self.maxReplicas)"
+            " || self.minReplicas <= self.maxReplicas",
             "minReplicas must not exceed maxReplicas",
         )
     )

@@ -19,5 +19,7 @@ PRESETS: dict[str, GptDimensions] = {
     # About 10M parameters: a few minutes on a CPU, seconds per hundred steps on a GPU.
     "small": GptDimensions(n_layer=6, n_head=6, d_model=384, context_length=256, dropout=0.1),
     # The GPT-2 small shape (124M parameters at a 50k vocabulary).
-    "gpt2-124m": GptDimensions(n_layer=12, n_head=12, d_model=768, context_length=1024, dropout=0.0),
+    "gpt2-124m": GptDimensions(
+        n_layer=12, n_head=12, d_model=768, context_length=1024, dropout=0.0
+    ),
 }

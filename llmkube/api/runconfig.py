@@ -134,7 +134,12 @@ def training_run_config(
         base=spec.model.base,
         tokenizer=spec.tokenizer,
         dataset=dataset,
-        training=spec.training,
+        training=spec.training.model_copy(
+            update={
+                "warmup_steps": spec.training.resolved_warmup_steps(),
+                "min_learning_rate": spec.training.resolved_min_learning_rate(),
+            }
+        ),
         evaluation=spec.evaluation,
         checkpoint=spec.checkpoint,
         scaling=ScalingConfig(

@@ -63,7 +63,11 @@ class ModelSpec(WireModel):
         if self.base is not None:
             fixed = [
                 alias
-                for name, alias in (("n_layer", "nLayer"), ("n_head", "nHead"), ("d_model", "dModel"))
+                for name, alias in (
+                    ("n_layer", "nLayer"),
+                    ("n_head", "nHead"),
+                    ("d_model", "dModel"),
+                )
                 if getattr(self.overrides, name) is not None
             ]
             if fixed:
@@ -168,8 +172,9 @@ class TrainingSpec(WireModel):
     """Peak learning rate."""
     min_learning_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     """Learning rate at the end of the schedule. Defaults to learningRate / 10."""
-    warmup_steps: int = Field(default=100, ge=0, le=1_000_000_000)
-    """Steps of linear warmup from zero to learningRate."""
+    warmup_steps: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    """Steps of linear warmup from zero to learningRate. Defaults to 100, or a tenth of maxSteps
+    when that is fewer."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     """Decay from learningRate to minLearningRate after warmup."""
     weight_decay: float = Field(default=0.1, ge=0.0, le=10.0)
@@ -196,13 +201,24 @@ class TrainingSpec(WireModel):
                 low=self.min_learning_rate,
                 high=self.learning_rate,
             )
-        if self.max_steps is not None and self.warmup_steps >= self.max_steps:
+        if (
+            self.max_steps is not None
+            and self.warmup_steps is not None
+            and self.warmup_steps >= self.max_steps
+        ):
             raise invalid(
                 "warmupSteps {warmup} must be below maxSteps {steps}",
                 warmup=self.warmup_steps,
                 steps=self.max_steps,
             )
         return self
+
+    def resolved_warmup_steps(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        if self.max_steps is not None:
+            return min(100, self.max_steps // 10)
+        return 100
 
     def resolved_min_learning_rate(self) -> float:
         if self.min_learning_rate is None:

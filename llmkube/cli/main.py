@@ -16,8 +16,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command()
@@ -72,3 +72,7 @@ def validate(
     if failed:
         err.print(f"[red]{failed} invalid document(s)[/]")
         raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

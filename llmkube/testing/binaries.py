@@ -1,4 +1,4 @@
-"""Where the project's own server binaries are: built and cached by hack/ scripts, never downloaded."""
+"""The project's own server binaries: built and cached by hack/ scripts, never downloaded."""
 
 import subprocess
 from functools import cache

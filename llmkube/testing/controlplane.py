@@ -14,7 +14,6 @@ import secrets
 import shutil
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -239,7 +238,12 @@ def _write_kubeconfig(path: Path, server: str, ca_file: Path, identity: Identity
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "llmkube-test", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "clusters": [
+            {
+                "name": "llmkube-test",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
         "users": [{"name": identity.user, "user": {"token": identity.token}}],
         "contexts": [
             {"name": "llmkube-test", "context": {"cluster": "llmkube-test", "user": identity.user}}
@@ -272,4 +276,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

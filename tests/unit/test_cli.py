@@ -1,0 +1,65 @@
+"""The `llmkube` command's crds and validate verbs, run as a user would."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from llmkube.api.crd import all_crds
+from tests.bad_manifests import corpus
+
+ROOT = Path(__file__).parents[2]
+
+
+def llmkube(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmkube.cli.main", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def test_crds_prints_every_crd() -> None:
+    result = llmkube("crds")
+    assert result.returncode == 0, result.stderr
+    printed = list(yaml.safe_load_all(result.stdout))
+    assert printed == list(all_crds().values())
+
+
+def test_crds_writes_files(tmp_path: Path) -> None:
+    assert llmkube("crds", "--output-dir", str(tmp_path)).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(all_crds())
+
+
+def test_validate_accepts_the_examples() -> None:
+    result = llmkube("validate", "examples/")
+    assert result.returncode == 0, result.stderr
+    assert "LLMTrainingJob/shakespeare" in result.stdout
+    assert "LLMDeployment/shakespeare" in result.stdout
+
+
+def test_validate_reports_one_line_per_problem_and_fails() -> None:
+    result = llmkube("validate", "tests/data/bad-manifests/")
+    assert result.returncode == 1
+    for bad in corpus():
+        assert bad.llmkube_says in result.stderr, bad
+    assert f"{len(corpus())} invalid document(s)" in result.stderr
+
+
+def test_validate_missing_file_is_a_clear_error() -> None:
+    result = llmkube("validate", "no/such/file.yaml")
+    assert result.returncode == 2
+    assert "no/such/file.yaml: no such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_broken_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: LLMTrainingJob\nspec: [unclosed\n")
+    result = llmkube("validate", str(broken))
+    assert result.returncode == 1
+    assert "not valid YAML" in result.stderr
+    assert "Traceback" not in result.stderr

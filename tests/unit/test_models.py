@@ -1,0 +1,154 @@
+"""The API models: defaults, presets, cross-field rules and the messages users see."""
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from llmkube import manifests
+from llmkube.api import LLMDeployment, LLMTrainingJob
+from llmkube.api.errors import describe, field_path
+from llmkube.api.runconfig import TrainingRunConfig, training_run_config
+from tests.bad_manifests import BadManifest, corpus
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def minimal_job(**spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "llmkube.io/v1alpha1",
+        "kind": "LLMTrainingJob",
+        "metadata": {"name": "job", "namespace": "team-a"},
+        "spec": {
+            "dataset": {"source": "s3://datasets/text/"},
+            "training": {"maxSteps": 1000},
+            "output": "s3://models/job/",
+            **spec,
+        },
+    }
+
+
+def example(kind: str) -> LLMTrainingJob | LLMDeployment:
+    for doc in manifests.load([EXAMPLES]):
+        if doc.kind == kind:
+            assert doc.resource is not None, doc.problems
+            return doc.resource
+    raise AssertionError(f"no {kind} in examples/")
+
+
+def test_examples_are_valid() -> None:
+    documents = manifests.load([EXAMPLES])
+    assert {doc.kind for doc in documents} == {"LLMTrainingJob", "LLMDeployment", "Secret"}
+    assert all(not doc.problems for doc in documents)
+
+
+def test_defaults_live_in_the_models() -> None:
+    job = LLMTrainingJob.model_validate(minimal_job())
+    assert job.spec.model.preset == "small"
+    assert job.spec.tokenizer.resolved_vocab_size() == 8192
+    assert job.spec.resources.workers == 1
+    assert job.spec.resources.gpus_per_worker == 1
+    assert job.spec.checkpoint.keep == 3
+    assert job.spec.training.resolved_warmup_steps() == 100
+    assert job.spec.training.resolved_min_learning_rate() == pytest.approx(3e-5)
+
+
+def test_short_runs_get_a_short_warmup_instead_of_an_error() -> None:
+    job = LLMTrainingJob.model_validate(minimal_job(training={"maxSteps": 50}))
+    assert job.spec.training.resolved_warmup_steps() == 5
+
+
+def test_preset_and_overrides_resolve_to_dimensions() -> None:
+    job = LLMTrainingJob.model_validate(
+        minimal_job(model={"preset": "tiny", "overrides": {"nLayer": 3, "contextLength": 64}})
+    )
+    dims = job.spec.model.dimensions()
+    assert (dims.n_layer, dims.n_head, dims.d_model, dims.context_length) == (3, 2, 64, 64)
+
+
+def test_continuing_from_a_base_model_may_not_change_its_shape() -> None:
+    with pytest.raises(ValidationError, match=r"overrides.nLayer cannot change"):
+        LLMTrainingJob.model_validate(
+            minimal_job(model={"base": "s3://models/old/model/", "overrides": {"nLayer": 4}})
+        )
+
+
+def test_wire_format_is_camel_case_and_round_trips() -> None:
+    job = example("LLMTrainingJob")
+    wire = job.to_wire()
+    assert "maxSteps" in wire["spec"]["training"]
+    assert "max_steps" not in json.dumps(wire)
+    assert LLMTrainingJob.model_validate(wire) == job
+
+
+def test_strings_are_not_numbers_as_for_the_apiserver() -> None:
+    with pytest.raises(ValidationError, match="valid integer"):
+        LLMTrainingJob.model_validate(minimal_job(training={"maxSteps": "100"}))
+
+
+def test_run_config_is_resolved_and_carries_no_secrets() -> None:
+    job = example("LLMTrainingJob")
+    assert isinstance(job, LLMTrainingJob)
+    config = training_run_config(job, default_endpoint="unused:9000")
+    assert config.job.name == "shakespeare"
+    assert (config.model.n_layer, config.model.d_model, config.model.context_length) == (
+        6,
+        384,
+        512,
+    )
+    assert config.model.vocab_size == 8192
+    assert config.dataset.cache == "s3://models/shakespeare/cache"
+    assert config.output == "s3://models/shakespeare"
+    assert config.training.warmup_steps == 200
+    assert config.training.min_learning_rate == pytest.approx(6e-5)
+    assert config.scaling.workers == 2
+    assert config.max_failures == 3
+    assert config.storage.endpoint == "minio.minio.svc.cluster.local:9000"
+    assert config.storage.access_key_env == "AWS_ACCESS_KEY_ID"
+    text = config.model_dump_json(by_alias=True)
+    assert "minio-credentials" not in text
+    assert TrainingRunConfig.model_validate_json(text) == config
+
+
+def test_run_config_takes_the_default_endpoint_when_the_spec_has_none() -> None:
+    job = LLMTrainingJob.model_validate(minimal_job())
+    assert training_run_config(job, default_endpoint="minio:9000").storage.endpoint == "minio:9000"
+    assert training_run_config(job).storage.endpoint is None
+
+
+def test_run_config_is_a_pure_function() -> None:
+    job = example("LLMTrainingJob")
+    assert isinstance(job, LLMTrainingJob)
+    assert training_run_config(job) == training_run_config(job)
+    assert job == example("LLMTrainingJob")
+
+
+def test_field_paths_read_like_kubectl() -> None:
+    assert field_path(("spec", "nodePool", "tolerations", 0, "effect")) == (
+        "spec.nodePool.tolerations[0].effect"
+    )
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    bad = minimal_job(training={"maxSteps": -1}, resources={"workers": 0})
+    with pytest.raises(ValidationError) as caught:
+        LLMTrainingJob.model_validate(bad)
+    lines = describe(caught.value)
+    assert any(line.startswith("spec.training.maxSteps:") for line in lines)
+    assert any(line.startswith("spec.resources.workers:") for line in lines)
+
+
+@pytest.mark.parametrize("bad", corpus(), ids=str)
+def test_bad_manifests_are_rejected_with_a_message_naming_the_field(bad: BadManifest) -> None:
+    doc = manifests.parse(bad.document, source=bad.path.name)
+    assert doc.resource is None
+    assert any(bad.llmkube_says in problem for problem in doc.problems), doc.problems
+
+
+def test_the_corpus_is_large_enough_and_mixed() -> None:
+    manifests_ = corpus()
+    assert len(manifests_) >= 12
+    assert any(m.apiserver_says is None for m in manifests_), "some must pass the apiserver"
+    kinds = {m.document["kind"] for m in manifests_}
+    assert kinds == {"LLMTrainingJob", "LLMDeployment"}
