@@ -48,7 +48,8 @@ def control_plane(
         wait_until(lambda: _all_crds_established(plane), timeout=60, what="CRDs Established")
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         capture = request.config.pluginmanager.get_plugin("capturemanager")
-        assert reporter is not None and capture is not None
+        assert reporter is not None
+        assert capture is not None
         with capture.global_and_fixture_disabled():
             reporter.ensure_newline()
             reporter.write_line(
