@@ -28,14 +28,15 @@ def _run_script(script: str) -> dict[str, Path]:
 
 
 @cache
-def control_plane_binaries() -> dict[str, Path]:
-    """kube-apiserver, kube-controller-manager, kubectl and etcd, by name (built on first use)."""
+def server_binaries() -> dict[str, Path]:
+    """kube-apiserver, kube-controller-manager, kubectl, etcd and minio (built on first use)."""
     dirs = _run_script("build-binaries.sh")
     return {
         "kube-apiserver": dirs["kubernetes"] / "kube-apiserver",
         "kube-controller-manager": dirs["kubernetes"] / "kube-controller-manager",
         "kubectl": dirs["kubernetes"] / "kubectl",
         "etcd": dirs["etcd"] / "etcd",
+        "minio": dirs["minio"] / "minio",
     }
 
 

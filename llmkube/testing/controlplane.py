@@ -26,7 +26,7 @@ from typing import Self
 
 import yaml
 
-from llmkube.testing.binaries import control_plane_binaries
+from llmkube.testing.binaries import server_binaries
 from llmkube.testing.certificates import write_pki
 from llmkube.testing.processes import ServerProcess, free_port, wait_until
 
@@ -59,7 +59,11 @@ class ControlPlane:
         owns = workdir is None
         workdir = Path(tempfile.mkdtemp(prefix="llmkube-cp-")) if workdir is None else workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        binaries = control_plane_binaries()
+        binaries = {
+            name: path
+            for name, path in server_binaries().items()
+            if name in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+        }
         begun = time.monotonic()
         write_pki(workdir)
 

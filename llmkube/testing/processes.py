@@ -6,7 +6,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -25,17 +25,24 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """One server binary, logging to a file, in its own process group."""
+    """One server binary, logging to a file, in its own process group.
 
-    def __init__(self, name: str, argv: Sequence[str], log_dir: Path) -> None:
+    Start it from a thread that outlives it (normally the main thread): the kernel's
+    parent-death signal follows the *thread* that spawned the child, not the process.
+    """
+
+    def __init__(
+        self, name: str, argv: Sequence[str], log_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")  # a restarted server keeps its earlier log
         self.process = subprocess.Popen(
             list(argv),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )

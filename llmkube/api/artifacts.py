@@ -1,0 +1,53 @@
+"""Files the runtime writes under a job's output and the operator and CLI read (design.md §3)."""
+
+from pydantic import ConfigDict
+
+from llmkube.api.base import WireModel
+
+PROGRESS_FILE = "progress.json"
+METRICS_FILE = "metrics.jsonl"
+MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class ProgressRecord(WireModel):
+    """`<output>/progress.json`: rewritten by the training driver as steps complete."""
+
+    # snake_case on disk (it is a file format, not a Kubernetes object); tolerant of additions.
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+
+    step: int
+    """Optimizer steps done."""
+    total_steps: int
+    """Optimizer steps planned."""
+    epoch: float = 0.0
+    """Passes over the training data so far."""
+    tokens_seen: int = 0
+    """Training tokens consumed so far."""
+    eta_s: float | None = None
+    """Estimated seconds to the end of training."""
+    updated_at: str
+    """When this was written (RFC 3339)."""
+
+
+class MetricsRecord(WireModel):
+    """One line of `<output>/metrics.jsonl`: a logged training step or an evaluation."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+
+    step: int
+    """Optimizer step the numbers belong to."""
+    kind: str = "train"
+    """train or eval."""
+    train_loss: float | None = None
+    """Training loss (train records)."""
+    learning_rate: float | None = None
+    """Learning rate at this step."""
+    tokens_per_second: float | None = None
+    """Throughput over all workers."""
+    eval_loss: float | None = None
+    """Validation loss (eval records)."""
+    perplexity: float | None = None
+    """exp(eval_loss)."""
+    accuracy: float | None = None
+    """Next-token accuracy on validation data."""

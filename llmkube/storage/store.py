@@ -1,0 +1,225 @@
+"""One small interface over s3:// and file:// object storage."""
+
+import io
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from llmkube.api.runconfig import StorageConfig
+from llmkube.storage.errors import (
+    AccessDeniedError,
+    NotFoundError,
+    StorageError,
+    StorageUnavailableError,
+)
+from llmkube.storage.uri import local_path, parse_s3
+
+T = TypeVar("T")
+
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+_TRANSIENT = {
+    "SlowDown",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+    "XMinioServerNotInitialized",
+}
+
+
+class ObjectStore(Protocol):
+    """Whole-object reads and writes under URIs of one scheme."""
+
+    def read_bytes(self, uri: str) -> bytes: ...
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
+    def exists(self, uri: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]:
+        """URIs of every object under `prefix`, sorted."""
+        ...
+
+    def delete(self, uri: str) -> None: ...
+
+
+class LocalStore:
+    """file:// URIs: the embedded default, no server needed. Writes are atomic (rename)."""
+
+    def read_bytes(self, uri: str) -> bytes:
+        path = local_path(uri)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{uri}: no such file") from None
+        except PermissionError:
+            raise AccessDeniedError(f"{uri}: permission denied") from None
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        path = local_path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A reader (the operator, `llmkube status`) never sees a half-written file.
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=".tmp-") as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)
+
+    def exists(self, uri: str) -> bool:
+        return local_path(uri).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        root = local_path(prefix)
+        if root.is_file():
+            return [prefix]
+        if not root.is_dir():
+            return []
+        return sorted(
+            "file://" + str(path)
+            for path in root.rglob("*")
+            if path.is_file() and not path.name.startswith(".tmp-")
+        )
+
+    def delete(self, uri: str) -> None:
+        path = local_path(uri)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+class S3Store:
+    """s3:// URIs on MinIO or any S3-compatible endpoint."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        access_key: str | None,
+        secret_key: str | None,
+        secure: bool,
+        region: str | None = None,
+        retry_for_seconds: float = 60.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.retry_for_seconds = retry_for_seconds
+        # Our own retry loop below handles outages; the client's own retries would stack on it.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=60),
+            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0),
+            maxsize=16,
+        )
+        self.client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+        )
+
+    def _call(self, uri: str, action: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.retry_for_seconds
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except S3Error as error:
+                if error.code in _NOT_FOUND:
+                    raise NotFoundError(f"{uri}: {error.code} on {self.endpoint}") from None
+                if error.code in _DENIED:
+                    raise AccessDeniedError(
+                        f"{uri}: {error.code} from {self.endpoint}; check the access key pair in "
+                        "the credentials Secret and the bucket policy"
+                    ) from None
+                if error.code not in _TRANSIENT or time.monotonic() > deadline:
+                    raise StorageError(f"{uri}: {error.code}: {error.message}") from None
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                if time.monotonic() > deadline:
+                    raise StorageUnavailableError(
+                        f"{uri}: cannot reach {self.endpoint} after {self.retry_for_seconds:.0f}s "
+                        f"({type(error).__name__}); check storage.endpoint and that it is up"
+                    ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def read_bytes(self, uri: str) -> bytes:
+        location = parse_s3(uri)
+
+        def read() -> bytes:
+            response = self.client.get_object(location.bucket, location.key)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(uri, read)
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        location = parse_s3(uri)
+
+        def write() -> None:
+            # S3 PUTs are atomic: readers see the old object or the new one.
+            self.client.put_object(location.bucket, location.key, io.BytesIO(data), len(data))
+
+        self._call(uri, write)
+
+    def exists(self, uri: str) -> bool:
+        location = parse_s3(uri)
+        try:
+            self._call(uri, lambda: self.client.stat_object(location.bucket, location.key))
+        except NotFoundError:
+            return False
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        location = parse_s3(prefix)
+
+        def listing() -> list[str]:
+            objects: Iterator[object] = self.client.list_objects(
+                location.bucket, prefix=location.key, recursive=True
+            )
+            return sorted(f"s3://{location.bucket}/{obj.object_name}" for obj in objects)  # type: ignore[attr-defined]
+
+        return self._call(prefix, listing)
+
+    def delete(self, uri: str) -> None:
+        location = parse_s3(uri)
+        self._call(uri, lambda: self.client.remove_object(location.bucket, location.key))
+
+
+def open_store(
+    uri: str,
+    config: StorageConfig | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    retry_for_seconds: float = 60.0,
+) -> ObjectStore:
+    """The store for a URI's scheme; credentials come from the environment variables the config
+    names (the operator puts them there from the user's Secret), never from the config itself."""
+    if uri.startswith("file://"):
+        return LocalStore()
+    if not uri.startswith("s3://"):
+        raise StorageError(f"{uri}: unsupported scheme; use s3:// or file://")
+    config = config or StorageConfig()
+    env = os.environ if environ is None else environ
+    endpoint = config.endpoint or env.get("LLMKUBE_S3_ENDPOINT")
+    if not endpoint:
+        raise StorageError(
+            f"{uri}: no S3 endpoint; set storage.endpoint in the manifest or LLMKUBE_S3_ENDPOINT"
+        )
+    secure = not config.insecure
+    if "://" in endpoint:
+        scheme, _, endpoint = endpoint.partition("://")
+        secure = scheme == "https"
+    return S3Store(
+        endpoint.rstrip("/"),
+        access_key=env.get(config.access_key_env),
+        secret_key=env.get(config.secret_key_env),
+        secure=secure,
+        region=config.region,
+        retry_for_seconds=retry_for_seconds,
+    )

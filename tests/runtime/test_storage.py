@@ -1,0 +1,107 @@
+"""llmkube.storage against a real MinIO server and the local filesystem."""
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llmkube.api.runconfig import StorageConfig
+from llmkube.storage import (
+    AccessDeniedError,
+    NotFoundError,
+    ObjectStore,
+    StorageError,
+    StorageUnavailableError,
+    open_store,
+)
+from llmkube.storage.uri import join
+from llmkube.testing.minio import MinioServer
+
+
+def s3_store(minio: MinioServer, **kwargs: float) -> ObjectStore:
+    config = StorageConfig(endpoint=minio.endpoint, insecure=True)
+    return open_store("s3://any", config, environ=minio.env, **kwargs)
+
+
+@pytest.fixture(params=["s3", "file"])
+def store_and_root(
+    request: pytest.FixtureRequest, minio: MinioServer, bucket: str, tmp_path: Path
+) -> tuple[ObjectStore, str]:
+    if request.param == "s3":
+        return s3_store(minio), f"s3://{bucket}/run"
+    return open_store("file://"), f"file://{tmp_path}/run"
+
+
+def test_write_read_list_delete(store_and_root: tuple[ObjectStore, str]) -> None:
+    store, root = store_and_root
+    store.write_bytes(join(root, "model", "config.json"), b'{"n_layer": 2}')
+    store.write_bytes(join(root, "progress.json"), b"{}")
+    assert store.read_bytes(join(root, "model/config.json")) == b'{"n_layer": 2}'
+    assert store.list(root) == [join(root, "model/config.json"), join(root, "progress.json")]
+    assert store.exists(join(root, "progress.json"))
+    store.write_bytes(join(root, "progress.json"), b'{"step": 2}')  # overwrite
+    assert store.read_bytes(join(root, "progress.json")) == b'{"step": 2}'
+    store.delete(join(root, "progress.json"))
+    assert not store.exists(join(root, "progress.json"))
+    assert store.list(join(root, "nothing-here")) == []
+
+
+def test_missing_object_names_it(store_and_root: tuple[ObjectStore, str]) -> None:
+    store, root = store_and_root
+    with pytest.raises(NotFoundError, match=r"run/absent\.json"):
+        store.read_bytes(join(root, "absent.json"))
+
+
+def test_missing_bucket_names_it(minio: MinioServer) -> None:
+    with pytest.raises(NotFoundError, match=r"s3://no-such-bucket/x.*NoSuchBucket"):
+        s3_store(minio).read_bytes("s3://no-such-bucket/x")
+
+
+def test_wrong_credentials_say_what_to_check(minio: MinioServer, bucket: str) -> None:
+    config = StorageConfig(endpoint=minio.endpoint, insecure=True)
+    wrong = {"AWS_ACCESS_KEY_ID": minio.access_key, "AWS_SECRET_ACCESS_KEY": "wrong"}
+    store = open_store("s3://x", config, environ=wrong)
+    with pytest.raises(AccessDeniedError, match=r"SignatureDoesNotMatch.*credentials Secret"):
+        store.read_bytes(f"s3://{bucket}/x")
+
+
+def test_unreachable_endpoint_fails_after_the_retry_window() -> None:
+    config = StorageConfig(endpoint="127.0.0.1:1", insecure=True)
+    store = open_store("s3://x", config, environ={}, retry_for_seconds=1)
+    with pytest.raises(StorageUnavailableError, match=r"cannot reach 127\.0\.0\.1:1"):
+        store.read_bytes("s3://bucket/key")
+
+
+def test_an_outage_is_ridden_out_by_retries(minio: MinioServer, bucket: str) -> None:
+    store = s3_store(minio, retry_for_seconds=60)
+    minio.pause()
+    outcome: list[BaseException | float] = []
+
+    def write_during_outage() -> None:
+        began = time.monotonic()
+        try:
+            store.write_bytes(f"s3://{bucket}/during-outage", b"kept")
+            outcome.append(time.monotonic() - began)
+        except BaseException as error:
+            outcome.append(error)
+
+    writer = threading.Thread(target=write_during_outage)
+    writer.start()
+    time.sleep(3)
+    minio.resume()  # from this thread: a server must be started by a thread that outlives it
+    writer.join(60)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], float), outcome
+    assert outcome[0] > 2.0, "the write should have waited out the outage"
+    assert store.read_bytes(f"s3://{bucket}/during-outage") == b"kept"
+
+
+def test_no_endpoint_is_a_clear_error() -> None:
+    with pytest.raises(StorageError, match=r"no S3 endpoint; set storage\.endpoint"):
+        open_store("s3://bucket/x", StorageConfig(), environ={})
+
+
+def test_relative_file_uri_is_refused() -> None:
+    with pytest.raises(ValueError, match="absolute path"):
+        open_store("file://").read_bytes("file://relative/path")
