@@ -28,6 +28,10 @@ class ProgressRecord(WireModel):
     """Estimated seconds to the end of training."""
     updated_at: str
     """When this was written (RFC 3339)."""
+    checkpoint_uri: str | None = None
+    """The newest checkpoint written."""
+    checkpoint_step: int | None = None
+    """The step of the newest checkpoint."""
 
 
 class MetricsRecord(WireModel):

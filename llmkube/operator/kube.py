@@ -1,0 +1,134 @@
+"""Kubernetes I/O for the operator: raw JSON over the official client's connection handling.
+
+Objects stay plain dicts (no model classes): the builders produce dicts and the operator must keep
+up with thousands of objects, where the client's model (de)serialization would dominate.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+Body = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        if name is not None:
+            path += f"/{name}"
+        if subresource is not None:
+            path += f"/{subresource}"
+        return path
+
+
+CONFIGMAPS = Resource("", "v1", "configmaps")
+SECRETS = Resource("", "v1", "secrets")
+RAYJOBS = Resource("ray.io", "v1", "rayjobs")
+TRAINING_JOBS = Resource("llmkube.io", "v1alpha1", "llmtrainingjobs")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        return self.status in (0, 429) or self.status >= 500
+
+
+class ConflictError(ApiError):
+    """409: the object exists already (create) or changed meanwhile (update)."""
+
+
+class KubeApi:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+
+    @classmethod
+    def from_environment(cls, pool_size: int = 32) -> "KubeApi":
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        configuration.connection_pool_maxsize = pool_size
+        return cls(client.ApiClient(configuration))
+
+    def _request(
+        self, method: str, path: str, body: Body | None = None, content_type: str | None = None
+    ) -> Body:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            method, url, headers, payload, _ = self.api_client.param_serialize(
+                method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
+            )
+            response = self.api_client.call_api(
+                method, url, header_params=headers, body=payload, _request_timeout=30
+            )
+            data = response.read()  # type: ignore[no-untyped-call]
+            status = int(response.status)
+        except ApiException as error:
+            status, data = int(error.status or 0), (error.body or "").encode()
+        except HTTPError as error:
+            raise ApiError(0, f"apiserver unreachable: {error}") from None
+        if not 200 <= status <= 299:
+            kind = ConflictError if status == 409 else ApiError
+            raise kind(status, _api_message(data))
+        parsed: Body = json.loads(data) if data else {}
+        return parsed
+
+    def get(self, resource: Resource, namespace: str, name: str) -> Body | None:
+        try:
+            return self._request("GET", resource.path(namespace, name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def create(self, resource: Resource, namespace: str, body: Body) -> Body:
+        return self._request("POST", resource.path(namespace), body)
+
+    def create_or_get(self, resource: Resource, namespace: str, body: Body) -> tuple[Body, bool]:
+        """(object, created): creates it, or returns the one already there under that name."""
+        try:
+            return self.create(resource, namespace, body), True
+        except ConflictError:
+            existing = self.get(resource, namespace, body["metadata"]["name"])
+            if existing is None:  # deleted in between: the next reconcile creates it
+                raise ApiError(409, f"{body['metadata']['name']} vanished during create") from None
+            return existing, False
+
+    def patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: Body,
+        subresource: str | None = None,
+    ) -> Body:
+        return self._request(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            patch,
+            content_type="application/merge-patch+json",
+        )
+
+
+def _api_message(data: bytes | str) -> str:
+    try:
+        return str(json.loads(data).get("message") or data)
+    except (TypeError, ValueError, AttributeError):
+        return str(data)[:500]

@@ -1,0 +1,59 @@
+"""The operator's own Prometheus metrics (design.md §5 names)."""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECONCILES = Counter(
+    "llmkube_operator_reconcile_total", "Reconciles by resource kind and result", ["kind", "result"]
+)
+RECONCILE_SECONDS = Histogram(
+    "llmkube_operator_reconcile_duration_seconds", "Time spent in one reconcile", ["kind"]
+)
+TRAINING_JOBS = Gauge("llmkube_trainingjobs", "LLMTrainingJobs by phase", ["phase"])
+TRAINING_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
+
+
+class PhaseCounts:
+    """Remembers each object's phase so a gauge can count objects per phase."""
+
+    def __init__(self, gauge: Gauge, phases: tuple[str, ...]) -> None:
+        self.gauge = gauge
+        self.phases: dict[str, str] = {}
+        for phase in phases:
+            gauge.labels(phase=phase).set(0)
+
+    def set(self, uid: str, phase: str | None) -> None:
+        previous = self.phases.get(uid)
+        if previous == phase:
+            return
+        if previous is not None:
+            self.gauge.labels(phase=previous).dec()
+        if phase is None:
+            self.phases.pop(uid, None)
+        else:
+            self.phases[uid] = phase
+            self.gauge.labels(phase=phase).inc()
+
+
+TRAINING_JOB_PHASES = PhaseCounts(TRAINING_JOBS, TRAINING_PHASES)
+
+
+@contextmanager
+def observe_reconcile(kind: str) -> Iterator[None]:
+    began = time.perf_counter()
+    try:
+        yield
+    except Exception as error:
+        RECONCILES.labels(kind=kind, result=type(error).__name__).inc()
+        raise
+    else:
+        RECONCILES.labels(kind=kind, result="success").inc()
+    finally:
+        RECONCILE_SECONDS.labels(kind=kind).observe(time.perf_counter() - began)
+
+
+def serve(port: int) -> None:
+    start_http_server(port)

@@ -1,0 +1,52 @@
+"""Deterministic names, standard labels and owner references of the objects the operator creates.
+
+Deterministic names are what make reconciles idempotent: a restarted operator finds, rather than
+duplicates, what it created before.
+"""
+
+import hashlib
+
+from llmkube.api.common import ObjectMeta
+
+MANAGED_BY = "llmkube-operator"
+TRAINING_JOB_LABEL = "llmkube.io/training-job"
+APPLIED_SPEC_ANNOTATION = "llmkube.io/applied-spec"
+# KubeRay appends suffixes to RayJob names for its RayCluster and pods (MaxRayJobNameLength).
+MAX_RAYJOB_NAME = 47
+
+
+def _bounded(name: str, limit: int) -> str:
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[: limit - 7].rstrip('-.')}-{digest}"
+
+
+def rayjob_name(job_name: str) -> str:
+    return _bounded(job_name, MAX_RAYJOB_NAME)
+
+
+def run_configmap_name(job_name: str) -> str:
+    return f"{rayjob_name(job_name)}-run"
+
+
+def standard_labels(instance: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "llmkube",
+        "app.kubernetes.io/instance": _bounded(instance, 63),
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "llmkube",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def owner_reference(api_version: str, kind: str, meta: ObjectMeta) -> dict[str, object]:
+    # Children are garbage-collected with their owner; no finalizer ever blocks deletion.
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": meta.name,
+        "uid": meta.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

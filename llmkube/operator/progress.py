@@ -1,0 +1,86 @@
+"""Reading a running job's progress.json and metrics.jsonl from object storage."""
+
+import base64
+import json
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+
+from llmkube.api import LLMTrainingJob
+from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE, MetricsRecord, ProgressRecord
+from llmkube.api.runconfig import ACCESS_KEY_ENV, SECRET_KEY_ENV, training_run_config
+from llmkube.api.training import TrainingMetrics
+from llmkube.operator.training_status import ProgressSnapshot
+from llmkube.storage import NotFoundError, open_store
+from llmkube.storage.uri import join
+
+# A status update must not hang on a storage outage; the next tick tries again.
+READ_RETRY_SECONDS = 2.0
+
+
+def credentials_env(secret: Mapping[str, object], job: LLMTrainingJob) -> dict[str, str]:
+    """The S3 credentials from a Secret, as the environment variables storage reads."""
+    reference = job.spec.storage.credentials_secret
+    data = secret.get("data") or {}
+    if reference is None or not isinstance(data, dict):
+        return {}
+    return {
+        env: base64.b64decode(data[key]).decode()
+        for env, key in (
+            (ACCESS_KEY_ENV, reference.access_key_id_key),
+            (SECRET_KEY_ENV, reference.secret_access_key_key),
+        )
+        if key in data
+    }
+
+
+def latest_metrics(lines: str) -> TrainingMetrics | None:
+    """The newest train and eval numbers in a metrics.jsonl (bad lines are skipped)."""
+    train: MetricsRecord | None = None
+    evaluation: MetricsRecord | None = None
+    for line in lines.splitlines():
+        try:
+            record = MetricsRecord.model_validate(json.loads(line))
+        except (ValueError, ValidationError):
+            continue
+        if record.kind == "eval":
+            evaluation = record
+        else:
+            train = record
+    if train is None and evaluation is None:
+        return None
+    return TrainingMetrics(
+        train_loss=train.train_loss if train else None,
+        tokens_per_second=train.tokens_per_second if train else None,
+        eval_loss=evaluation.eval_loss if evaluation else None,
+        perplexity=evaluation.perplexity if evaluation else None,
+        accuracy=evaluation.accuracy if evaluation else None,
+    )
+
+
+def read_snapshot(
+    job: LLMTrainingJob, credentials: Mapping[str, str], default_endpoint: str | None
+) -> ProgressSnapshot:
+    """Raises StorageError when storage cannot be read (not when nothing is written yet)."""
+    run_config = training_run_config(job, default_endpoint=default_endpoint)
+    store = open_store(
+        run_config.output,
+        run_config.storage,
+        environ=credentials,
+        retry_for_seconds=READ_RETRY_SECONDS,
+    )
+    try:
+        progress: ProgressRecord | None = ProgressRecord.model_validate_json(
+            store.read_bytes(join(run_config.output, PROGRESS_FILE))
+        )
+    except NotFoundError:
+        progress = None
+    except ValidationError:
+        progress = None  # half-written by an old runtime or edited by hand; try next time
+    try:
+        metrics = latest_metrics(
+            store.read_bytes(join(run_config.output, METRICS_FILE)).decode("utf-8", "replace")
+        )
+    except NotFoundError:
+        metrics = None
+    return ProgressSnapshot(progress=progress, metrics=metrics)

@@ -1,0 +1,182 @@
+"""Reconciling an LLMTrainingJob: validate, check the Secret, ensure ConfigMap + RayJob, report."""
+
+import datetime
+import json
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmkube.api import LLMTrainingJob
+from llmkube.api.errors import describe
+from llmkube.api.runconfig import training_run_config
+from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, SECRETS, TRAINING_JOBS, KubeApi
+from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
+from llmkube.operator.patches import changed_paths
+from llmkube.operator.progress import credentials_env, read_snapshot
+from llmkube.operator.settings import OperatorSettings
+from llmkube.operator.status_writer import EventSink, current_status, write_training_status
+from llmkube.operator.training_builders import applied_spec, build_rayjob, build_run_configmap
+from llmkube.operator.training_status import blocked_status, training_status
+from llmkube.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+
+class InvalidSpecError(Exception):
+    """The spec fails validation; retrying cannot help until the user changes it."""
+
+
+class MissingSecretError(Exception):
+    """A referenced Secret (or key in it) does not exist yet; retry until it does."""
+
+
+def utcnow() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _validated(body: dict[str, Any], api: KubeApi, events: EventSink, now: str) -> LLMTrainingJob:
+    try:
+        return LLMTrainingJob.model_validate(body)
+    except ValidationError as error:
+        message = "; ".join(describe(error))
+        status = blocked_status(
+            current_status(body),
+            phase="Failed",
+            reason="InvalidSpec",
+            message=f"invalid spec: {message}",
+            generation=body["metadata"].get("generation"),
+            now=now,
+        )
+        write_training_status(api, body, status, events)
+        raise InvalidSpecError(message) from None
+
+
+def _credentials(
+    body: dict[str, Any], job: LLMTrainingJob, api: KubeApi, events: EventSink, now: str
+) -> dict[str, str]:
+    reference = job.spec.storage.credentials_secret
+    if reference is None:
+        return {}
+    namespace = job.metadata.namespace or "default"
+    secret = api.get(SECRETS, namespace, reference.name)
+    missing_keys = [
+        key
+        for key in (reference.access_key_id_key, reference.secret_access_key_key)
+        if secret is not None and key not in (secret.get("data") or {})
+    ]
+    if secret is None or missing_keys:
+        problem = (
+            f"Secret {reference.name} not found in namespace {namespace}"
+            if secret is None
+            else f"Secret {reference.name} has no key {', '.join(missing_keys)}"
+        )
+        message = (
+            f"{problem}; create it with the S3 access key pair (see "
+            "examples/minio-credentials.yaml). The job starts as soon as it exists."
+        )
+        status = blocked_status(
+            current_status(body),
+            phase="Pending",
+            reason="MissingSecret",
+            message=message,
+            generation=job.metadata.generation,
+            now=now,
+        )
+        write_training_status(api, body, status, events)
+        raise MissingSecretError(message)
+    return credentials_env(secret, job)
+
+
+def ignored_spec_changes(rayjob: dict[str, Any], job: LLMTrainingJob) -> list[str]:
+    """Spec fields changed since the RayJob was built (they cannot be applied to it)."""
+    applied = (rayjob.get("metadata", {}).get("annotations") or {}).get(APPLIED_SPEC_ANNOTATION)
+    if applied is None:
+        return []
+    return [
+        f"spec.{path}" for path in changed_paths(json.loads(applied), json.loads(applied_spec(job)))
+    ]
+
+
+def reconcile_training_job(
+    body: dict[str, Any], api: KubeApi, settings: OperatorSettings, events: EventSink
+) -> None:
+    """Idempotent: safe to run again at any point, after any crash."""
+    now = utcnow()
+    job = _validated(body, api, events, now)
+    _credentials(body, job, api, events, now)
+    namespace = job.metadata.namespace or "default"
+    name = rayjob_name(job.metadata.name)
+
+    rayjob = api.get(RAYJOBS, namespace, name)
+    ignored: list[str] = []
+    if rayjob is None:
+        run_config = training_run_config(job, default_endpoint=settings.s3_endpoint)
+        configmap = build_run_configmap(job, run_config)
+        existing, created = api.create_or_get(CONFIGMAPS, namespace, configmap)
+        if not created and existing.get("data") != configmap["data"]:
+            # Left by a reconcile that died before creating the RayJob, from an older spec.
+            api.patch(
+                CONFIGMAPS, namespace, configmap["metadata"]["name"], {"data": configmap["data"]}
+            )
+        rayjob, _ = api.create_or_get(
+            RAYJOBS, namespace, build_rayjob(job, default_image=settings.runtime_image)
+        )
+    else:
+        ignored = ignored_spec_changes(rayjob, job)
+        if bool(rayjob.get("spec", {}).get("suspend")) != job.spec.suspend:
+            rayjob = api.patch(RAYJOBS, namespace, name, {"spec": {"suspend": job.spec.suspend}})
+
+    status = training_status(
+        current_status(body),
+        job,
+        rayjob_name=name,
+        rayjob_status=rayjob.get("status"),
+        snapshot=None,
+        ignored_spec_changes=ignored,
+        now=now,
+    )
+    write_training_status(api, body, status, events)
+
+
+def refresh_training_status(
+    api: KubeApi,
+    namespace: str,
+    job_name: str,
+    settings: OperatorSettings,
+    events: EventSink,
+    *,
+    read_progress: bool,
+) -> None:
+    """Re-derive a job's status from its RayJob (and progress files). A no-op for jobs the
+    reconcile has not set up yet: it owns that path."""
+    body = api.get(TRAINING_JOBS, namespace, job_name)
+    if body is None:
+        return
+    try:
+        job = LLMTrainingJob.model_validate(body)
+    except ValidationError:
+        return
+    rayjob = api.get(RAYJOBS, namespace, rayjob_name(job_name))
+    if rayjob is None:
+        return
+    snapshot = None
+    if read_progress:
+        try:
+            secret_ref = job.spec.storage.credentials_secret
+            secret = api.get(SECRETS, namespace, secret_ref.name) if secret_ref else None
+            credentials = credentials_env(secret or {}, job)
+            snapshot = read_snapshot(job, credentials, settings.s3_endpoint)
+        except StorageError as error:
+            # Progress is best-effort; the phase still updates and the next tick retries.
+            log.warning("progress of %s/%s unreadable: %s", namespace, job_name, error)
+    status = training_status(
+        current_status(body),
+        job,
+        rayjob_name=rayjob_name(job_name),
+        rayjob_status=rayjob.get("status"),
+        snapshot=snapshot,
+        ignored_spec_changes=ignored_spec_changes(rayjob, job),
+        now=utcnow(),
+    )
+    write_training_status(api, body, status, events)

@@ -1,0 +1,187 @@
+"""Pure builders: a validated LLMTrainingJob -> the ConfigMap and KubeRay RayJob that run it."""
+
+import json
+from typing import Any
+
+from llmkube.api import GROUP_VERSION, LLMTrainingJob
+from llmkube.api.common import NodePool, StorageSpec
+from llmkube.api.runconfig import ACCESS_KEY_ENV, SECRET_KEY_ENV, TrainingRunConfig
+from llmkube.operator.naming import (
+    APPLIED_SPEC_ANNOTATION,
+    TRAINING_JOB_LABEL,
+    owner_reference,
+    rayjob_name,
+    run_configmap_name,
+    standard_labels,
+)
+
+RUN_CONFIG_DIR = "/etc/llmkube"
+RUN_CONFIG_FILE = "run.json"
+ENTRYPOINT = f"python -m llmkube.runtime.train --config {RUN_CONFIG_DIR}/{RUN_CONFIG_FILE}"
+# The node label NVIDIA GPU feature discovery sets; nodePool.accelerator is a shortcut for it.
+ACCELERATOR_LABEL = "nvidia.com/gpu.product"
+GPU_RESOURCE = "nvidia.com/gpu"
+# The finished Ray cluster lingers this long so its logs can still be read.
+FINISHED_CLUSTER_TTL_SECONDS = 300
+
+
+def _labels(job: LLMTrainingJob) -> dict[str, str]:
+    return {**standard_labels(job.metadata.name, "training"), TRAINING_JOB_LABEL: job.metadata.name}
+
+
+def _metadata(job: LLMTrainingJob, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": job.metadata.namespace,
+        "labels": _labels(job),
+        "ownerReferences": [owner_reference(GROUP_VERSION, "LLMTrainingJob", job.metadata)],
+    }
+
+
+def applied_spec(job: LLMTrainingJob) -> str:
+    """The spec a RayJob was built from, minus `suspend` (the one field that may change later)."""
+    return json.dumps(job.spec.to_wire() | {"suspend": None}, sort_keys=True, separators=(",", ":"))
+
+
+def build_run_configmap(job: LLMTrainingJob, run_config: TrainingRunConfig) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(job, run_configmap_name(job.metadata.name)),
+        "data": {RUN_CONFIG_FILE: run_config.model_dump_json(by_alias=True, indent=2)},
+    }
+
+
+def storage_env(storage: StorageSpec) -> list[dict[str, Any]]:
+    """S3 credentials from the user's Secret, by reference only."""
+    secret = storage.credentials_secret
+    if secret is None:
+        return []
+    return [
+        {
+            "name": env,
+            "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}},
+        }
+        for env, key in (
+            (ACCESS_KEY_ENV, secret.access_key_id_key),
+            (SECRET_KEY_ENV, secret.secret_access_key_key),
+        )
+    ]
+
+
+def scheduling(pool: NodePool) -> dict[str, Any]:
+    """nodeSelector / tolerations / affinity for a pod spec, from a node pool."""
+    selector = dict(pool.node_selector)
+    if pool.accelerator:
+        selector[ACCELERATOR_LABEL] = pool.accelerator
+    placed: dict[str, Any] = {}
+    if selector:
+        placed["nodeSelector"] = selector
+    if pool.tolerations:
+        placed["tolerations"] = [t.to_wire() for t in pool.tolerations]
+    if pool.affinity:
+        placed["affinity"] = pool.affinity
+    return placed
+
+
+def _container(
+    name: str, image: str, resources: dict[str, Any], env: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "resources": resources,
+        "env": env,
+        "volumeMounts": [{"name": "run-config", "mountPath": RUN_CONFIG_DIR, "readOnly": True}],
+    }
+
+
+def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
+    spec = job.spec
+    resources = spec.resources
+    image = spec.image or default_image
+    env = [
+        *storage_env(spec.storage),
+        {"name": "LLMKUBE_JOB_NAME", "value": job.metadata.name},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    volumes = [{"name": "run-config", "configMap": {"name": run_configmap_name(job.metadata.name)}}]
+
+    head_resources = {"cpu": str(resources.head.cpus), "memory": resources.head.memory}
+    worker_limits: dict[str, str] = {
+        "cpu": str(resources.cpus_per_worker),
+        "memory": resources.memory_per_worker,
+    }
+    if resources.gpus_per_worker:
+        worker_limits[GPU_RESOURCE] = str(resources.gpus_per_worker)
+
+    metadata = _metadata(job, rayjob_name(job.metadata.name))
+    metadata["annotations"] = {APPLIED_SPEC_ANNOTATION: applied_spec(job)}
+    rayjob: dict[str, Any] = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": metadata,
+        "spec": {
+            "entrypoint": ENTRYPOINT,
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": FINISHED_CLUSTER_TTL_SECONDS,
+            "backoffLimit": spec.backoff_limit,
+            "suspend": spec.suspend,
+            "rayClusterSpec": {
+                "headGroupSpec": {
+                    # The head schedules no training work: all of it goes to the GPU workers.
+                    "rayStartParams": {"num-cpus": "0", "num-gpus": "0"},
+                    "template": {
+                        "metadata": {"labels": _labels(job)},
+                        "spec": {
+                            "containers": [
+                                {
+                                    **_container(
+                                        "ray-head",
+                                        image,
+                                        {"requests": head_resources, "limits": head_resources},
+                                        env,
+                                    ),
+                                    "ports": [
+                                        {"name": "gcs", "containerPort": 6379},
+                                        {"name": "dashboard", "containerPort": 8265},
+                                        {"name": "client", "containerPort": 10001},
+                                        {"name": "metrics", "containerPort": 8080},
+                                    ],
+                                }
+                            ],
+                            "volumes": volumes,
+                        },
+                    },
+                },
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "workers",
+                        "replicas": resources.workers,
+                        "minReplicas": resources.workers,
+                        "maxReplicas": resources.workers,
+                        "rayStartParams": {},
+                        "template": {
+                            "metadata": {"labels": _labels(job)},
+                            "spec": {
+                                "containers": [
+                                    _container(
+                                        "ray-worker",
+                                        image,
+                                        # Extended resources (GPUs) need requests == limits.
+                                        {"requests": worker_limits, "limits": worker_limits},
+                                        env,
+                                    )
+                                ],
+                                "volumes": volumes,
+                                **scheduling(resources.node_pool),
+                            },
+                        },
+                    }
+                ],
+            },
+        },
+    }
+    if spec.active_deadline_seconds is not None:
+        rayjob["spec"]["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    return rayjob

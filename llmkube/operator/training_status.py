@@ -1,0 +1,207 @@
+"""Pure status mapping for LLMTrainingJob: RayJob state + progress files -> the user's status."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmkube.api import LLMTrainingJob, LLMTrainingJobStatus
+from llmkube.api.artifacts import MODEL_DIR, ProgressRecord
+from llmkube.api.training import (
+    CheckpointStatus,
+    PublishedModel,
+    TrainingMetrics,
+    TrainingPhase,
+    TrainingProgress,
+)
+from llmkube.operator.conditions import ConditionStatus, set_condition
+
+
+@dataclass(frozen=True)
+class PhaseVerdict:
+    phase: TrainingPhase
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """What the runtime last wrote under the job's output."""
+
+    progress: ProgressRecord | None
+    metrics: TrainingMetrics | None
+
+
+def verdict_from_rayjob(rayjob_name: str, rayjob_status: dict[str, Any] | None) -> PhaseVerdict:
+    """Map KubeRay's jobDeploymentStatus / jobStatus (v1.5 values) to a phase and a reason."""
+    status = rayjob_status or {}
+    deployment = status.get("jobDeploymentStatus", "")
+    job_status = status.get("jobStatus", "")
+    kuberay_message = status.get("message") or ""
+    failures = int(status.get("failed") or 0)
+    if deployment in ("", "New", "Initializing", "Waiting"):
+        return PhaseVerdict(
+            "Pending", "Initializing", f"RayJob {rayjob_name}: the Ray cluster is starting"
+        )
+    if deployment == "Running":
+        return PhaseVerdict("Running", "Running", "training")
+    if deployment == "Retrying":
+        return PhaseVerdict(
+            "Running",
+            "Retrying",
+            f"attempt {failures} failed; KubeRay is retrying, resuming from the last checkpoint",
+        )
+    if deployment == "Complete" and job_status == "SUCCEEDED":
+        return PhaseVerdict("Succeeded", "Succeeded", "training finished; the model is published")
+    if deployment == "Complete":
+        return PhaseVerdict(
+            "Failed", "JobStopped", f"the Ray job ended as {job_status or 'unknown'}"
+        )
+    if deployment == "ValidationFailed":
+        return PhaseVerdict(
+            "Failed",
+            "RayJobRejected",
+            f"KubeRay rejected RayJob {rayjob_name}: {kuberay_message} (an operator/KubeRay "
+            "version mismatch; report it)",
+        )
+    if deployment == "Failed":
+        reason = status.get("reason") or "Failed"
+        hint = {
+            "DeadlineExceeded": "the job ran past spec.activeDeadlineSeconds",
+            "AppFailed": "the training process failed; see the RayJob's submitter logs",
+            "SubmissionFailed": "the job could not be submitted to the Ray cluster",
+        }.get(reason, "see the RayJob's events")
+        detail = f": {kuberay_message}" if kuberay_message else ""
+        return PhaseVerdict("Failed", reason, f"{hint}{detail}")
+    if deployment in ("Suspending", "Suspended"):
+        return PhaseVerdict(
+            "Suspended",
+            "Suspended",
+            "suspended; set spec.suspend: false to resume from the last checkpoint",
+        )
+    return PhaseVerdict("Pending", "Unknown", f"RayJob {rayjob_name} is {deployment}")
+
+
+def _readiness(phase: TrainingPhase) -> ConditionStatus:
+    return "False" if phase == "Failed" else "True"
+
+
+def _progress(record: ProgressRecord) -> TrainingProgress:
+    percent = round(100.0 * record.step / record.total_steps, 1) if record.total_steps else None
+    summary = f"{record.step}/{record.total_steps}" + (
+        f" ({percent:g}%)" if percent is not None else ""
+    )
+    return TrainingProgress(
+        step=record.step,
+        total_steps=record.total_steps,
+        percent=percent,
+        eta_seconds=record.eta_s,
+        summary=summary,
+    )
+
+
+def training_status(
+    current: LLMTrainingJobStatus,
+    job: LLMTrainingJob,
+    *,
+    rayjob_name: str,
+    rayjob_status: dict[str, Any] | None,
+    snapshot: ProgressSnapshot | None,
+    ignored_spec_changes: list[str],
+    now: str,
+) -> LLMTrainingJobStatus:
+    """The status of a job whose RayJob exists. `snapshot` None keeps the progress last read."""
+    generation = job.metadata.generation
+    verdict = verdict_from_rayjob(rayjob_name, rayjob_status)
+    status = current.model_copy(deep=True)
+    status.phase = verdict.phase
+    status.observed_generation = generation
+    status.ray_job_name = rayjob_name
+    status.retries = int((rayjob_status or {}).get("failed") or 0)
+    status.message = verdict.message
+    status.start_time = (rayjob_status or {}).get("startTime") or status.start_time
+    if verdict.phase in ("Succeeded", "Failed"):
+        status.completion_time = (
+            (rayjob_status or {}).get("endTime") or status.completion_time or now
+        )
+    if verdict.phase == "Succeeded":
+        status.model = PublishedModel(uri=f"{job.spec.output.rstrip('/')}/{MODEL_DIR}")
+
+    if snapshot is not None:
+        if snapshot.progress is not None:
+            status.progress = _progress(snapshot.progress)
+            if snapshot.progress.checkpoint_uri and snapshot.progress.checkpoint_step is not None:
+                status.checkpoint = CheckpointStatus(
+                    uri=snapshot.progress.checkpoint_uri, step=snapshot.progress.checkpoint_step
+                )
+        if snapshot.metrics is not None:
+            status.metrics = snapshot.metrics
+
+    conditions = set_condition(
+        status.conditions,
+        type="Ready",
+        status=_readiness(verdict.phase),
+        reason=verdict.reason,
+        message=verdict.message,
+        generation=generation,
+        now=now,
+    )
+    conditions = set_condition(
+        conditions,
+        type="Complete",
+        status="True" if verdict.phase == "Succeeded" else "False",
+        reason=verdict.reason,
+        message=verdict.message,
+        generation=generation,
+        now=now,
+    )
+    if ignored_spec_changes:
+        conditions = set_condition(
+            conditions,
+            type="SpecApplied",
+            status="False",
+            reason="ImmutableSpec",
+            message=(
+                f"changes to {', '.join(ignored_spec_changes)} were not applied: a training job's "
+                "spec cannot change once its Ray cluster exists (only spec.suspend can). Create a "
+                "new LLMTrainingJob to train with new settings."
+            ),
+            generation=generation,
+            now=now,
+        )
+    else:
+        conditions = set_condition(
+            conditions,
+            type="SpecApplied",
+            status="True",
+            reason="Applied",
+            message="the running RayJob matches the spec",
+            generation=generation,
+            now=now,
+        )
+    status.conditions = conditions
+    return status
+
+
+def blocked_status(
+    current: LLMTrainingJobStatus,
+    *,
+    phase: TrainingPhase,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> LLMTrainingJobStatus:
+    """The status of a job that cannot start: invalid spec, missing Secret."""
+    status = current.model_copy(deep=True)
+    status.phase = phase
+    status.observed_generation = generation
+    status.message = message
+    status.conditions = set_condition(
+        status.conditions,
+        type="Ready",
+        status="False",
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return status
