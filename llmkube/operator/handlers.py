@@ -75,7 +75,9 @@ def rayjob_changed(
     owner = body.get("metadata", {}).get("labels", {}).get(TRAINING_JOB_LABEL)
     if owner is None or namespace is None or type == "DELETED":
         return
-    deployment_status = (body.get("status") or {}).get("jobDeploymentStatus", "")
+    if not body.get("status"):
+        return  # just created: the reconcile that created it has reported this state
+    deployment_status = body["status"].get("jobDeploymentStatus", "")
     refresh_training_status(
         memo.api,
         namespace,

@@ -98,6 +98,28 @@ def ignored_spec_changes(rayjob: dict[str, Any], job: LLMTrainingJob) -> list[st
     ]
 
 
+def _ensure_children(
+    job: LLMTrainingJob, api: KubeApi, settings: OperatorSettings
+) -> tuple[dict[str, Any], bool]:
+    """(RayJob, created now). Create-first: a new job costs two requests, not a 404 first."""
+    namespace = job.metadata.namespace or "default"
+    name = rayjob_name(job.metadata.name)
+    configmap = build_run_configmap(
+        job, training_run_config(job, default_endpoint=settings.s3_endpoint)
+    )
+    existing, created = api.create_or_get(CONFIGMAPS, namespace, configmap)
+    if not created and existing.get("data") != configmap["data"]:
+        rayjob = api.get(RAYJOBS, namespace, name)
+        if rayjob is not None:
+            return rayjob, False  # running from the older spec; reported as ImmutableSpec
+        # Left by a reconcile that died before creating the RayJob, from an older spec.
+        configmap_name = configmap["metadata"]["name"]
+        api.patch(CONFIGMAPS, namespace, configmap_name, {"data": configmap["data"]})
+    return api.create_or_get(
+        RAYJOBS, namespace, build_rayjob(job, default_image=settings.runtime_image)
+    )
+
+
 def reconcile_training_job(
     body: dict[str, Any], api: KubeApi, settings: OperatorSettings, events: EventSink
 ) -> None:
@@ -108,21 +130,9 @@ def reconcile_training_job(
     namespace = job.metadata.namespace or "default"
     name = rayjob_name(job.metadata.name)
 
-    rayjob = api.get(RAYJOBS, namespace, name)
+    rayjob, created = _ensure_children(job, api, settings)
     ignored: list[str] = []
-    if rayjob is None:
-        run_config = training_run_config(job, default_endpoint=settings.s3_endpoint)
-        configmap = build_run_configmap(job, run_config)
-        existing, created = api.create_or_get(CONFIGMAPS, namespace, configmap)
-        if not created and existing.get("data") != configmap["data"]:
-            # Left by a reconcile that died before creating the RayJob, from an older spec.
-            api.patch(
-                CONFIGMAPS, namespace, configmap["metadata"]["name"], {"data": configmap["data"]}
-            )
-        rayjob, _ = api.create_or_get(
-            RAYJOBS, namespace, build_rayjob(job, default_image=settings.runtime_image)
-        )
-    else:
+    if not created:
         ignored = ignored_spec_changes(rayjob, job)
         if bool(rayjob.get("spec", {}).get("suspend")) != job.spec.suspend:
             rayjob = api.patch(RAYJOBS, namespace, name, {"spec": {"suspend": job.spec.suspend}})

@@ -1,0 +1,80 @@
+"""Small helpers for tests that drive a control plane with the project's kubectl."""
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from llmkube.testing.controlplane import ControlPlane
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.25) -> T:
+    """Call `check` until it returns without an AssertionError; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(interval)
+
+
+def get(cp: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    result = cp.kubectl("get", kind, name, "-n", namespace, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+def exists(cp: ControlPlane, kind: str, name: str, namespace: str) -> bool:
+    return cp.kubectl("get", kind, name, "-n", namespace).returncode == 0
+
+
+def listed(cp: ControlPlane, kind: str, namespace: str) -> list[dict[str, Any]]:
+    result = cp.kubectl("get", kind, "-n", namespace, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
+    return items
+
+
+def apply(cp: ControlPlane, namespace: str, *documents: dict[str, Any]) -> None:
+    text = "\n---\n".join(json.dumps(doc) for doc in documents)
+    result = cp.kubectl("apply", "-n", namespace, "-f", "-", input=text)
+    assert result.returncode == 0, result.stderr
+
+
+def patch(cp: ControlPlane, kind: str, name: str, namespace: str, body: dict[str, Any]) -> None:
+    result = cp.kubectl(
+        "patch", kind, name, "-n", namespace, "--type=merge", "-p", json.dumps(body)
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def patch_status(
+    cp: ControlPlane, kind: str, name: str, namespace: str, status: dict[str, Any]
+) -> None:
+    """Play the controller of `kind` (KubeRay) by writing its status."""
+    result = cp.kubectl(
+        "patch",
+        kind,
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def events_for(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [
+        event
+        for event in listed(cp, "events", namespace)
+        if event["involvedObject"].get("name") == name
+        and event["involvedObject"].get("kind") == "LLMTrainingJob"
+    ]

@@ -1,0 +1,100 @@
+"""Killing the operator at random points never duplicates children or loses a status."""
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.operator import OperatorProcess
+from tests.cluster.helpers import eventually, listed, patch_status
+
+JOBS = 20
+RESTARTS = 10
+
+
+def training_job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "llmkube.io/v1alpha1",
+        "kind": "LLMTrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"preset": "tiny"},
+            "dataset": {"source": "s3://datasets/text/"},
+            "training": {"maxSteps": 100},
+            "output": f"s3://models/{name}/",
+        },
+    }
+
+
+def apply_jobs(cp: ControlPlane, namespace: str, names: list[str]) -> None:
+    text = "\n---\n".join(json.dumps(training_job(name)) for name in names)
+    result = cp.kubectl("apply", "-n", namespace, "-f", "-", input=text)
+    assert result.returncode == 0, result.stderr
+
+
+def test_kill_and_restart_ten_times_during_twenty_reconciles(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    names = [f"job-{i:02d}" for i in range(JOBS)]
+    operator = OperatorProcess(
+        control_plane.admin.kubeconfig, tmp_path, env={"LLMKUBE_NAMESPACES": namespace}
+    )
+    rng = random.Random(20261128)
+    remaining_at_kill = []
+    try:
+        # The whole backlog arrives while the operator is down; each instance is then killed at
+        # a random moment between its start-up and the end of its reconciles.
+        apply_jobs(control_plane, namespace, names)
+        for _ in range(RESTARTS):
+            operator.start(wait=False)
+            time.sleep(rng.uniform(0.5, 1.6))
+            operator.kill()
+            done = len(listed(control_plane, "rayjob", namespace))  # frozen: nobody reconciles
+            remaining_at_kill.append(JOBS - done)
+        operator.start()
+        assert operator.starts == RESTARTS + 1
+        # Some kills must have interrupted reconciles, or this test proves nothing.
+        print("jobs without a RayJob at each kill:", remaining_at_kill)
+        interrupted = [left for left in remaining_at_kill if 0 < left < JOBS]
+        assert interrupted, remaining_at_kill
+
+        def all_created() -> None:
+            rayjobs = sorted(
+                item["metadata"]["name"] for item in listed(control_plane, "rayjob", namespace)
+            )
+            assert rayjobs == names  # exactly one RayJob per job, none extra
+            configmaps = {
+                item["metadata"]["name"] for item in listed(control_plane, "cm", namespace)
+            }
+            assert {f"{name}-run" for name in names} <= configmaps
+            assert len(configmaps) == JOBS + 1  # plus kube-root-ca.crt
+
+        eventually(all_created, timeout=60)
+
+        def all_pending() -> None:
+            jobs = listed(control_plane, "ltj", namespace)
+            phases = {
+                job["metadata"]["name"]: (job.get("status") or {}).get("phase") for job in jobs
+            }
+            assert phases == dict.fromkeys(names, "Pending")
+
+        eventually(all_pending, timeout=60)
+
+        for name in names:
+            patch_status(
+                control_plane, "rayjob", name, namespace, {"jobDeploymentStatus": "Running"}
+            )
+
+        def all_running() -> None:
+            jobs = listed(control_plane, "ltj", namespace)
+            phases = {job["metadata"]["name"]: job["status"]["phase"] for job in jobs}
+            assert phases == dict.fromkeys(names, "Running")
+            for job in jobs:
+                assert job["status"]["rayJobName"] == job["metadata"]["name"]
+                assert job["status"]["observedGeneration"] == 1
+
+        eventually(all_running, timeout=60)
+    finally:
+        operator.stop()

@@ -1,0 +1,417 @@
+"""The operator against a real apiserver; tests play KubeRay by writing RayJob status."""
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.minio import MinioServer
+from llmkube.testing.operator import OperatorProcess
+from tests.bad_manifests import corpus
+from tests.cluster.helpers import (
+    apply,
+    events_for,
+    eventually,
+    exists,
+    get,
+    patch,
+    patch_status,
+)
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        control_plane.admin.kubeconfig,
+        tmp_path_factory.mktemp("operator"),
+        env={"LLMKUBE_PROGRESS_INTERVAL_SECONDS": "1"},
+    ).start()
+    yield process
+    process.stop()
+
+
+def training_job(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "llmkube.io/v1alpha1",
+        "kind": "LLMTrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"preset": "tiny"},
+            "dataset": {"source": "s3://datasets/text/"},
+            "training": {"maxSteps": 1000},
+            "output": f"s3://models/{name}/",
+            **spec,
+        },
+    }
+
+
+def status_of(cp: ControlPlane, name: str, namespace: str) -> dict[str, Any]:
+    status: dict[str, Any] = get(cp, "ltj", name, namespace).get("status") or {}
+    return status
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [c for c in status.get("conditions", []) if c["type"] == type_]
+    assert found, f"no {type_} condition in {status}"
+    return found[0]
+
+
+def wait_phase(cp: ControlPlane, name: str, namespace: str, phase: str) -> dict[str, Any]:
+    def check() -> dict[str, Any]:
+        status = status_of(cp, name, namespace)
+        assert status.get("phase") == phase, status
+        return status
+
+    return eventually(check)
+
+
+def test_example_job_becomes_a_configmap_and_rayjob(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    result = control_plane.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples"))
+    assert result.returncode == 0, result.stderr
+    # Created through the apiserver, so the real KubeRay v1.5.0 schema accepted it.
+    rayjob = eventually(lambda: get(control_plane, "rayjob", "shakespeare", namespace))
+    job = get(control_plane, "ltj", "shakespeare", namespace)
+
+    spec = rayjob["spec"]
+    assert spec["entrypoint"] == "python -m llmkube.runtime.train --config /etc/llmkube/run.json"
+    assert (spec["backoffLimit"], spec["suspend"], spec["shutdownAfterJobFinishes"]) == (
+        3,
+        False,
+        True,
+    )
+    workers = spec["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert workers["replicas"] == 2
+    pod = workers["template"]["spec"]
+    container = pod["containers"][0]
+    expected = {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert container["resources"] == {"requests": expected, "limits": expected}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": "minio-credentials", "key": "AWS_ACCESS_KEY_ID"}
+    }
+    assert env["AWS_SECRET_ACCESS_KEY"] == {
+        "secretKeyRef": {"name": "minio-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
+    }
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert "nodeSelector" not in head
+    assert "nvidia.com/gpu" not in head["containers"][0]["resources"]["limits"]
+    owner = rayjob["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (
+        "LLMTrainingJob",
+        job["metadata"]["uid"],
+        True,
+    )
+    assert rayjob["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "llmkube-operator"
+
+    configmap = get(control_plane, "configmap", "shakespeare-run", namespace)
+    run = json.loads(configmap["data"]["run.json"])
+    assert (run["model"]["nLayer"], run["model"]["contextLength"]) == (6, 512)
+    assert run["storage"]["endpoint"] == "minio.minio.svc.cluster.local:9000"
+    assert "change-me-please" not in configmap["data"]["run.json"]
+    assert configmap["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+
+
+def test_status_follows_the_rayjob_to_success(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, training_job("happy"))
+    status = wait_phase(control_plane, "happy", namespace, "Pending")
+    assert condition(status, "Ready")["reason"] == "Initializing"
+    assert status["rayJobName"] == "happy"
+
+    patch_status(
+        control_plane, "rayjob", "happy", namespace, {"jobDeploymentStatus": "Initializing"}
+    )
+    patch_status(
+        control_plane,
+        "rayjob",
+        "happy",
+        namespace,
+        {
+            "jobDeploymentStatus": "Running",
+            "jobStatus": "RUNNING",
+            "startTime": "2026-11-28T10:00:00Z",
+        },
+    )
+    status = wait_phase(control_plane, "happy", namespace, "Running")
+    assert status["startTime"] == "2026-11-28T10:00:00Z"
+    columns = control_plane.kubectl("get", "ltj", "happy", "-n", namespace).stdout.splitlines()
+    assert columns[1].split()[:2] == ["happy", "Running"]
+
+    patch_status(
+        control_plane,
+        "rayjob",
+        "happy",
+        namespace,
+        {
+            "jobDeploymentStatus": "Complete",
+            "jobStatus": "SUCCEEDED",
+            "endTime": "2026-11-28T11:00:00Z",
+        },
+    )
+    status = wait_phase(control_plane, "happy", namespace, "Succeeded")
+    assert status["model"] == {"uri": "s3://models/happy/model"}
+    assert status["completionTime"] == "2026-11-28T11:00:00Z"
+    complete = condition(status, "Complete")
+    assert (complete["status"], complete["observedGeneration"]) == ("True", 1)
+    reasons = eventually(
+        lambda: _reasons(
+            control_plane, namespace, "happy", {"Initializing", "Running", "Succeeded"}
+        )
+    )
+    assert {"Initializing", "Running", "Succeeded"} <= reasons
+
+
+def _reasons(cp: ControlPlane, namespace: str, name: str, wanted: set[str]) -> set[str]:
+    reasons = {event["reason"] for event in events_for(cp, namespace, name)}
+    assert wanted <= reasons, reasons
+    return reasons
+
+
+def test_status_follows_retries_to_failure(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, training_job("flaky"))
+    eventually(lambda: get(control_plane, "rayjob", "flaky", namespace))
+    patch_status(control_plane, "rayjob", "flaky", namespace, {"jobDeploymentStatus": "Running"})
+    wait_phase(control_plane, "flaky", namespace, "Running")
+    patch_status(
+        control_plane,
+        "rayjob",
+        "flaky",
+        namespace,
+        {"jobDeploymentStatus": "Retrying", "failed": 1},
+    )
+
+    def retrying() -> dict[str, Any]:
+        status = status_of(control_plane, "flaky", namespace)
+        assert status["retries"] == 1
+        assert condition(status, "Ready")["reason"] == "Retrying"
+        return status
+
+    assert eventually(retrying)["phase"] == "Running"
+    patch_status(
+        control_plane,
+        "rayjob",
+        "flaky",
+        namespace,
+        {
+            "jobDeploymentStatus": "Failed",
+            "jobStatus": "FAILED",
+            "reason": "AppFailed",
+            "message": "worker exited with code 1",
+            "failed": 2,
+        },
+    )
+    status = wait_phase(control_plane, "flaky", namespace, "Failed")
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "AppFailed")
+    assert "worker exited with code 1" in ready["message"]
+    assert status["retries"] == 2
+
+    def warned() -> None:
+        events = events_for(control_plane, namespace, "flaky")
+        assert any(e["type"] == "Warning" and e["reason"] == "AppFailed" for e in events)
+
+    eventually(warned)
+
+
+def test_progress_and_loss_come_from_minio(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    minio: MinioServer,
+    bucket: str,
+) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3"},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in minio.env.items()},
+    }
+    job = training_job(
+        "watched",
+        storage={"endpoint": minio.endpoint, "insecure": True, "credentialsSecret": {"name": "s3"}},
+        output=f"s3://{bucket}/watched/",
+    )
+    apply(control_plane, namespace, secret, job)
+    eventually(lambda: get(control_plane, "rayjob", "watched", namespace))
+
+    def put(key: str, text: str) -> None:
+        data = text.encode()
+        minio.client().put_object(bucket, f"watched/{key}", io.BytesIO(data), len(data))
+
+    put(
+        "progress.json",
+        json.dumps({"step": 250, "total_steps": 1000, "eta_s": 90.0, "updated_at": "t"}),
+    )
+    put(
+        "metrics.jsonl",
+        '{"step": 240, "train_loss": 3.5}\n'
+        '{"step": 250, "train_loss": 3.25, "tokens_per_second": 812.5}\n'
+        '{"step": 250, "kind": "eval", "eval_loss": 3.4, "perplexity": 29.96, "accuracy": 0.31}\n',
+    )
+    patch_status(control_plane, "rayjob", "watched", namespace, {"jobDeploymentStatus": "Running"})
+
+    def progressed(step: int) -> dict[str, Any]:
+        status = status_of(control_plane, "watched", namespace)
+        assert status.get("progress", {}).get("step") == step, status
+        return status
+
+    status = eventually(lambda: progressed(250))
+    assert status["progress"]["summary"] == "250/1000 (25%)"
+    assert status["progress"]["etaSeconds"] == 90.0
+    assert status["metrics"] == {
+        "trainLoss": 3.25,
+        "tokensPerSecond": 812.5,
+        "evalLoss": 3.4,
+        "perplexity": 29.96,
+        "accuracy": 0.31,
+    }
+    row = control_plane.kubectl("get", "ltj", "watched", "-n", namespace).stdout.splitlines()[1]
+    assert row.split()[1:5] == ["Running", "250/1000", "(25%)", "3.25"]
+
+    put("progress.json", json.dumps({"step": 500, "total_steps": 1000, "updated_at": "t"}))
+    assert eventually(lambda: progressed(500))["progress"]["percent"] == 50.0
+
+
+def test_specs_the_apiserver_accepts_but_llmkube_rejects_end_as_invalid_spec(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    bad_jobs = [
+        bad
+        for bad in corpus()
+        if bad.apiserver_says is None and bad.document["kind"] == "LLMTrainingJob"
+    ]
+    assert len(bad_jobs) >= 4
+    for bad in bad_jobs:
+        result = control_plane.kubectl("apply", "-n", namespace, "-f", str(bad.path))
+        assert result.returncode == 0, result.stderr
+    for bad in bad_jobs:
+        name = bad.document["metadata"]["name"]  # type: ignore[index]
+        status = wait_phase(control_plane, name, namespace, "Failed")
+        ready = condition(status, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+        assert bad.llmkube_says in ready["message"], ready["message"]
+        assert not exists(control_plane, "rayjob", name, namespace)
+        assert not exists(control_plane, "configmap", f"{name}-run", namespace)
+        eventually(partial(_reasons, control_plane, namespace, name, {"InvalidSpec"}))
+    assert operator.healthy()
+    apply(control_plane, namespace, training_job("still-works"))
+    eventually(lambda: get(control_plane, "rayjob", "still-works", namespace))
+
+
+def test_fixing_an_invalid_spec_starts_the_job(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        training_job("fixme", training={"maxSteps": 10, "warmupSteps": 50}),
+    )
+    wait_phase(control_plane, "fixme", namespace, "Failed")
+    patch(control_plane, "ltj", "fixme", namespace, {"spec": {"training": {"warmupSteps": 5}}})
+    eventually(lambda: get(control_plane, "rayjob", "fixme", namespace))
+    status = wait_phase(control_plane, "fixme", namespace, "Pending")
+    assert condition(status, "Ready")["observedGeneration"] == 2
+
+
+def test_a_missing_secret_waits_then_starts(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    job = training_job("patient", storage={"credentialsSecret": {"name": "late"}})
+    apply(control_plane, namespace, job)
+
+    def waiting() -> None:
+        status = status_of(control_plane, "patient", namespace)
+        ready = condition(status, "Ready")
+        assert (status["phase"], ready["reason"]) == ("Pending", "MissingSecret")
+        assert "Secret late not found" in ready["message"]
+
+    eventually(waiting)
+    assert not exists(control_plane, "rayjob", "patient", namespace)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "late"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"},
+    }
+    apply(control_plane, namespace, secret)
+    eventually(lambda: get(control_plane, "rayjob", "patient", namespace), timeout=45)
+
+
+def test_suspend_passes_through_and_other_changes_are_refused(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, training_job("steady"))
+    original = eventually(lambda: get(control_plane, "rayjob", "steady", namespace))
+
+    patch(control_plane, "ltj", "steady", namespace, {"spec": {"suspend": True}})
+
+    def suspended() -> None:
+        assert get(control_plane, "rayjob", "steady", namespace)["spec"]["suspend"] is True
+
+    eventually(suspended)
+    patch_status(control_plane, "rayjob", "steady", namespace, {"jobDeploymentStatus": "Suspended"})
+    wait_phase(control_plane, "steady", namespace, "Suspended")
+
+    patch(control_plane, "ltj", "steady", namespace, {"spec": {"training": {"maxSteps": 9999}}})
+
+    def refused() -> None:
+        applied = condition(status_of(control_plane, "steady", namespace), "SpecApplied")
+        assert (applied["status"], applied["reason"]) == ("False", "ImmutableSpec")
+        assert "spec.training.maxSteps" in applied["message"]
+
+    eventually(refused)
+    after = get(control_plane, "rayjob", "steady", namespace)
+    assert after["metadata"]["annotations"] == original["metadata"]["annotations"]
+    run = json.loads(get(control_plane, "configmap", "steady-run", namespace)["data"]["run.json"])
+    assert run["training"]["maxSteps"] == 1000
+
+
+def test_deleting_a_job_removes_its_children_and_blocks_nothing(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, training_job("brief"))
+    eventually(lambda: get(control_plane, "rayjob", "brief", namespace))
+    assert not get(control_plane, "ltj", "brief", namespace)["metadata"].get("finalizers")
+    deleted = control_plane.kubectl("delete", "ltj", "brief", "-n", namespace, "--timeout=20s")
+    assert deleted.returncode == 0, deleted.stderr
+
+    def gone() -> None:
+        assert not exists(control_plane, "rayjob", "brief", namespace)
+        assert not exists(control_plane, "configmap", "brief-run", namespace)
+
+    eventually(gone)
+
+
+def test_operator_exports_its_metrics(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, training_job("counted"))
+    eventually(lambda: get(control_plane, "rayjob", "counted", namespace))
+
+    def exported() -> str:
+        text = operator.metrics()
+        assert 'llmkube_operator_reconcile_total{kind="LLMTrainingJob",result="success"}' in text
+        assert "llmkube_operator_reconcile_duration_seconds_bucket" in text
+        assert 'llmkube_trainingjobs{phase="Pending"}' in text
+        return text
+
+    eventually(exported)
