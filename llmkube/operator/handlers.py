@@ -1,15 +1,23 @@
-"""Kopf handlers: parse, call a reconcile function, map its errors to Kopf's retry semantics."""
+"""Kopf wiring: level-triggered watch handlers that call the reconcile functions.
+
+Each event is handled from the object's current state, not from a diff: a new object, or one
+whose spec changed (metadata.generation ahead of status.observedGeneration), is reconciled; every
+other event (our own status writes) is skipped at once. Kopf therefore keeps no bookkeeping
+annotations and adds no finalizers. Failures a retry can fix are scheduled on the background
+loop; an invalid spec waits for the user to change it.
+"""
 
 import logging
 from typing import Any
 
 import kopf
 
+from llmkube.operator.background import BackgroundLoop
 from llmkube.operator.kube import ApiError, KubeApi
-from llmkube.operator.metrics import TRAINING_JOB_PHASES, observe_reconcile, serve
+from llmkube.operator.metrics import observe_reconcile, serve
 from llmkube.operator.naming import MANAGED_BY, TRAINING_JOB_LABEL
+from llmkube.operator.registry import JobRegistry
 from llmkube.operator.settings import OperatorSettings
-from llmkube.operator.status_writer import EventSink
 from llmkube.operator.training import (
     InvalidSpecError,
     MissingSecretError,
@@ -17,98 +25,85 @@ from llmkube.operator.training import (
     refresh_training_status,
 )
 
+log = logging.getLogger(__name__)
 TRAINING = ("llmkube.io", "v1alpha1", "llmtrainingjobs")
 RAYJOBS = ("ray.io", "v1", "rayjobs")
 SETTINGS = OperatorSettings.from_env()
-# Retry delays: a missing Secret is usually being created right now; apiserver hiccups pass.
+REGISTRY = JobRegistry()
+# Retry delays: a missing Secret is usually being created right now; apiserver hiccups pass;
+# anything else (RBAC, a rejected object) needs a human, so it is retried slowly.
 MISSING_SECRET_RETRY_SECONDS = 10
 TRANSIENT_RETRY_SECONDS = 5
+OTHER_ERROR_RETRY_SECONDS = 60
+# RayJob states in which the runtime writes (or has written) progress files worth reading.
+PROGRESS_STATES = ("Running", "Retrying", "Complete", "Failed")
 
 
-def events_for(body: Any) -> EventSink:
-    def post(*, type: str, reason: str, message: str) -> None:
-        kopf.event(body, type=type, reason=reason, message=message)
-
-    return post
+def reconcile(body: dict[str, Any], api: KubeApi) -> None:
+    meta = body["metadata"]
+    key = (meta["uid"], meta["namespace"], meta["name"])
+    try:
+        with observe_reconcile("LLMTrainingJob"):
+            reconcile_training_job(body, api, SETTINGS, REGISTRY)
+    except InvalidSpecError:
+        pass  # reported in status; the next spec change reconciles again
+    except MissingSecretError:
+        REGISTRY.retry_later(*key, MISSING_SECRET_RETRY_SECONDS)
+    except ApiError as error:
+        log.warning("reconciling %s/%s: %s", key[1], key[2], error)
+        delay = TRANSIENT_RETRY_SECONDS if error.transient else OTHER_ERROR_RETRY_SECONDS
+        REGISTRY.retry_later(*key, delay)
+    except Exception:
+        log.exception("reconciling %s/%s failed", key[1], key[2])
+        REGISTRY.retry_later(*key, OTHER_ERROR_RETRY_SECONDS)
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Status is ours (its schema prunes unknown fields); Kopf keeps its bookkeeping in annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmkube.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="llmkube.io", key="last-handled-configuration"
-    )
-    settings.posting.reporting_component = "llmkube-operator"
+def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = 16
+    # Handler threads mostly wait on the apiserver, so more of them keep more requests in flight.
+    settings.execution.max_workers = 32
     memo.api = KubeApi.from_environment()
     serve(SETTINGS.metrics_port)
+    memo.background = BackgroundLoop(
+        memo.api, SETTINGS, REGISTRY, lambda body: reconcile(body, memo.api)
+    )
+    memo.background.start()
 
 
-@kopf.on.resume(*TRAINING)
-@kopf.on.create(*TRAINING)
-@kopf.on.update(*TRAINING, field="spec")
-def reconcile_training(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    with observe_reconcile("LLMTrainingJob"):
-        try:
-            reconcile_training_job(dict(body), memo.api, SETTINGS, events_for(body))
-        except InvalidSpecError as error:
-            raise kopf.PermanentError(f"invalid spec: {error}") from None
-        except MissingSecretError as error:
-            raise kopf.TemporaryError(str(error), delay=MISSING_SECRET_RETRY_SECONDS) from None
-        except ApiError as error:
-            if not error.transient:
-                raise
-            raise kopf.TemporaryError(str(error), delay=TRANSIENT_RETRY_SECONDS) from None
+@kopf.on.cleanup()
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.background.stop()
 
 
-@kopf.on.delete(*TRAINING, optional=True)
-def forget_training(uid: str, **_: Any) -> None:
-    TRAINING_JOB_PHASES.set(uid, None)
+@kopf.on.event(*TRAINING)
+def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    meta = body["metadata"]
+    if type == "DELETED":
+        REGISTRY.forget(meta["uid"])
+        return
+    status = body.get("status") or {}
+    # None is the initial listing (an operator restart), ADDED a new object: always reconcile.
+    if type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation"):
+        return
+    reconcile(dict(body), memo.api)
 
 
 @kopf.on.event(*RAYJOBS, labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def rayjob_changed(
-    body: kopf.Body, type: str, namespace: str | None, memo: kopf.Memo, **_: Any
+def rayjob_event(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     owner = body.get("metadata", {}).get("labels", {}).get(TRAINING_JOB_LABEL)
-    if owner is None or namespace is None or type == "DELETED":
-        return
-    if not body.get("status"):
-        return  # just created: the reconcile that created it has reported this state
-    deployment_status = body["status"].get("jobDeploymentStatus", "")
+    status = body.get("status")
+    if owner is None or namespace is None or type == "DELETED" or not status:
+        return  # a status-less RayJob was just created by a reconcile that reported it
     refresh_training_status(
         memo.api,
         namespace,
         owner,
         SETTINGS,
-        events_for(_owner_body(namespace, owner, body)),
-        read_progress=deployment_status in ("Running", "Retrying", "Complete", "Failed"),
+        REGISTRY,
+        rayjob=dict(body),
+        read_progress=status.get("jobDeploymentStatus")
+        in ("Running", "Retrying", "Complete", "Failed"),
     )
-
-
-@kopf.timer(
-    *TRAINING,
-    interval=SETTINGS.progress_interval_seconds,
-    when=lambda status, **_: status.get("phase") == "Running",
-)
-def poll_progress(
-    body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    if namespace is None:
-        return
-    refresh_training_status(
-        memo.api, namespace, name, SETTINGS, events_for(body), read_progress=True
-    )
-
-
-def _owner_body(namespace: str, name: str, child: kopf.Body) -> dict[str, Any]:
-    """Enough of the owner for an Event's involvedObject, from the child's ownerReference."""
-    owners = child.get("metadata", {}).get("ownerReferences") or []
-    uid = next((ref.get("uid") for ref in owners if ref.get("kind") == "LLMTrainingJob"), None)
-    return {
-        "apiVersion": "llmkube.io/v1alpha1",
-        "kind": "LLMTrainingJob",
-        "metadata": {"name": name, "namespace": namespace, "uid": uid},
-    }

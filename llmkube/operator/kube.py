@@ -4,7 +4,11 @@ Objects stay plain dicts (no model classes): the builders produce dicts and the 
 up with thousands of objects, where the client's model (de)serialization would dominate.
 """
 
+import datetime
 import json
+import logging
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +17,8 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 Body = dict[str, Any]
+COMPONENT = "llmkube-operator"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class Resource:
 
 
 CONFIGMAPS = Resource("", "v1", "configmaps")
+EVENTS = Resource("", "v1", "events")
 SECRETS = Resource("", "v1", "secrets")
 RAYJOBS = Resource("ray.io", "v1", "rayjobs")
 TRAINING_JOBS = Resource("llmkube.io", "v1alpha1", "llmtrainingjobs")
@@ -54,14 +61,20 @@ class ConflictError(ApiError):
 class KubeApi:
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
+        # Events are best-effort: posting them off the reconcile's path saves a round-trip.
+        self._event_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="events")
 
     @classmethod
-    def from_environment(cls, pool_size: int = 32) -> "KubeApi":
+    def from_environment(cls, pool_size: int = 64, kubeconfig: str | None = None) -> "KubeApi":
+        """In-cluster credentials, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
         configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        if kubeconfig is not None:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         configuration.connection_pool_maxsize = pool_size
         return cls(client.ApiClient(configuration))
 
@@ -110,6 +123,39 @@ class KubeApi:
             if existing is None:  # deleted in between: the next reconcile creates it
                 raise ApiError(409, f"{body['metadata']['name']} vanished during create") from None
             return existing, False
+
+    def post_event(self, involved: Body, *, type: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about `involved` in the background; a lost Event is only logged."""
+        self._event_pool.submit(self._post_event, involved, type, reason, message)
+
+    def _post_event(self, involved: Body, type: str, reason: str, message: str) -> None:
+        meta = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.create(EVENTS, meta["namespace"], event)
+        except ApiError as error:
+            log.warning("could not post event %s on %s: %s", reason, meta["name"], error)
 
     def patch(
         self,

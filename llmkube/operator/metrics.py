@@ -16,31 +16,6 @@ TRAINING_JOBS = Gauge("llmkube_trainingjobs", "LLMTrainingJobs by phase", ["phas
 TRAINING_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
 
 
-class PhaseCounts:
-    """Remembers each object's phase so a gauge can count objects per phase."""
-
-    def __init__(self, gauge: Gauge, phases: tuple[str, ...]) -> None:
-        self.gauge = gauge
-        self.phases: dict[str, str] = {}
-        for phase in phases:
-            gauge.labels(phase=phase).set(0)
-
-    def set(self, uid: str, phase: str | None) -> None:
-        previous = self.phases.get(uid)
-        if previous == phase:
-            return
-        if previous is not None:
-            self.gauge.labels(phase=previous).dec()
-        if phase is None:
-            self.phases.pop(uid, None)
-        else:
-            self.phases[uid] = phase
-            self.gauge.labels(phase=phase).inc()
-
-
-TRAINING_JOB_PHASES = PhaseCounts(TRAINING_JOBS, TRAINING_PHASES)
-
-
 @contextmanager
 def observe_reconcile(kind: str) -> Iterator[None]:
     began = time.perf_counter()

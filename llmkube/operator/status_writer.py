@@ -1,18 +1,14 @@
 """The one place that writes LLMTrainingJob status: only on change, with an Event per phase."""
 
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
 from llmkube.api import LLMTrainingJobStatus
 from llmkube.operator.conditions import find
 from llmkube.operator.kube import TRAINING_JOBS, KubeApi
-from llmkube.operator.metrics import TRAINING_JOB_PHASES
 from llmkube.operator.patches import merge_patch
-
-
-class EventSink(Protocol):
-    def __call__(self, *, type: str, reason: str, message: str) -> None: ...
+from llmkube.operator.registry import JobRegistry
 
 
 def current_status(body: dict[str, Any]) -> LLMTrainingJobStatus:
@@ -24,11 +20,11 @@ def current_status(body: dict[str, Any]) -> LLMTrainingJobStatus:
 
 
 def write_training_status(
-    api: KubeApi, body: dict[str, Any], desired: LLMTrainingJobStatus, events: EventSink
+    api: KubeApi, body: dict[str, Any], desired: LLMTrainingJobStatus, registry: JobRegistry
 ) -> bool:
     """Patch the status subresource if `desired` differs from the body's status. True if written."""
     metadata = body["metadata"]
-    TRAINING_JOB_PHASES.set(metadata.get("uid", metadata["name"]), desired.phase)
+    registry.observe(metadata["uid"], metadata["namespace"], metadata["name"], desired.phase)
     stored = body.get("status") or {}
     patch = merge_patch(stored, desired.to_wire())
     if not patch:
@@ -38,7 +34,8 @@ def write_training_status(
         ready = find(desired.conditions, "Ready")
         reason = ready.reason if ready else (desired.phase or "Unknown")
         warning = desired.phase == "Failed" or (ready is not None and ready.status == "False")
-        events(
+        api.post_event(
+            body,
             type="Warning" if warning else "Normal",
             reason=reason,
             message=f"{desired.phase}: {desired.message or ''}".rstrip(": "),

@@ -14,8 +14,9 @@ from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, SECRETS, TRAINING_JOBS, K
 from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
 from llmkube.operator.patches import changed_paths
 from llmkube.operator.progress import credentials_env, read_snapshot
+from llmkube.operator.registry import JobRegistry
 from llmkube.operator.settings import OperatorSettings
-from llmkube.operator.status_writer import EventSink, current_status, write_training_status
+from llmkube.operator.status_writer import current_status, write_training_status
 from llmkube.operator.training_builders import applied_spec, build_rayjob, build_run_configmap
 from llmkube.operator.training_status import blocked_status, training_status
 from llmkube.storage import StorageError
@@ -35,7 +36,9 @@ def utcnow() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _validated(body: dict[str, Any], api: KubeApi, events: EventSink, now: str) -> LLMTrainingJob:
+def _validated(
+    body: dict[str, Any], api: KubeApi, registry: JobRegistry, now: str
+) -> LLMTrainingJob:
     try:
         return LLMTrainingJob.model_validate(body)
     except ValidationError as error:
@@ -48,12 +51,12 @@ def _validated(body: dict[str, Any], api: KubeApi, events: EventSink, now: str) 
             generation=body["metadata"].get("generation"),
             now=now,
         )
-        write_training_status(api, body, status, events)
+        write_training_status(api, body, status, registry)
         raise InvalidSpecError(message) from None
 
 
 def _credentials(
-    body: dict[str, Any], job: LLMTrainingJob, api: KubeApi, events: EventSink, now: str
+    body: dict[str, Any], job: LLMTrainingJob, api: KubeApi, registry: JobRegistry, now: str
 ) -> dict[str, str]:
     reference = job.spec.storage.credentials_secret
     if reference is None:
@@ -83,7 +86,7 @@ def _credentials(
             generation=job.metadata.generation,
             now=now,
         )
-        write_training_status(api, body, status, events)
+        write_training_status(api, body, status, registry)
         raise MissingSecretError(message)
     return credentials_env(secret, job)
 
@@ -121,12 +124,12 @@ def _ensure_children(
 
 
 def reconcile_training_job(
-    body: dict[str, Any], api: KubeApi, settings: OperatorSettings, events: EventSink
+    body: dict[str, Any], api: KubeApi, settings: OperatorSettings, registry: JobRegistry
 ) -> None:
     """Idempotent: safe to run again at any point, after any crash."""
     now = utcnow()
-    job = _validated(body, api, events, now)
-    _credentials(body, job, api, events, now)
+    job = _validated(body, api, registry, now)
+    _credentials(body, job, api, registry, now)
     namespace = job.metadata.namespace or "default"
     name = rayjob_name(job.metadata.name)
 
@@ -146,7 +149,7 @@ def reconcile_training_job(
         ignored_spec_changes=ignored,
         now=now,
     )
-    write_training_status(api, body, status, events)
+    write_training_status(api, body, status, registry)
 
 
 def refresh_training_status(
@@ -154,8 +157,9 @@ def refresh_training_status(
     namespace: str,
     job_name: str,
     settings: OperatorSettings,
-    events: EventSink,
+    registry: JobRegistry,
     *,
+    rayjob: dict[str, Any] | None = None,
     read_progress: bool,
 ) -> None:
     """Re-derive a job's status from its RayJob (and progress files). A no-op for jobs the
@@ -167,7 +171,7 @@ def refresh_training_status(
         job = LLMTrainingJob.model_validate(body)
     except ValidationError:
         return
-    rayjob = api.get(RAYJOBS, namespace, rayjob_name(job_name))
+    rayjob = rayjob or api.get(RAYJOBS, namespace, rayjob_name(job_name))
     if rayjob is None:
         return
     snapshot = None
@@ -189,4 +193,4 @@ def refresh_training_status(
         ignored_spec_changes=ignored_spec_changes(rayjob, job),
         now=utcnow(),
     )
-    write_training_status(api, body, status, events)
+    write_training_status(api, body, status, registry)

@@ -10,6 +10,7 @@ with a throw-away CA, static-token authentication, RBAC authorization. Two ident
 `python -m llmkube.testing.controlplane` starts one and waits, for poking at it by hand.
 """
 
+import json
 import secrets
 import shutil
 import signal
@@ -205,6 +206,28 @@ class ControlPlane:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def install_crds(self, paths: list[Path], timeout: float = 60.0) -> None:
+        """Apply CRD files (server-side: KubeRay's exceed the client-side annotation limit) and
+        wait until every CRD is Established."""
+        for path in paths:
+            result = self.kubectl("apply", "--server-side", "-f", str(path))
+            if result.returncode != 0:
+                raise RuntimeError(f"installing {path} failed:\n{result.stderr}")
+        # `kubectl wait` errors out on a CRD that has no status yet, so poll instead.
+        wait_until(self._all_crds_established, timeout=timeout, what="CRDs Established")
+
+    def _all_crds_established(self) -> bool:
+        listed = self.kubectl("get", "crd", "-o", "json")
+        if listed.returncode != 0:
+            return False
+        return all(
+            any(
+                condition["type"] == "Established" and condition["status"] == "True"
+                for condition in (crd.get("status") or {}).get("conditions") or []
+            )
+            for crd in json.loads(listed.stdout)["items"]
+        )
 
     def kubectl(
         self, *args: str, identity: Identity | None = None, input: str | None = None

@@ -390,7 +390,14 @@ def test_deleting_a_job_removes_its_children_and_blocks_nothing(
 ) -> None:
     apply(control_plane, namespace, training_job("brief"))
     eventually(lambda: get(control_plane, "rayjob", "brief", namespace))
-    assert not get(control_plane, "ltj", "brief", namespace)["metadata"].get("finalizers")
+    # Running is when progress polling is active: it must not hold the job with a finalizer.
+    patch_status(control_plane, "rayjob", "brief", namespace, {"jobDeploymentStatus": "Running"})
+    wait_phase(control_plane, "brief", namespace, "Running")
+    metadata = get(control_plane, "ltj", "brief", namespace)["metadata"]
+    assert not metadata.get("finalizers")
+    assert not any(
+        key.startswith(("kopf.", "llmkube.io/")) for key in metadata.get("annotations", {})
+    )
     deleted = control_plane.kubectl("delete", "ltj", "brief", "-n", namespace, "--timeout=20s")
     assert deleted.returncode == 0, deleted.stderr
 

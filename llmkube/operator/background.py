@@ -1,0 +1,63 @@
+"""One operator-wide loop for what watch events do not trigger: retrying blocked reconciles and
+polling running jobs' progress. (Kopf's per-object timers would do this too, but they put a
+finalizer on every object they run for, which blocks deletion whenever the operator is down.)"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from llmkube.operator.kube import TRAINING_JOBS, KubeApi
+from llmkube.operator.registry import JobRegistry
+from llmkube.operator.settings import OperatorSettings
+from llmkube.operator.training import refresh_training_status
+
+log = logging.getLogger(__name__)
+TICK_SECONDS = 1.0
+
+
+class BackgroundLoop(threading.Thread):
+    def __init__(
+        self,
+        api: KubeApi,
+        settings: OperatorSettings,
+        registry: JobRegistry,
+        reconcile: Callable[[dict[str, Any]], None],
+    ) -> None:
+        super().__init__(name="llmkube-background", daemon=True)
+        self.api = api
+        self.settings = settings
+        self.registry = registry
+        self.reconcile = reconcile
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        next_progress = time.monotonic() + self.settings.progress_interval_seconds
+        while not self.stopping.wait(TICK_SECONDS):
+            self._retry_blocked()
+            if time.monotonic() >= next_progress:
+                self._poll_progress()
+                next_progress = time.monotonic() + self.settings.progress_interval_seconds
+
+    def _retry_blocked(self) -> None:
+        for _, namespace, name in self.registry.due_for_retry():
+            try:
+                body = self.api.get(TRAINING_JOBS, namespace, name)
+                if body is not None:
+                    self.reconcile(body)
+            except Exception:  # one bad object must not stop the loop for the others
+                log.exception("retrying %s/%s failed", namespace, name)
+
+    def _poll_progress(self) -> None:
+        for namespace, name in self.registry.in_phase("Running"):
+            try:
+                refresh_training_status(
+                    self.api, namespace, name, self.settings, self.registry, read_progress=True
+                )
+            except Exception:
+                log.exception("reading the progress of %s/%s failed", namespace, name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
