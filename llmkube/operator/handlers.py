@@ -15,7 +15,7 @@ import kopf
 from llmkube.operator.background import BackgroundLoop
 from llmkube.operator.kube import ApiError, KubeApi
 from llmkube.operator.metrics import observe_reconcile, serve
-from llmkube.operator.naming import MANAGED_BY, TRAINING_JOB_LABEL
+from llmkube.operator.naming import TRAINING_JOB_LABEL
 from llmkube.operator.registry import JobRegistry
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training import (
@@ -89,11 +89,13 @@ def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
     reconcile(dict(body), memo.api)
 
 
-@kopf.on.event(*RAYJOBS, labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+@kopf.on.event(*RAYJOBS, labels={TRAINING_JOB_LABEL: kopf.PRESENT})
 def rayjob_event(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    owner = body.get("metadata", {}).get("labels", {}).get(TRAINING_JOB_LABEL)
+    # The label only selects; the ownerReference carries the full (possibly >63 chars) name.
+    owners = body.get("metadata", {}).get("ownerReferences") or []
+    owner = next((ref["name"] for ref in owners if ref.get("kind") == "LLMTrainingJob"), None)
     status = body.get("status")
     if owner is None or namespace is None or type == "DELETED" or not status:
         return  # a status-less RayJob was just created by a reconcile that reported it

@@ -22,6 +22,11 @@ def _bounded(name: str, limit: int) -> str:
     return f"{name[: limit - 7].rstrip('-.')}-{digest}"
 
 
+def label_value(value: str) -> str:
+    """A label value (at most 63 characters; longer names are shortened with a hash)."""
+    return _bounded(value, 63)
+
+
 def rayjob_name(job_name: str) -> str:
     return _bounded(job_name, MAX_RAYJOB_NAME)
 
@@ -33,7 +38,7 @@ def run_configmap_name(job_name: str) -> str:
 def standard_labels(instance: str, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "llmkube",
-        "app.kubernetes.io/instance": _bounded(instance, 63),
+        "app.kubernetes.io/instance": label_value(instance),
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": "llmkube",
         "app.kubernetes.io/managed-by": MANAGED_BY,

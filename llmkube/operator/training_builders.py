@@ -9,6 +9,7 @@ from llmkube.api.runconfig import ACCESS_KEY_ENV, SECRET_KEY_ENV, TrainingRunCon
 from llmkube.operator.naming import (
     APPLIED_SPEC_ANNOTATION,
     TRAINING_JOB_LABEL,
+    label_value,
     owner_reference,
     rayjob_name,
     run_configmap_name,
@@ -26,7 +27,10 @@ FINISHED_CLUSTER_TTL_SECONDS = 300
 
 
 def _labels(job: LLMTrainingJob) -> dict[str, str]:
-    return {**standard_labels(job.metadata.name, "training"), TRAINING_JOB_LABEL: job.metadata.name}
+    return {
+        **standard_labels(job.metadata.name, "training"),
+        TRAINING_JOB_LABEL: label_value(job.metadata.name),
+    }
 
 
 def _metadata(job: LLMTrainingJob, name: str) -> dict[str, Any]:

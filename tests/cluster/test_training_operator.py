@@ -422,3 +422,18 @@ def test_operator_exports_its_metrics(
         return text
 
     eventually(exported)
+
+
+def test_a_job_with_a_long_name_is_followed_too(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    name = "a-rather-long-experiment-name-" + "x" * 70  # 100 characters: over every label limit
+    apply(control_plane, namespace, training_job(name))
+    rayjob_name = eventually(lambda: wait_phase(control_plane, name, namespace, "Pending"))[
+        "rayJobName"
+    ]
+    assert len(rayjob_name) <= 47
+    patch_status(
+        control_plane, "rayjob", rayjob_name, namespace, {"jobDeploymentStatus": "Running"}
+    )
+    wait_phase(control_plane, name, namespace, "Running")
