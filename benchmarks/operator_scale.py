@@ -19,7 +19,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from kubernetes import client, config, watch
 
@@ -29,28 +28,15 @@ from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, TRAINING_JOBS, KubeApi
 from llmkube.operator.training_builders import build_rayjob, build_run_configmap
 from llmkube.testing.binaries import third_party_crds
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.operator import OperatorProcess
 
 ROOT = Path(__file__).parents[1]
 
 
-def job_manifest(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "llmkube.io/v1alpha1",
-        "kind": "LLMTrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"preset": "tiny"},
-            "dataset": {"source": "s3://datasets/text/"},
-            "training": {"maxSteps": 1000},
-            "output": f"s3://models/{name}/",
-        },
-    }
-
-
 def perfect_operator(api: KubeApi, namespace: str, names: list[str], concurrency: int) -> float:
     def one(name: str) -> None:
-        created = api.create(TRAINING_JOBS, namespace, job_manifest(name))
+        created = api.create(TRAINING_JOBS, namespace, training_job_manifest(name))
         job = LLMTrainingJob.model_validate(created)
         api.create(CONFIGMAPS, namespace, build_run_configmap(job, training_run_config(job)))
         api.create(RAYJOBS, namespace, build_rayjob(job, default_image="bench"))
@@ -106,7 +92,7 @@ def operator_run(
         created_at: dict[str, float] = {}
 
         def create(name: str) -> None:
-            api.create(TRAINING_JOBS, namespace, job_manifest(name))
+            api.create(TRAINING_JOBS, namespace, training_job_manifest(name))
             created_at[name] = time.perf_counter()
 
         cpu_before = cpu_seconds_of(operator)

@@ -18,9 +18,9 @@ __all__ = [
 
 
 class ObjectMeta(WireModel):
-    """Standard Kubernetes object metadata (only the fields llmkube reads are typed)."""
+    """Standard Kubernetes object metadata (only the fields llmkube reads; the rest is ignored)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     name: KubernetesName
     """Name of the object, unique in its namespace."""

@@ -22,14 +22,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import yaml
 
 from llmkube.testing.binaries import server_binaries
 from llmkube.testing.certificates import write_pki
-from llmkube.testing.processes import ServerProcess, free_port, wait_until
+from llmkube.testing.processes import ServerProcess, StoppedOnExit, free_port, wait_until
 
 RESTRICTED_USER = "llmkube-restricted"
 
@@ -43,7 +41,7 @@ class Identity:
 
 
 @dataclass
-class ControlPlane:
+class ControlPlane(StoppedOnExit):
     workdir: Path
     server: str
     ca_file: Path
@@ -249,17 +247,6 @@ class ControlPlane:
         self.processes.clear()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _write_kubeconfig(path: Path, server: str, ca_file: Path, identity: Identity) -> None:

@@ -6,16 +6,14 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from minio import Minio
 
 from llmkube.testing.binaries import server_binaries
-from llmkube.testing.processes import ServerProcess, free_port, wait_until
+from llmkube.testing.processes import ServerProcess, StoppedOnExit, free_port, wait_until
 
 
-class MinioServer:
+class MinioServer(StoppedOnExit):
     """`with MinioServer.start() as s3:` — an empty MinIO with its own root credentials."""
 
     def __init__(self, workdir: Path, owns_workdir: bool) -> None:
@@ -98,14 +96,3 @@ class MinioServer:
         self.pause()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

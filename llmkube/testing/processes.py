@@ -6,8 +6,11 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -88,3 +91,21 @@ def wait_until(
         time.sleep(interval)
     logs = "\n".join(f"--- {s.name} ({s.log_path}):\n{s.log_tail()}" for s in watch)
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s\n{logs}")
+
+
+class StoppedOnExit(ABC):
+    """`with Server.start() as server:` stops the server (and its children) on the way out."""
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

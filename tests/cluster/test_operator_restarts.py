@@ -4,9 +4,9 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.operator import OperatorProcess
 from tests.cluster.helpers import eventually, listed, patch_status
 
@@ -14,22 +14,8 @@ JOBS = 20
 RESTARTS = 10
 
 
-def training_job(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "llmkube.io/v1alpha1",
-        "kind": "LLMTrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"preset": "tiny"},
-            "dataset": {"source": "s3://datasets/text/"},
-            "training": {"maxSteps": 100},
-            "output": f"s3://models/{name}/",
-        },
-    }
-
-
 def apply_jobs(cp: ControlPlane, namespace: str, names: list[str]) -> None:
-    text = "\n---\n".join(json.dumps(training_job(name)) for name in names)
+    text = "\n---\n".join(json.dumps(training_job_manifest(name)) for name in names)
     result = cp.kubectl("apply", "-n", namespace, "-f", "-", input=text)
     assert result.returncode == 0, result.stderr
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.operator import OperatorProcess
 from tests.bad_manifests import corpus
@@ -38,21 +39,6 @@ def operator(
     ).start()
     yield process
     process.stop()
-
-
-def training_job(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "llmkube.io/v1alpha1",
-        "kind": "LLMTrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"preset": "tiny"},
-            "dataset": {"source": "s3://datasets/text/"},
-            "training": {"maxSteps": 1000},
-            "output": f"s3://models/{name}/",
-            **spec,
-        },
-    }
 
 
 def status_of(cp: ControlPlane, name: str, namespace: str) -> dict[str, Any]:
@@ -130,7 +116,7 @@ def test_example_job_becomes_a_configmap_and_rayjob(
 def test_status_follows_the_rayjob_to_success(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(control_plane, namespace, training_job("happy"))
+    apply(control_plane, namespace, training_job_manifest("happy"))
     status = wait_phase(control_plane, "happy", namespace, "Pending")
     assert condition(status, "Ready")["reason"] == "Initializing"
     assert status["rayJobName"] == "happy"
@@ -187,7 +173,7 @@ def _reasons(cp: ControlPlane, namespace: str, name: str, wanted: set[str]) -> s
 def test_status_follows_retries_to_failure(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(control_plane, namespace, training_job("flaky"))
+    apply(control_plane, namespace, training_job_manifest("flaky"))
     eventually(lambda: get(control_plane, "rayjob", "flaky", namespace))
     patch_status(control_plane, "rayjob", "flaky", namespace, {"jobDeploymentStatus": "Running"})
     wait_phase(control_plane, "flaky", namespace, "Running")
@@ -245,7 +231,7 @@ def test_progress_and_loss_come_from_minio(
         "metadata": {"name": "s3"},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in minio.env.items()},
     }
-    job = training_job(
+    job = training_job_manifest(
         "watched",
         storage={"endpoint": minio.endpoint, "insecure": True, "credentialsSecret": {"name": "s3"}},
         output=f"s3://{bucket}/watched/",
@@ -313,7 +299,7 @@ def test_specs_the_apiserver_accepts_but_llmkube_rejects_end_as_invalid_spec(
         assert not exists(control_plane, "configmap", f"{name}-run", namespace)
         eventually(partial(_reasons, control_plane, namespace, name, {"InvalidSpec"}))
     assert operator.healthy()
-    apply(control_plane, namespace, training_job("still-works"))
+    apply(control_plane, namespace, training_job_manifest("still-works"))
     eventually(lambda: get(control_plane, "rayjob", "still-works", namespace))
 
 
@@ -323,7 +309,7 @@ def test_fixing_an_invalid_spec_starts_the_job(
     apply(
         control_plane,
         namespace,
-        training_job("fixme", training={"maxSteps": 10, "warmupSteps": 50}),
+        training_job_manifest("fixme", training={"maxSteps": 10, "warmupSteps": 50}),
     )
     wait_phase(control_plane, "fixme", namespace, "Failed")
     patch(control_plane, "ltj", "fixme", namespace, {"spec": {"training": {"warmupSteps": 5}}})
@@ -335,7 +321,7 @@ def test_fixing_an_invalid_spec_starts_the_job(
 def test_a_missing_secret_waits_then_starts(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    job = training_job("patient", storage={"credentialsSecret": {"name": "late"}})
+    job = training_job_manifest("patient", storage={"credentialsSecret": {"name": "late"}})
     apply(control_plane, namespace, job)
 
     def waiting() -> None:
@@ -359,7 +345,7 @@ def test_a_missing_secret_waits_then_starts(
 def test_suspend_passes_through_and_other_changes_are_refused(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(control_plane, namespace, training_job("steady"))
+    apply(control_plane, namespace, training_job_manifest("steady"))
     original = eventually(lambda: get(control_plane, "rayjob", "steady", namespace))
 
     patch(control_plane, "ltj", "steady", namespace, {"spec": {"suspend": True}})
@@ -388,7 +374,7 @@ def test_suspend_passes_through_and_other_changes_are_refused(
 def test_deleting_a_job_removes_its_children_and_blocks_nothing(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(control_plane, namespace, training_job("brief"))
+    apply(control_plane, namespace, training_job_manifest("brief"))
     eventually(lambda: get(control_plane, "rayjob", "brief", namespace))
     # Running is when progress polling is active: it must not hold the job with a finalizer.
     patch_status(control_plane, "rayjob", "brief", namespace, {"jobDeploymentStatus": "Running"})
@@ -411,7 +397,7 @@ def test_deleting_a_job_removes_its_children_and_blocks_nothing(
 def test_operator_exports_its_metrics(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(control_plane, namespace, training_job("counted"))
+    apply(control_plane, namespace, training_job_manifest("counted"))
     eventually(lambda: get(control_plane, "rayjob", "counted", namespace))
 
     def exported() -> str:
@@ -428,7 +414,7 @@ def test_a_job_with_a_long_name_is_followed_too(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "a-rather-long-experiment-name-" + "x" * 70  # 100 characters: over every label limit
-    apply(control_plane, namespace, training_job(name))
+    apply(control_plane, namespace, training_job_manifest(name))
     rayjob_name = eventually(lambda: wait_phase(control_plane, name, namespace, "Pending"))[
         "rayJobName"
     ]
