@@ -244,6 +244,8 @@ class ServedModel(StatusModel):
     """URI of the served model artifact."""
     training_job: str | None = None
     """The LLMTrainingJob it came from, if any."""
+    version: str | None = None
+    """Identifies the published model (URI and publication time); a new version rolls out."""
 
 
 class ScaleDecision(StatusModel):

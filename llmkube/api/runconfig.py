@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from llmkube.api.base import StorageUri, WireModel
+from llmkube.api.deployment import LLMDeployment, ServingSpec
 from llmkube.api.training import (
     CheckpointSpec,
     DatasetSpec,
@@ -154,4 +155,55 @@ def training_run_config(
             insecure=spec.storage.insecure,
         ),
         output=output,
+    )
+
+
+class ServeRunConfig(WireModel):
+    """Everything the Ray Serve app `llmkube.runtime.serve:app` needs to serve a deployment."""
+
+    version: Literal[1] = 1
+    """Schema version of the run config."""
+    kind: Literal["serving"] = "serving"
+    """What this config runs."""
+    deployment: JobIdentity
+    """The LLMDeployment this serves (labels metrics)."""
+    model_uri: StorageUri
+    """The model artifact (a model/ folder) to load."""
+    replicas: int = Field(ge=0)
+    """Serve replicas."""
+    gpus_per_replica: int = Field(ge=0)
+    """GPUs per replica."""
+    cpus_per_replica: int = Field(ge=1)
+    """CPUs per replica."""
+    serving: ServingSpec
+    """Batching, limits and authentication."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key, when one is required."""
+    storage: StorageConfig
+    """Object-storage access."""
+
+
+API_KEY_ENV = "LLMKUBE_API_KEY"
+
+
+def serve_run_config(
+    deployment: LLMDeployment, *, model_uri: str, default_endpoint: str | None = None
+) -> ServeRunConfig:
+    """The run config for a deployment serving `model_uri`. Pure."""
+    spec = deployment.spec
+    return ServeRunConfig(
+        deployment=JobIdentity(
+            name=deployment.metadata.name, namespace=deployment.metadata.namespace or "default"
+        ),
+        model_uri=model_uri,
+        replicas=spec.replicas,
+        gpus_per_replica=spec.resources.gpus_per_replica,
+        cpus_per_replica=spec.resources.cpus_per_replica,
+        serving=spec.serving,
+        api_key_env=API_KEY_ENV if spec.serving.api_key_secret else None,
+        storage=StorageConfig(
+            endpoint=spec.storage.endpoint or default_endpoint,
+            region=spec.storage.region,
+            insecure=spec.storage.insecure,
+        ),
     )

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmkube.operator.kube import TRAINING_JOBS, KubeApi
+from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi
 from llmkube.operator.registry import JobRegistry
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training import refresh_training_status
@@ -41,9 +41,10 @@ class BackgroundLoop(threading.Thread):
                 next_progress = time.monotonic() + self.settings.progress_interval_seconds
 
     def _retry_blocked(self) -> None:
-        for _, namespace, name in self.registry.due_for_retry():
+        for kind, namespace, name in self.registry.due_for_retry():
+            resource = DEPLOYMENTS if kind == "LLMDeployment" else TRAINING_JOBS
             try:
-                body = self.api.get(TRAINING_JOBS, namespace, name)
+                body = self.api.get(resource, namespace, name)
                 if body is not None:
                     self.reconcile(body)
             except Exception:  # one bad object must not stop the loop for the others

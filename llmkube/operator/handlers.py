@@ -13,10 +13,11 @@ from typing import Any
 import kopf
 
 from llmkube.operator.background import BackgroundLoop
-from llmkube.operator.kube import ApiError, KubeApi
+from llmkube.operator.deployment import reconcile_deployment, refresh_deployment_status
+from llmkube.operator.kube import DEPLOYMENTS, ApiError, KubeApi
 from llmkube.operator.metrics import observe_reconcile, serve
-from llmkube.operator.naming import TRAINING_JOB_LABEL
-from llmkube.operator.registry import JobRegistry
+from llmkube.operator.naming import DEPLOYMENT_LABEL, TRAINING_JOB_LABEL
+from llmkube.operator.registry import DeploymentRegistry, JobRegistry
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training import (
     InvalidSpecError,
@@ -28,8 +29,11 @@ from llmkube.operator.training import (
 log = logging.getLogger(__name__)
 TRAINING = ("llmkube.io", "v1alpha1", "llmtrainingjobs")
 RAYJOBS = ("ray.io", "v1", "rayjobs")
+DEPLOYMENT = ("llmkube.io", "v1alpha1", "llmdeployments")
+RAYSERVICES = ("ray.io", "v1", "rayservices")
 SETTINGS = OperatorSettings.from_env()
 REGISTRY = JobRegistry()
+DEPLOYMENT_REGISTRY = DeploymentRegistry()
 # Retry delays: a missing Secret is usually being created right now; apiserver hiccups pass;
 # anything else (RBAC, a rejected object) needs a human, so it is retried slowly.
 MISSING_SECRET_RETRY_SECONDS = 10
@@ -39,23 +43,42 @@ OTHER_ERROR_RETRY_SECONDS = 60
 PROGRESS_STATES = ("Running", "Retrying", "Complete", "Failed")
 
 
-def reconcile(body: dict[str, Any], api: KubeApi) -> None:
+def _handle_failures(kind: str, body: dict[str, Any], work: Any) -> None:
+    """Run one reconcile; schedule a retry on the background loop for failures a retry can fix."""
     meta = body["metadata"]
-    key = (meta["uid"], meta["namespace"], meta["name"])
+    uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
     try:
-        with observe_reconcile("LLMTrainingJob"):
-            reconcile_training_job(body, api, SETTINGS, REGISTRY)
+        with observe_reconcile(kind):
+            work()
     except InvalidSpecError:
         pass  # reported in status; the next spec change reconciles again
     except MissingSecretError:
-        REGISTRY.retry_later(*key, MISSING_SECRET_RETRY_SECONDS)
+        REGISTRY.retry_later(uid, namespace, name, MISSING_SECRET_RETRY_SECONDS, kind)
     except ApiError as error:
-        log.warning("reconciling %s/%s: %s", key[1], key[2], error)
+        log.warning("reconciling %s %s/%s: %s", kind, namespace, name, error)
         delay = TRANSIENT_RETRY_SECONDS if error.transient else OTHER_ERROR_RETRY_SECONDS
-        REGISTRY.retry_later(*key, delay)
+        REGISTRY.retry_later(uid, namespace, name, delay, kind)
     except Exception:
-        log.exception("reconciling %s/%s failed", key[1], key[2])
-        REGISTRY.retry_later(*key, OTHER_ERROR_RETRY_SECONDS)
+        log.exception("reconciling %s %s/%s failed", kind, namespace, name)
+        REGISTRY.retry_later(uid, namespace, name, OTHER_ERROR_RETRY_SECONDS, kind)
+
+
+def reconcile(body: dict[str, Any], api: KubeApi) -> None:
+    """Reconcile whichever kind `body` is (the background loop retries both)."""
+    if body.get("kind") == "LLMDeployment":
+        _handle_failures("LLMDeployment", body, lambda: _reconcile_deployment(body, api))
+    else:
+        _handle_failures(
+            "LLMTrainingJob", body, lambda: reconcile_training_job(body, api, SETTINGS, REGISTRY)
+        )
+
+
+def _reconcile_deployment(body: dict[str, Any], api: KubeApi) -> None:
+    meta = body["metadata"]
+    job_ref = ((body.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}
+    autoscaled = bool(((body.get("spec") or {}).get("autoscaling") or {}).get("enabled"))
+    DEPLOYMENT_REGISTRY.observe(meta["namespace"], meta["name"], job_ref.get("name"), autoscaled)
+    reconcile_deployment(body, api, SETTINGS)
 
 
 @kopf.on.startup()
@@ -82,11 +105,39 @@ def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
     if type == "DELETED":
         REGISTRY.forget(meta["uid"])
         return
+    for deployment in DEPLOYMENT_REGISTRY.following(meta["namespace"], meta["name"]):
+        # A status change of the job (it succeeded, or published again) is the handoff signal.
+        fresh = memo.api.get(DEPLOYMENTS, meta["namespace"], deployment)
+        if fresh is not None:
+            reconcile(fresh, memo.api)
     status = body.get("status") or {}
     # None is the initial listing (an operator restart), ADDED a new object: always reconcile.
     if type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation"):
         return
     reconcile(dict(body), memo.api)
+
+
+@kopf.on.event(*DEPLOYMENT)
+def deployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    meta = body["metadata"]
+    if type == "DELETED":
+        DEPLOYMENT_REGISTRY.forget(meta["namespace"], meta["name"])
+        return
+    status = body.get("status") or {}
+    if type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation"):
+        return
+    reconcile(dict(body), memo.api)
+
+
+@kopf.on.event(*RAYSERVICES, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+def rayservice_event(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    owners = body.get("metadata", {}).get("ownerReferences") or []
+    owner = next((ref["name"] for ref in owners if ref.get("kind") == "LLMDeployment"), None)
+    if owner is None or namespace is None or type == "DELETED" or not body.get("status"):
+        return
+    refresh_deployment_status(memo.api, namespace, owner, dict(body))
 
 
 @kopf.on.event(*RAYJOBS, labels={TRAINING_JOB_LABEL: kopf.PRESENT})

@@ -42,6 +42,10 @@ EVENTS = Resource("", "v1", "events")
 SECRETS = Resource("", "v1", "secrets")
 RAYJOBS = Resource("ray.io", "v1", "rayjobs")
 TRAINING_JOBS = Resource("llmkube.io", "v1alpha1", "llmtrainingjobs")
+DEPLOYMENTS = Resource("llmkube.io", "v1alpha1", "llmdeployments")
+RAYSERVICES = Resource("ray.io", "v1", "rayservices")
+SERVICES = Resource("", "v1", "services")
+SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
 
 
 class ApiError(Exception):
@@ -156,6 +160,13 @@ class KubeApi:
             self.create(EVENTS, meta["namespace"], event)
         except ApiError as error:
             log.warning("could not post event %s on %s: %s", reason, meta["name"], error)
+
+    def delete(self, resource: Resource, namespace: str, name: str) -> None:
+        try:
+            self._request("DELETE", resource.path(namespace, name))
+        except ApiError as error:
+            if error.status != 404:
+                raise
 
     def patch(
         self,

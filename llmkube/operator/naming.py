@@ -10,6 +10,8 @@ from llmkube.api.common import ObjectMeta
 
 MANAGED_BY = "llmkube-operator"
 TRAINING_JOB_LABEL = "llmkube.io/training-job"
+DEPLOYMENT_LABEL = "llmkube.io/deployment"
+MODEL_VERSION_ANNOTATION = "llmkube.io/model-version"
 APPLIED_SPEC_ANNOTATION = "llmkube.io/applied-spec"
 # KubeRay appends suffixes to RayJob names for its RayCluster and pods (MaxRayJobNameLength).
 MAX_RAYJOB_NAME = 47
@@ -29,6 +31,11 @@ def label_value(value: str) -> str:
 
 def rayjob_name(job_name: str) -> str:
     return _bounded(job_name, MAX_RAYJOB_NAME)
+
+
+def rayservice_name(deployment_name: str) -> str:
+    # KubeRay's MaxRayServiceNameLength is the same as for RayJobs.
+    return _bounded(deployment_name, MAX_RAYJOB_NAME)
 
 
 def run_configmap_name(job_name: str) -> str:

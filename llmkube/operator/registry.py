@@ -1,4 +1,4 @@
-"""What the operator knows about the jobs it watches: phase (for metrics and progress polling)
+"""What the operator knows about the objects it watches: phase (for metrics and progress polling)
 and when a blocked job should be reconciled again. Shared by watch handlers and the background
 loop, so it is thread-safe."""
 
@@ -13,6 +13,7 @@ from llmkube.operator.metrics import TRAINING_JOBS, TRAINING_PHASES
 class _Entry:
     namespace: str
     name: str
+    kind: str = "LLMTrainingJob"
     phase: str | None = None
     retry_at: float | None = None
 
@@ -40,9 +41,13 @@ class JobRegistry:
                     TRAINING_JOBS.labels(phase=phase).inc()
                 entry.phase = phase
 
-    def retry_later(self, uid: str, namespace: str, name: str, delay: float) -> None:
+    def retry_later(
+        self, uid: str, namespace: str, name: str, delay: float, kind: str = "LLMTrainingJob"
+    ) -> None:
         with self._lock:
-            self._entry(uid, namespace, name).retry_at = time.monotonic() + delay
+            entry = self._entry(uid, namespace, name)
+            entry.kind = kind
+            entry.retry_at = time.monotonic() + delay
 
     def forget(self, uid: str) -> None:
         with self._lock:
@@ -51,18 +56,49 @@ class JobRegistry:
                 TRAINING_JOBS.labels(phase=entry.phase).dec()
 
     def due_for_retry(self) -> list[tuple[str, str, str]]:
-        """(uid, namespace, name) of blocked jobs whose retry time has come; clears them."""
+        """(kind, namespace, name) of blocked objects whose retry time has come; clears them."""
         now = time.monotonic()
         with self._lock:
             due = [
-                (uid, e.namespace, e.name)
+                (uid, e)
                 for uid, e in self._jobs.items()
                 if e.retry_at is not None and e.retry_at <= now
             ]
-            for uid, _, _ in due:
-                self._jobs[uid].retry_at = None
-        return due
+            for _, entry in due:
+                entry.retry_at = None
+        return [(entry.kind, entry.namespace, entry.name) for _, entry in due]
 
     def in_phase(self, phase: str) -> list[tuple[str, str]]:
         with self._lock:
             return [(e.namespace, e.name) for e in self._jobs.values() if e.phase == phase]
+
+
+class DeploymentRegistry:
+    """Which deployments wait on which training job, and which ones autoscale."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._job_of: dict[tuple[str, str], str | None] = {}
+        self._autoscaled: set[tuple[str, str]] = set()
+
+    def observe(self, namespace: str, name: str, job: str | None, autoscaled: bool) -> None:
+        with self._lock:
+            self._job_of[(namespace, name)] = job
+            if autoscaled:
+                self._autoscaled.add((namespace, name))
+            else:
+                self._autoscaled.discard((namespace, name))
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._job_of.pop((namespace, name), None)
+            self._autoscaled.discard((namespace, name))
+
+    def following(self, namespace: str, job: str) -> list[str]:
+        """Deployments serving what LLMTrainingJob `job` publishes."""
+        with self._lock:
+            return [n for (ns, n), j in self._job_of.items() if ns == namespace and j == job]
+
+    def autoscaled(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return sorted(self._autoscaled)

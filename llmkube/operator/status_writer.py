@@ -1,22 +1,60 @@
-"""The one place that writes LLMTrainingJob status: only on change, with an Event per phase."""
+"""The one place that writes status (both kinds): only on change, with an Event per phase."""
 
 from typing import Any
 
 from pydantic import ValidationError
 
-from llmkube.api import LLMTrainingJobStatus
+from llmkube.api import LLMDeploymentStatus, LLMTrainingJobStatus
+from llmkube.api.base import WireModel
+from llmkube.api.common import Condition
 from llmkube.operator.conditions import find
-from llmkube.operator.kube import TRAINING_JOBS, KubeApi
+from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi, Resource
 from llmkube.operator.patches import merge_patch
 from llmkube.operator.registry import JobRegistry
 
 
 def current_status(body: dict[str, Any]) -> LLMTrainingJobStatus:
-    """The status as stored; an unreadable one (hand-edited) is treated as empty."""
+    """A job's status as stored; an unreadable one (hand-edited) is treated as empty."""
     try:
         return LLMTrainingJobStatus.model_validate(body.get("status") or {})
     except ValidationError:
         return LLMTrainingJobStatus()
+
+
+def current_deployment_status(body: dict[str, Any]) -> LLMDeploymentStatus:
+    try:
+        return LLMDeploymentStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return LLMDeploymentStatus()
+
+
+def _write(
+    api: KubeApi,
+    resource: Resource,
+    body: dict[str, Any],
+    desired: WireModel,
+    *,
+    phase: str | None,
+    message: str | None,
+    conditions: list[Condition],
+) -> bool:
+    metadata = body["metadata"]
+    stored = body.get("status") or {}
+    patch = merge_patch(stored, desired.to_wire())
+    if not patch:
+        return False
+    api.patch(resource, metadata["namespace"], metadata["name"], {"status": patch}, "status")
+    if phase != stored.get("phase"):
+        ready = find(conditions, "Ready")
+        reason = ready.reason if ready else (phase or "Unknown")
+        warning = phase in ("Failed", "Degraded") or (ready is not None and ready.status == "False")
+        api.post_event(
+            body,
+            type="Warning" if warning else "Normal",
+            reason=reason,
+            message=f"{phase}: {message or ''}".rstrip(": "),
+        )
+    return True
 
 
 def write_training_status(
@@ -25,19 +63,26 @@ def write_training_status(
     """Patch the status subresource if `desired` differs from the body's status. True if written."""
     metadata = body["metadata"]
     registry.observe(metadata["uid"], metadata["namespace"], metadata["name"], desired.phase)
-    stored = body.get("status") or {}
-    patch = merge_patch(stored, desired.to_wire())
-    if not patch:
-        return False
-    api.patch(TRAINING_JOBS, metadata["namespace"], metadata["name"], {"status": patch}, "status")
-    if desired.phase != stored.get("phase"):
-        ready = find(desired.conditions, "Ready")
-        reason = ready.reason if ready else (desired.phase or "Unknown")
-        warning = desired.phase == "Failed" or (ready is not None and ready.status == "False")
-        api.post_event(
-            body,
-            type="Warning" if warning else "Normal",
-            reason=reason,
-            message=f"{desired.phase}: {desired.message or ''}".rstrip(": "),
-        )
-    return True
+    return _write(
+        api,
+        TRAINING_JOBS,
+        body,
+        desired,
+        phase=desired.phase,
+        message=desired.message,
+        conditions=desired.conditions,
+    )
+
+
+def write_deployment_status(
+    api: KubeApi, body: dict[str, Any], desired: LLMDeploymentStatus
+) -> bool:
+    return _write(
+        api,
+        DEPLOYMENTS,
+        body,
+        desired,
+        phase=desired.phase,
+        message=desired.message,
+        conditions=desired.conditions,
+    )

@@ -15,6 +15,7 @@ from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
 from llmkube.operator.patches import changed_paths
 from llmkube.operator.progress import credentials_env, read_snapshot
 from llmkube.operator.registry import JobRegistry
+from llmkube.operator.secret_refs import find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_status, write_training_status
 from llmkube.operator.training_builders import applied_spec, build_rayjob, build_run_configmap
@@ -61,22 +62,12 @@ def _credentials(
     reference = job.spec.storage.credentials_secret
     if reference is None:
         return {}
-    namespace = job.metadata.namespace or "default"
-    secret = api.get(SECRETS, namespace, reference.name)
-    missing_keys = [
-        key
-        for key in (reference.access_key_id_key, reference.secret_access_key_key)
-        if secret is not None and key not in (secret.get("data") or {})
-    ]
-    if secret is None or missing_keys:
-        problem = (
-            f"Secret {reference.name} not found in namespace {namespace}"
-            if secret is None
-            else f"Secret {reference.name} has no key {', '.join(missing_keys)}"
-        )
+    keys = [reference.access_key_id_key, reference.secret_access_key_key]
+    secret, problem = find_secret(api, job.metadata.namespace or "default", reference.name, keys)
+    if secret is None:
         message = (
-            f"{problem}; create it with the S3 access key pair (see "
-            "examples/minio-credentials.yaml). The job starts as soon as it exists."
+            f"{problem} with the S3 access key pair (see examples/minio-credentials.yaml). "
+            "The job starts as soon as it exists."
         )
         status = blocked_status(
             current_status(body),

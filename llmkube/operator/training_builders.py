@@ -4,8 +4,7 @@ import json
 from typing import Any
 
 from llmkube.api import GROUP_VERSION, LLMTrainingJob
-from llmkube.api.common import NodePool, StorageSpec
-from llmkube.api.runconfig import ACCESS_KEY_ENV, SECRET_KEY_ENV, TrainingRunConfig
+from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.operator.naming import (
     APPLIED_SPEC_ANNOTATION,
     TRAINING_JOB_LABEL,
@@ -15,13 +14,12 @@ from llmkube.operator.naming import (
     run_configmap_name,
     standard_labels,
 )
+from llmkube.operator.pods import resources as pod_resources
+from llmkube.operator.pods import scheduling, storage_env
 
 RUN_CONFIG_DIR = "/etc/llmkube"
 RUN_CONFIG_FILE = "run.json"
 ENTRYPOINT = f"python -m llmkube.runtime.train --config {RUN_CONFIG_DIR}/{RUN_CONFIG_FILE}"
-# The node label NVIDIA GPU feature discovery sets; nodePool.accelerator is a shortcut for it.
-ACCELERATOR_LABEL = "nvidia.com/gpu.product"
-GPU_RESOURCE = "nvidia.com/gpu"
 # The finished Ray cluster lingers this long so its logs can still be read.
 FINISHED_CLUSTER_TTL_SECONDS = 300
 
@@ -56,38 +54,6 @@ def build_run_configmap(job: LLMTrainingJob, run_config: TrainingRunConfig) -> d
     }
 
 
-def storage_env(storage: StorageSpec) -> list[dict[str, Any]]:
-    """S3 credentials from the user's Secret, by reference only."""
-    secret = storage.credentials_secret
-    if secret is None:
-        return []
-    return [
-        {
-            "name": env,
-            "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}},
-        }
-        for env, key in (
-            (ACCESS_KEY_ENV, secret.access_key_id_key),
-            (SECRET_KEY_ENV, secret.secret_access_key_key),
-        )
-    ]
-
-
-def scheduling(pool: NodePool) -> dict[str, Any]:
-    """nodeSelector / tolerations / affinity for a pod spec, from a node pool."""
-    selector = dict(pool.node_selector)
-    if pool.accelerator:
-        selector[ACCELERATOR_LABEL] = pool.accelerator
-    placed: dict[str, Any] = {}
-    if selector:
-        placed["nodeSelector"] = selector
-    if pool.tolerations:
-        placed["tolerations"] = [t.to_wire() for t in pool.tolerations]
-    if pool.affinity:
-        placed["affinity"] = pool.affinity
-    return placed
-
-
 def _container(
     name: str, image: str, resources: dict[str, Any], env: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -111,13 +77,10 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
     ]
     volumes = [{"name": "run-config", "configMap": {"name": run_configmap_name(job.metadata.name)}}]
 
-    head_resources = {"cpu": str(resources.head.cpus), "memory": resources.head.memory}
-    worker_limits: dict[str, str] = {
-        "cpu": str(resources.cpus_per_worker),
-        "memory": resources.memory_per_worker,
-    }
-    if resources.gpus_per_worker:
-        worker_limits[GPU_RESOURCE] = str(resources.gpus_per_worker)
+    head_resources = pod_resources(resources.head.cpus, resources.head.memory, 0)
+    worker_resources = pod_resources(
+        resources.cpus_per_worker, resources.memory_per_worker, resources.gpus_per_worker
+    )
 
     metadata = _metadata(job, rayjob_name(job.metadata.name))
     metadata["annotations"] = {APPLIED_SPEC_ANNOTATION: applied_spec(job)}
@@ -143,7 +106,7 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
                                     **_container(
                                         "ray-head",
                                         image,
-                                        {"requests": head_resources, "limits": head_resources},
+                                        head_resources,
                                         env,
                                     ),
                                     "ports": [
@@ -172,8 +135,7 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
                                     _container(
                                         "ray-worker",
                                         image,
-                                        # Extended resources (GPUs) need requests == limits.
-                                        {"requests": worker_limits, "limits": worker_limits},
+                                        worker_resources,
                                         env,
                                     )
                                 ],

@@ -9,6 +9,7 @@ import pytest
 
 from llmkube.testing.binaries import third_party_crds
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.operator import OperatorProcess
 
 CRD_DIR = Path(__file__).parents[2] / "crds"
 
@@ -44,3 +45,17 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     assert created.returncode == 0, created.stderr
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator as a real subprocess, polling progress every second."""
+    process = OperatorProcess(
+        control_plane.admin.kubeconfig,
+        tmp_path_factory.mktemp("operator"),
+        env={"LLMKUBE_PROGRESS_INTERVAL_SECONDS": "1"},
+    ).start()
+    yield process
+    process.stop()

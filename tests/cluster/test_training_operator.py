@@ -3,12 +3,9 @@
 import base64
 import io
 import json
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.manifests import training_job_manifest
@@ -26,19 +23,6 @@ from tests.cluster.helpers import (
 )
 
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        control_plane.admin.kubeconfig,
-        tmp_path_factory.mktemp("operator"),
-        env={"LLMKUBE_PROGRESS_INTERVAL_SECONDS": "1"},
-    ).start()
-    yield process
-    process.stop()
 
 
 def status_of(cp: ControlPlane, name: str, namespace: str) -> dict[str, Any]:

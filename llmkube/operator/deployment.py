@@ -1,0 +1,208 @@
+"""Reconciling an LLMDeployment: resolve the model, ensure RayService + Service (+ ServiceMonitor),
+report status. Idempotent, like the training reconcile."""
+
+import hashlib
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmkube.api import LLMDeployment
+from llmkube.api.deployment import ServedModel
+from llmkube.api.errors import describe
+from llmkube.api.runconfig import serve_run_config
+from llmkube.operator.deployment_builders import (
+    build_rayservice,
+    build_service,
+    build_service_monitor,
+)
+from llmkube.operator.deployment_status import (
+    ModelChoice,
+    blocked_deployment_status,
+    deployment_status,
+)
+from llmkube.operator.kube import (
+    DEPLOYMENTS,
+    RAYSERVICES,
+    SERVICE_MONITORS,
+    SERVICES,
+    TRAINING_JOBS,
+    KubeApi,
+)
+from llmkube.operator.naming import rayservice_name
+from llmkube.operator.secret_refs import find_secret
+from llmkube.operator.settings import OperatorSettings
+from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
+from llmkube.operator.training import InvalidSpecError, MissingSecretError, utcnow
+
+
+def model_version(uri: str, published_at: str | None) -> str:
+    """Changes when a new model is published, even to the same URI (a re-run of the job)."""
+    return hashlib.sha256(f"{uri}@{published_at or ''}".encode()).hexdigest()[:12]
+
+
+def choose_model(api: KubeApi, deployment: LLMDeployment) -> ModelChoice:
+    """The model to serve now: the URI, or what the referenced job published when it succeeded."""
+    if deployment.spec.model.uri is not None:
+        uri = deployment.spec.model.uri
+        return ModelChoice(ServedModel(uri=uri, version=model_version(uri, None)))
+    reference = deployment.spec.model.training_job_ref
+    assert reference is not None  # the model validator guarantees one of the two
+    namespace = deployment.metadata.namespace or "default"
+    body = api.get(TRAINING_JOBS, namespace, reference.name)
+    if body is None:
+        return ModelChoice(
+            None,
+            "TrainingJobNotFound",
+            f"LLMTrainingJob {reference.name} not found in namespace {namespace}; create it or "
+            "fix model.trainingJobRef.name",
+        )
+    status = body.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    published = (status.get("model") or {}).get("uri")
+    if phase == "Succeeded" and published:
+        return ModelChoice(
+            ServedModel(
+                uri=published,
+                training_job=reference.name,
+                version=model_version(published, status.get("completionTime")),
+            )
+        )
+    progress = (status.get("progress") or {}).get("summary")
+    detail = f"{phase}, {progress}" if progress else phase
+    reason = "TrainingJobFailed" if phase == "Failed" else "WaitingForModel"
+    return ModelChoice(
+        None, reason, f"waiting for LLMTrainingJob {reference.name} to succeed (it is {detail})"
+    )
+
+
+def _validated(body: dict[str, Any], api: KubeApi, now: str) -> LLMDeployment:
+    try:
+        return LLMDeployment.model_validate(body)
+    except ValidationError as error:
+        message = "; ".join(describe(error))
+        status = blocked_deployment_status(
+            current_deployment_status(body),
+            phase="Failed",
+            reason="InvalidSpec",
+            message=f"invalid spec: {message}",
+            generation=body["metadata"].get("generation"),
+            now=now,
+        )
+        write_deployment_status(api, body, status)
+        raise InvalidSpecError(message) from None
+
+
+def _check_secrets(body: dict[str, Any], deployment: LLMDeployment, api: KubeApi, now: str) -> None:
+    namespace = deployment.metadata.namespace or "default"
+    wanted = []
+    if deployment.spec.storage.credentials_secret is not None:
+        ref = deployment.spec.storage.credentials_secret
+        wanted.append((ref.name, [ref.access_key_id_key, ref.secret_access_key_key]))
+    if deployment.spec.serving.api_key_secret is not None:
+        key_ref = deployment.spec.serving.api_key_secret
+        wanted.append((key_ref.name, [key_ref.key]))
+    for name, keys in wanted:
+        _, problem = find_secret(api, namespace, name, keys)
+        if problem is not None:
+            message = f"{problem}. The deployment starts as soon as it exists."
+            status = blocked_deployment_status(
+                current_deployment_status(body),
+                phase="Pending",
+                reason="MissingSecret",
+                message=message,
+                generation=deployment.metadata.generation,
+                now=now,
+            )
+            write_deployment_status(api, body, status)
+            raise MissingSecretError(message)
+
+
+def _apply(
+    api: KubeApi, resource: Any, namespace: str, desired: dict[str, Any], owned: list[str]
+) -> dict[str, Any]:
+    """Create, or merge-patch the `owned` top-level fields of spec that drifted from `desired`."""
+    existing, created = api.create_or_get(resource, namespace, desired)
+    if created:
+        return existing
+    changes = {
+        key: desired["spec"].get(key)
+        for key in owned
+        if existing.get("spec", {}).get(key) != desired["spec"].get(key)
+    }
+    if not changes:
+        return existing
+    return api.patch(resource, namespace, desired["metadata"]["name"], {"spec": changes})
+
+
+def reconcile_deployment(
+    body: dict[str, Any], api: KubeApi, settings: OperatorSettings
+) -> LLMDeployment:
+    now = utcnow()
+    deployment = _validated(body, api, now)
+    _check_secrets(body, deployment, api, now)
+    namespace = deployment.metadata.namespace or "default"
+    name = rayservice_name(deployment.metadata.name)
+    choice = choose_model(api, deployment)
+    current = current_deployment_status(body)
+
+    served = choice.served
+    if served is None and current.model is not None and current.model.uri:
+        served = current.model  # keep serving the last model while a re-run trains
+    rayservice = None
+    if served is not None and served.uri:
+        run_config = serve_run_config(
+            deployment, model_uri=served.uri, default_endpoint=settings.s3_endpoint
+        )
+        desired = build_rayservice(
+            deployment,
+            run_config,
+            model_version=served.version or model_version(served.uri, None),
+            default_image=settings.runtime_image,
+        )
+        rayservice = _apply(
+            api,
+            RAYSERVICES,
+            namespace,
+            desired,
+            ["serveConfigV2", "rayClusterConfig", "upgradeStrategy", "excludeHeadPodFromServeSvc"],
+        )
+        _apply(api, SERVICES, namespace, build_service(deployment), ["selector", "ports"])
+        if deployment.spec.monitoring.service_monitor:
+            monitor = build_service_monitor(deployment)
+            _apply(api, SERVICE_MONITORS, namespace, monitor, ["selector", "endpoints"])
+        else:
+            api.delete(SERVICE_MONITORS, namespace, deployment.metadata.name)
+
+    status = deployment_status(
+        current,
+        deployment,
+        choice=ModelChoice(served, choice.waiting_reason, choice.waiting_message),
+        rayservice_name=name,
+        rayservice=rayservice,
+        now=now,
+    )
+    write_deployment_status(api, body, status)
+    return deployment
+
+
+def refresh_deployment_status(
+    api: KubeApi, namespace: str, name: str, rayservice: dict[str, Any]
+) -> None:
+    """Re-derive status from a RayService event (no children are touched)."""
+    body = api.get(DEPLOYMENTS, namespace, name)
+    if body is None:
+        return
+    try:
+        deployment = LLMDeployment.model_validate(body)
+    except ValidationError:
+        return
+    current = current_deployment_status(body)
+    status = deployment_status(
+        current,
+        deployment,
+        choice=ModelChoice(current.model),
+        rayservice_name=rayservice["metadata"]["name"],
+        rayservice=rayservice,
+        now=utcnow(),
+    )
+    write_deployment_status(api, body, status)

@@ -1,0 +1,206 @@
+"""Pure builders: a validated LLMDeployment -> RayService, Service and ServiceMonitor.
+
+What rolls out how: the Serve config and the worker count change in place (KubeRay leaves worker
+replica counts out of its cluster hash and applies Serve config changes to the running
+cluster). The model version is an annotation on the pod templates, so a new model changes the
+cluster spec and rolls out through the RayService's upgrade strategy (NewCluster: a new cluster
+takes the traffic once it is ready).
+"""
+
+import json
+from typing import Any
+
+from llmkube.api import GROUP_VERSION, LLMDeployment
+from llmkube.api.runconfig import API_KEY_ENV, ServeRunConfig
+from llmkube.operator.naming import (
+    DEPLOYMENT_LABEL,
+    MODEL_VERSION_ANNOTATION,
+    label_value,
+    owner_reference,
+    rayservice_name,
+    standard_labels,
+)
+from llmkube.operator.pods import resources, scheduling, storage_env
+
+SERVE_APP = "llm"
+SERVE_DEPLOYMENT = "LLMServer"
+SERVE_IMPORT_PATH = "llmkube.runtime.serve:app"
+SERVE_PORT = 8000
+METRICS_PORT = 8080
+
+
+def _labels(deployment: LLMDeployment) -> dict[str, str]:
+    return {
+        **standard_labels(deployment.metadata.name, "serving"),
+        DEPLOYMENT_LABEL: label_value(deployment.metadata.name),
+    }
+
+
+def _metadata(deployment: LLMDeployment, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": deployment.metadata.namespace,
+        "labels": _labels(deployment),
+        "ownerReferences": [owner_reference(GROUP_VERSION, "LLMDeployment", deployment.metadata)],
+    }
+
+
+def pod_selector(deployment: LLMDeployment) -> dict[str, str]:
+    """Serving pods of this deployment whose Serve proxy is healthy (KubeRay's ray.io/serve)."""
+    return {DEPLOYMENT_LABEL: label_value(deployment.metadata.name), "ray.io/serve": "true"}
+
+
+def serve_config(run_config: ServeRunConfig) -> dict[str, Any]:
+    return {
+        "applications": [
+            {
+                "name": SERVE_APP,
+                "import_path": SERVE_IMPORT_PATH,
+                "route_prefix": "/",
+                "args": {"config": run_config.to_wire()},
+                "deployments": [
+                    {
+                        "name": SERVE_DEPLOYMENT,
+                        "num_replicas": run_config.replicas,
+                        "max_ongoing_requests": run_config.serving.max_concurrent_requests,
+                        "ray_actor_options": {
+                            "num_cpus": run_config.cpus_per_replica,
+                            "num_gpus": run_config.gpus_per_replica,
+                        },
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def _env(deployment: LLMDeployment) -> list[dict[str, Any]]:
+    env = [*storage_env(deployment.spec.storage), {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    secret = deployment.spec.serving.api_key_secret
+    if secret is not None:
+        env.append(
+            {
+                "name": API_KEY_ENV,
+                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
+            }
+        )
+    return env
+
+
+def _pod_template(
+    deployment: LLMDeployment, container: dict[str, Any], model_version: str, **spec: Any
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "labels": _labels(deployment),
+            "annotations": {MODEL_VERSION_ANNOTATION: model_version},
+        },
+        "spec": {"containers": [container], **spec},
+    }
+
+
+def build_rayservice(
+    deployment: LLMDeployment, run_config: ServeRunConfig, *, model_version: str, default_image: str
+) -> dict[str, Any]:
+    spec = deployment.spec
+    image = spec.image or default_image
+    env = _env(deployment)
+    ports = [
+        {"name": "serve", "containerPort": SERVE_PORT},
+        {"name": "metrics", "containerPort": METRICS_PORT},
+    ]
+    head = {
+        "name": "ray-head",
+        "image": image,
+        "env": env,
+        "resources": resources(2, "4Gi", 0),
+        "ports": [
+            {"name": "gcs", "containerPort": 6379},
+            {"name": "dashboard", "containerPort": 8265},
+            *ports,
+        ],
+    }
+    worker = {
+        "name": "ray-worker",
+        "image": image,
+        "env": env,
+        "resources": resources(
+            spec.resources.cpus_per_replica,
+            spec.resources.memory_per_replica,
+            spec.resources.gpus_per_replica,
+        ),
+        "ports": ports,
+    }
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": _metadata(deployment, rayservice_name(deployment.metadata.name)),
+        "spec": {
+            "upgradeStrategy": {"type": spec.rollout.strategy},
+            "serveConfigV2": json.dumps(serve_config(run_config), indent=2, sort_keys=True),
+            # Only workers serve: each replica has a worker pod of its own.
+            "excludeHeadPodFromServeSvc": True,
+            "rayClusterConfig": {
+                "headGroupSpec": {
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": _pod_template(deployment, head, model_version),
+                },
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "replicas",
+                        "replicas": spec.replicas,
+                        "minReplicas": spec.replicas,
+                        "maxReplicas": spec.replicas,
+                        "rayStartParams": {},
+                        "template": _pod_template(
+                            deployment,
+                            worker,
+                            model_version,
+                            **scheduling(spec.resources.node_pool),
+                        ),
+                    }
+                ],
+            },
+        },
+    }
+
+
+def build_service(deployment: LLMDeployment) -> dict[str, Any]:
+    """The stable in-cluster address of the OpenAI API (and of the serving metrics)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(deployment, deployment.metadata.name),
+        "spec": {
+            "selector": pod_selector(deployment),
+            "ports": [
+                {"name": "openai", "port": SERVE_PORT, "targetPort": "serve"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+            ],
+        },
+    }
+
+
+def build_service_monitor(deployment: LLMDeployment) -> dict[str, Any]:
+    monitoring = deployment.spec.monitoring
+    metadata = _metadata(deployment, deployment.metadata.name)
+    metadata["labels"] = {**metadata["labels"], **monitoring.labels}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": metadata,
+        "spec": {
+            "selector": {"matchLabels": {DEPLOYMENT_LABEL: label_value(deployment.metadata.name)}},
+            "endpoints": [{"port": "metrics", "interval": f"{monitoring.interval_seconds}s"}],
+        },
+    }
+
+
+def endpoint(deployment: LLMDeployment) -> str:
+    meta = deployment.metadata
+    return f"http://{meta.name}.{meta.namespace}.svc.cluster.local:{SERVE_PORT}/v1"
+
+
+def selector(deployment: LLMDeployment) -> str:
+    """The serving pods' label selector, as the /scale subresource reports it."""
+    return f"{DEPLOYMENT_LABEL}={label_value(deployment.metadata.name)}"

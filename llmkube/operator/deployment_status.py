@@ -1,0 +1,170 @@
+"""Pure status mapping for LLMDeployment: model resolution + RayService state -> status."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmkube.api import LLMDeployment, LLMDeploymentStatus
+from llmkube.api.deployment import DeploymentPhase, ServedModel
+from llmkube.operator.conditions import ConditionStatus, set_condition
+from llmkube.operator.deployment_builders import SERVE_APP, endpoint, selector
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What to serve, or why there is nothing to serve yet."""
+
+    served: ServedModel | None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+
+
+def _condition(
+    status: LLMDeploymentStatus,
+    type_: str,
+    state: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> None:
+    status.conditions = set_condition(
+        status.conditions,
+        type=type_,
+        status=state,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+
+
+def _rayservice_condition(rayservice: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    conditions = (rayservice.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def deployment_status(
+    current: LLMDeploymentStatus,
+    deployment: LLMDeployment,
+    *,
+    choice: ModelChoice,
+    rayservice_name: str,
+    rayservice: dict[str, Any] | None,
+    now: str,
+) -> LLMDeploymentStatus:
+    generation = deployment.metadata.generation
+    status = current.model_copy(deep=True)
+    status.observed_generation = generation
+    status.desired_replicas = deployment.spec.replicas
+    status.selector = selector(deployment)
+
+    if rayservice is None:
+        # Nothing deployed yet: we are waiting for the model.
+        status.phase = "WaitingForModel"
+        status.message = choice.waiting_message
+        status.replicas = 0
+        status.ready_replicas = 0
+        _condition(
+            status,
+            "ModelAvailable",
+            "False",
+            choice.waiting_reason or "WaitingForModel",
+            choice.waiting_message or "",
+            generation,
+            now,
+        )
+        _condition(
+            status,
+            "Ready",
+            "False",
+            choice.waiting_reason or "WaitingForModel",
+            choice.waiting_message or "",
+            generation,
+            now,
+        )
+        return status
+
+    status.ray_service_name = rayservice_name
+    status.endpoint = endpoint(deployment)
+    status.replicas = deployment.spec.replicas
+    observed = rayservice.get("status") or {}
+    ready_endpoints = int(observed.get("numServeEndpoints") or 0)
+    status.ready_replicas = min(ready_endpoints, deployment.spec.replicas)
+    if choice.served is not None:
+        status.model = choice.served
+
+    if choice.waiting_reason is not None:
+        _condition(
+            status,
+            "ModelAvailable",
+            "False",
+            choice.waiting_reason,
+            f"{choice.waiting_message}; still serving the previous model",
+            generation,
+            now,
+        )
+    else:
+        _condition(
+            status,
+            "ModelAvailable",
+            "True",
+            "Resolved",
+            f"serving {status.model.uri if status.model else 'the model'}",
+            generation,
+            now,
+        )
+
+    upgrade = _rayservice_condition(rayservice, "UpgradeInProgress")
+    upgrading = upgrade is not None and upgrade.get("status") == "True"
+    _condition(
+        status,
+        "UpgradeInProgress",
+        "True" if upgrading else "False",
+        "RollingOut" if upgrading else "Stable",
+        "a new Ray cluster is starting; traffic switches when it is ready"
+        if upgrading
+        else "no rollout in progress",
+        generation,
+        now,
+    )
+
+    applications = (observed.get("activeServiceStatus") or {}).get("applicationStatuses") or {}
+    app = applications.get(SERVE_APP)
+    ready = _rayservice_condition(rayservice, "Ready")
+    phase: DeploymentPhase
+    if app is not None and app.get("status") == "DEPLOY_FAILED":
+        phase, reason = "Failed", "ServeDeployFailed"
+        detail = app.get("message") or "see the RayService"
+        message = f"Ray Serve could not deploy the model: {detail}"
+    elif ready is not None and ready.get("status") == "True":
+        phase, reason, message = "Ready", "Serving", f"serving at {status.endpoint}"
+    elif current.phase in ("Ready", "Degraded"):
+        phase, reason = "Degraded", "NotServing"
+        detail = (ready or {}).get("message") or "no healthy replicas"
+        message = f"the RayService stopped serving: {detail}"
+    else:
+        phase, reason = "Deploying", "Deploying"
+        message = "the Ray cluster and Serve app are starting"
+    status.phase = phase
+    status.message = message
+    _condition(
+        status, "Ready", "True" if phase == "Ready" else "False", reason, message, generation, now
+    )
+    return status
+
+
+def blocked_deployment_status(
+    current: LLMDeploymentStatus,
+    *,
+    phase: DeploymentPhase,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> LLMDeploymentStatus:
+    status = current.model_copy(deep=True)
+    status.phase = phase
+    status.observed_generation = generation
+    status.message = message
+    _condition(status, "Ready", "False", reason, message, generation, now)
+    return status

@@ -1,0 +1,50 @@
+"""Pod-spec pieces both training and serving clusters share."""
+
+from typing import Any
+
+from llmkube.api.common import NodePool, StorageSpec
+from llmkube.api.runconfig import ACCESS_KEY_ENV, SECRET_KEY_ENV
+
+# The node label NVIDIA GPU feature discovery sets; nodePool.accelerator is a shortcut for it.
+ACCELERATOR_LABEL = "nvidia.com/gpu.product"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def storage_env(storage: StorageSpec) -> list[dict[str, Any]]:
+    """S3 credentials from the user's Secret, by reference only."""
+    secret = storage.credentials_secret
+    if secret is None:
+        return []
+    return [
+        {
+            "name": env,
+            "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}},
+        }
+        for env, key in (
+            (ACCESS_KEY_ENV, secret.access_key_id_key),
+            (SECRET_KEY_ENV, secret.secret_access_key_key),
+        )
+    ]
+
+
+def scheduling(pool: NodePool) -> dict[str, Any]:
+    """nodeSelector / tolerations / affinity for a pod spec, from a node pool."""
+    selector = dict(pool.node_selector)
+    if pool.accelerator:
+        selector[ACCELERATOR_LABEL] = pool.accelerator
+    placed: dict[str, Any] = {}
+    if selector:
+        placed["nodeSelector"] = selector
+    if pool.tolerations:
+        placed["tolerations"] = [t.to_wire() for t in pool.tolerations]
+    if pool.affinity:
+        placed["affinity"] = pool.affinity
+    return placed
+
+
+def resources(cpus: int, memory: str, gpus: int) -> dict[str, dict[str, str]]:
+    """Requests equal to limits: GPUs (extended resources) require it; pods stay Guaranteed."""
+    amounts = {"cpu": str(cpus), "memory": memory}
+    if gpus:
+        amounts[GPU_RESOURCE] = str(gpus)
+    return {"requests": amounts, "limits": dict(amounts)}

@@ -1,0 +1,282 @@
+"""LLMDeployment against a real apiserver; tests play KubeRay by writing RayService status."""
+
+import json
+from typing import Any
+
+from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.manifests import training_job_manifest
+from llmkube.testing.operator import OperatorProcess
+from tests.bad_manifests import corpus
+from tests.cluster.helpers import apply, eventually, exists, get, patch_status
+
+READY: dict[str, Any] = {
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "NonZeroServeEndpoints",
+            "message": "",
+            "lastTransitionTime": "2026-11-28T10:00:00Z",
+        },
+        {
+            "type": "UpgradeInProgress",
+            "status": "False",
+            "reason": "NoPendingCluster",
+            "message": "",
+            "lastTransitionTime": "2026-11-28T10:00:00Z",
+        },
+    ],
+    "numServeEndpoints": 2,
+    "activeServiceStatus": {"applicationStatuses": {"llm": {"status": "RUNNING"}}},
+}
+
+
+def deployment_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "llmkube.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": name},
+        "spec": {"model": {"uri": "s3://models/base/model"}, "replicas": 2, **spec},
+    }
+
+
+def status_of(cp: ControlPlane, name: str, namespace: str) -> dict[str, Any]:
+    status: dict[str, Any] = get(cp, "llmd", name, namespace).get("status") or {}
+    return status
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [c for c in status.get("conditions", []) if c["type"] == type_]
+    assert found, f"no {type_} condition in {status}"
+    return found[0]
+
+
+def wait_phase(cp: ControlPlane, name: str, namespace: str, phase: str) -> dict[str, Any]:
+    def check() -> dict[str, Any]:
+        status = status_of(cp, name, namespace)
+        assert status.get("phase") == phase, status
+        return status
+
+    return eventually(check)
+
+
+def serve_config(rayservice: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(rayservice["spec"]["serveConfigV2"])
+    return loaded
+
+
+def app_args(rayservice: dict[str, Any]) -> dict[str, Any]:
+    args: dict[str, Any] = serve_config(rayservice)["applications"][0]["args"]["config"]
+    return args
+
+
+def model_version(rayservice: dict[str, Any]) -> str:
+    template = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+    version: str = template["metadata"]["annotations"]["llmkube.io/model-version"]
+    return version
+
+
+def succeed(cp: ControlPlane, job: str, namespace: str, end_time: str) -> None:
+    patch_status(
+        cp,
+        "rayjob",
+        job,
+        namespace,
+        {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "endTime": end_time},
+    )
+
+
+def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, training_job_manifest("shakespeare"))
+    apply(
+        control_plane,
+        namespace,
+        deployment_manifest("chat", model={"trainingJobRef": {"name": "shakespeare"}}),
+    )
+    status = wait_phase(control_plane, "chat", namespace, "WaitingForModel")
+    waiting = condition(status, "ModelAvailable")
+    assert waiting["status"] == "False"
+    assert "waiting for LLMTrainingJob shakespeare to succeed (it is Pending" in waiting["message"]
+    assert not exists(control_plane, "rayservice", "chat", namespace)
+
+    eventually(lambda: get(control_plane, "rayjob", "shakespeare", namespace))
+    patch_status(
+        control_plane, "rayjob", "shakespeare", namespace, {"jobDeploymentStatus": "Running"}
+    )
+    eventually(
+        lambda: _message_contains(control_plane, "chat", namespace, "ModelAvailable", "Running")
+    )
+    succeed(control_plane, "shakespeare", namespace, "2026-11-28T11:00:00Z")
+
+    rayservice = eventually(lambda: get(control_plane, "rayservice", "chat", namespace))
+    assert app_args(rayservice)["modelUri"] == "s3://models/shakespeare/model"
+    first_version = model_version(rayservice)
+    status = wait_phase(control_plane, "chat", namespace, "Deploying")
+    assert status["model"]["trainingJob"] == "shakespeare"
+    assert status["endpoint"] == f"http://chat.{namespace}.svc.cluster.local:8000/v1"
+
+    patch_status(control_plane, "rayservice", "chat", namespace, READY)
+    status = wait_phase(control_plane, "chat", namespace, "Ready")
+    assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
+    columns = control_plane.kubectl("get", "llmd", "chat", "-n", namespace).stdout.splitlines()
+    assert columns[1].split()[:4] == ["chat", "Ready", "2", "2"]
+
+    # A second successful run publishes a new model: the RayService rolls out a new cluster.
+    succeed(control_plane, "shakespeare", namespace, "2026-11-28T12:00:00Z")
+
+    def upgraded() -> dict[str, Any]:
+        current = get(control_plane, "rayservice", "chat", namespace)
+        assert model_version(current) != first_version
+        return current
+
+    upgraded_service = eventually(upgraded)
+    assert upgraded_service["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+    rolling = {
+        **READY,
+        "conditions": [
+            READY["conditions"][0],
+            {
+                "type": "UpgradeInProgress",
+                "status": "True",
+                "reason": "BothActivePendingClustersExist",
+                "message": "",
+                "lastTransitionTime": "2026-11-28T12:00:01Z",
+            },
+        ],
+    }
+    patch_status(control_plane, "rayservice", "chat", namespace, rolling)
+    eventually(lambda: _condition_is(control_plane, "chat", namespace, "UpgradeInProgress", "True"))
+    assert status_of(control_plane, "chat", namespace)["phase"] == "Ready"  # traffic keeps flowing
+
+
+def _message_contains(cp: ControlPlane, name: str, namespace: str, type_: str, text: str) -> None:
+    assert text in condition(status_of(cp, name, namespace), type_)["message"]
+
+
+def _condition_is(cp: ControlPlane, name: str, namespace: str, type_: str, value: str) -> None:
+    assert condition(status_of(cp, name, namespace), type_)["status"] == value
+
+
+def test_kubectl_scale_changes_serve_replicas_in_place(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, deployment_manifest("scaled"))
+    before = eventually(lambda: get(control_plane, "rayservice", "scaled", namespace))
+    scaled = control_plane.kubectl("scale", "llmd", "scaled", "-n", namespace, "--replicas=4")
+    assert scaled.returncode == 0, scaled.stderr
+
+    def four() -> dict[str, Any]:
+        current = get(control_plane, "rayservice", "scaled", namespace)
+        deployments = serve_config(current)["applications"][0]["deployments"]
+        assert deployments[0]["num_replicas"] == 4
+        return current
+
+    after = eventually(four)
+    group = after["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (4, 4, 4)
+    # In place: the same object, and nothing KubeRay hashes for a new cluster changed.
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert model_version(after) == model_version(before)
+    without_replicas = [
+        {k: v for k, v in g.items() if k not in ("replicas", "minReplicas", "maxReplicas")}
+        for g in (before, after)
+        for g in [g["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]]
+    ]
+    assert without_replicas[0] == without_replicas[1]
+    assert (
+        before["spec"]["rayClusterConfig"]["headGroupSpec"]
+        == (after["spec"]["rayClusterConfig"]["headGroupSpec"])
+    )
+    status = eventually(lambda: _replicas(control_plane, namespace, "scaled", 4))
+    assert status["selector"] == "llmkube.io/deployment=scaled"
+    scale = json.loads(
+        control_plane.kubectl(
+            "get",
+            "--raw",
+            f"/apis/llmkube.io/v1alpha1/namespaces/{namespace}/llmdeployments/scaled/scale",
+        ).stdout
+    )
+    assert scale["status"] == {"replicas": 4, "selector": "llmkube.io/deployment=scaled"}
+
+
+def _replicas(cp: ControlPlane, namespace: str, name: str, count: int) -> dict[str, Any]:
+    status = status_of(cp, name, namespace)
+    assert status.get("replicas") == count, status
+    return status
+
+
+def test_service_and_service_monitor_are_built_and_owned(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "api"},
+        "stringData": {"apiKey": "sk-test"},
+    }
+    apply(
+        control_plane,
+        namespace,
+        secret,
+        deployment_manifest(
+            "watched",
+            serving={"apiKeySecret": {"name": "api"}},
+            monitoring={"labels": {"release": "prometheus"}, "intervalSeconds": 5},
+        ),
+    )
+    rayservice = eventually(lambda: get(control_plane, "rayservice", "watched", namespace))
+    service = eventually(lambda: get(control_plane, "service", "watched", namespace))
+    monitor = eventually(lambda: get(control_plane, "servicemonitor", "watched", namespace))
+    uid = get(control_plane, "llmd", "watched", namespace)["metadata"]["uid"]
+    for child in (rayservice, service, monitor):
+        assert child["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert service["spec"]["selector"] == {
+        "llmkube.io/deployment": "watched",
+        "ray.io/serve": "true",
+    }
+    assert [p["port"] for p in service["spec"]["ports"]] == [8000, 8080]
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "5s"}]
+    env = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    assert {
+        "name": "LLMKUBE_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "api", "key": "apiKey"}},
+    } in env
+    assert "sk-test" not in json.dumps(rayservice)
+
+
+def test_bad_deployment_specs_end_as_invalid_spec(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    bad = [
+        m for m in corpus() if m.apiserver_says is None and m.document["kind"] == "LLMDeployment"
+    ]
+    assert len(bad) >= 2
+    for manifest in bad:
+        result = control_plane.kubectl("apply", "-n", namespace, "-f", str(manifest.path))
+        assert result.returncode == 0, result.stderr
+    for manifest in bad:
+        name = manifest.document["metadata"]["name"]  # type: ignore[index]
+        status = wait_phase(control_plane, name, namespace, "Failed")
+        ready = condition(status, "Ready")
+        assert ready["reason"] == "InvalidSpec"
+        assert manifest.llmkube_says in ready["message"]
+        assert not exists(control_plane, "rayservice", name, namespace)
+
+
+def test_a_missing_training_job_is_named(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(
+        control_plane,
+        namespace,
+        deployment_manifest("orphan", model={"trainingJobRef": {"name": "nobody"}}),
+    )
+    status = wait_phase(control_plane, "orphan", namespace, "WaitingForModel")
+    ready = condition(status, "Ready")
+    assert ready["reason"] == "TrainingJobNotFound"
+    assert "LLMTrainingJob nobody not found" in ready["message"]
