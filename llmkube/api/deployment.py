@@ -131,7 +131,7 @@ class AutoscalingSpec(WireModel):
     """What to scale on."""
     prometheus: PrometheusSource = Field(default_factory=PrometheusSource)
     """Where the metric is queried."""
-    interval_seconds: int = Field(default=15, ge=5, le=3600)
+    interval_seconds: int = Field(default=15, ge=1, le=3600)
     """How often the metric is evaluated."""
     tolerance: float = Field(default=0.1, ge=0.0, lt=1.0)
     """No change while metric/target is within 1 ± tolerance."""

@@ -1,6 +1,7 @@
-"""One operator-wide loop for what watch events do not trigger: retrying blocked reconciles and
-polling running jobs' progress. (Kopf's per-object timers would do this too, but they put a
-finalizer on every object they run for, which blocks deletion whenever the operator is down.)"""
+"""One operator-wide loop for what watch events do not trigger: retrying blocked reconciles,
+autoscaling deployments and polling running jobs' progress. (Kopf's per-object timers would do
+this too, but they put a finalizer on every object they run for, which blocks deletion whenever
+the operator is down.)"""
 
 import logging
 import threading
@@ -8,8 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from llmkube.operator.autoscaler.runner import Autoscaler
 from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi
-from llmkube.operator.registry import JobRegistry
+from llmkube.operator.registry import DeploymentRegistry, JobRegistry
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training import refresh_training_status
 
@@ -24,18 +26,22 @@ class BackgroundLoop(threading.Thread):
         settings: OperatorSettings,
         registry: JobRegistry,
         reconcile: Callable[[dict[str, Any]], None],
+        deployments: DeploymentRegistry,
     ) -> None:
         super().__init__(name="llmkube-background", daemon=True)
         self.api = api
         self.settings = settings
         self.registry = registry
         self.reconcile = reconcile
+        self.deployments = deployments
+        self.autoscaler = Autoscaler(api, settings)
         self.stopping = threading.Event()
 
     def run(self) -> None:
         next_progress = time.monotonic() + self.settings.progress_interval_seconds
         while not self.stopping.wait(TICK_SECONDS):
             self._retry_blocked()
+            self.autoscaler.tick(self.deployments.autoscaled())
             if time.monotonic() >= next_progress:
                 self._poll_progress()
                 next_progress = time.monotonic() + self.settings.progress_interval_seconds

@@ -89,7 +89,11 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     memo.api = KubeApi.from_environment()
     serve(SETTINGS.metrics_port)
     memo.background = BackgroundLoop(
-        memo.api, SETTINGS, REGISTRY, lambda body: reconcile(body, memo.api)
+        memo.api,
+        SETTINGS,
+        REGISTRY,
+        lambda body: reconcile(body, memo.api),
+        DEPLOYMENT_REGISTRY,
     )
     memo.background.start()
 

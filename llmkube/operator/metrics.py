@@ -14,6 +14,9 @@ RECONCILE_SECONDS = Histogram(
 )
 TRAINING_JOBS = Gauge("llmkube_trainingjobs", "LLMTrainingJobs by phase", ["phase"])
 TRAINING_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
+AUTOSCALER_DECISIONS = Counter(
+    "llmkube_autoscaler_decisions_total", "Replica changes made by the autoscaler", ["direction"]
+)
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""The LLMDeployment autoscaler: the metric's PromQL, a pure policy, the loop applying it."""
