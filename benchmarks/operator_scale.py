@@ -102,7 +102,7 @@ def operator_run(
         if not watcher.done.wait(timeout=1800):
             sys.exit(f"only {len(watcher.first_status)} of {len(names)} jobs got a status")
         elapsed = max(watcher.first_status.values()) - began
-        rayjobs = api._request("GET", RAYJOBS.path(namespace))["items"]
+        rayjobs = api.list(RAYJOBS, namespace)
         assert len(rayjobs) == len(names), f"{len(rayjobs)} RayJobs for {len(names)} jobs"
         latencies = sorted(watcher.first_status[n] - created_at[n] for n in names)
         rss_kb = rss_of(operator)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent, cached) set-up of everything llmkube and its tests need on this machine:
-# the Python virtualenv with the package installed, and the control-plane binaries + third-party CRDs.
+# the Python virtualenv with the package installed, Prometheus (Debian package; needs root, as CI
+# and these machines run), and the control-plane + MinIO binaries and third-party CRDs.
 # Re-running is cheap: each step checks a stamp or cache first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,12 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   "$VENV/bin/pip" install --quiet --upgrade pip
   "$VENV/bin/pip" install --quiet -e ".[operator,runtime,dev]"
   echo "$want" > "$stamp"
+fi
+
+if ! command -v prometheus >/dev/null; then
+  echo "==> installing Prometheus (Debian package; the autoscaler and metrics tests query it)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 echo "==> control-plane binaries and third-party CRDs (built once per machine)" >&2

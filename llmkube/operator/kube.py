@@ -115,6 +115,10 @@ class KubeApi:
                 return None
             raise
 
+    def list(self, resource: Resource, namespace: str) -> list[Body]:
+        items: list[Body] = self._request("GET", resource.path(namespace))["items"]
+        return items
+
     def create(self, resource: Resource, namespace: str, body: Body) -> Body:
         return self._request("POST", resource.path(namespace), body)
 

@@ -1,0 +1,176 @@
+"""The autoscaler against a real Prometheus scraping a real exporter whose value the test sets."""
+
+import datetime
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.operator import OperatorProcess
+from llmkube.testing.processes import free_port
+from llmkube.testing.prometheus import PrometheusServer
+from tests.cluster.helpers import apply, eventually, get
+
+UP_WINDOW = 6
+DOWN_WINDOW = 10
+INTERVAL = 1
+# The window counts from the last low *sample* (one per INTERVAL) and decision times are stored
+# to the second, so "not before the window" allows for both.
+EARLIEST = UP_WINDOW - INTERVAL - 1
+# Prometheus scrapes every second and the operator evaluates every INTERVAL; allow both, plus
+# scheduling noise on a busy 2-core machine, on top of the window.
+LATENESS = 6.0
+
+
+class Exporter:
+    """What a serving replica would export: in-flight requests of one deployment."""
+
+    def __init__(self, namespace: str, deployment: str) -> None:
+        self.port = free_port()
+        registry = CollectorRegistry()
+        gauge = Gauge(
+            "llmkube_requests_in_flight",
+            "Requests in flight",
+            ["namespace", "deployment"],
+            registry=registry,
+        )
+        self.value = gauge.labels(namespace=namespace, deployment=deployment)
+        self.server, self.thread = start_http_server(self.port, "127.0.0.1", registry=registry)
+
+    def set(self, value: float) -> float:
+        self.value.set(value)
+        return time.time()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def exporter(namespace: str) -> Iterator[Exporter]:
+    served = Exporter(namespace, "busy")
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def prometheus(exporter: Exporter) -> Iterator[PrometheusServer]:
+    with PrometheusServer.start([f"127.0.0.1:{exporter.port}"]) as server:
+        yield server
+
+
+def autoscaled(prometheus_url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "llmkube.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "busy"},
+        "spec": {
+            "model": {"uri": "s3://models/base/model"},
+            "replicas": 1,
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "metric": {"type": "inflightRequests", "target": 5},
+                "prometheus": {"url": prometheus_url},
+                "intervalSeconds": INTERVAL,
+                "scaleUp": {"stabilizationSeconds": UP_WINDOW, "maxStep": 4},
+                "scaleDown": {"stabilizationSeconds": DOWN_WINDOW, "maxStep": 4},
+            },
+        },
+    }
+
+
+def decisions(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    status = get(cp, "llmd", "busy", namespace).get("status") or {}
+    history: list[dict[str, Any]] = (status.get("autoscaling") or {}).get("history") or []
+    return history
+
+
+def replicas(cp: ControlPlane, namespace: str) -> int:
+    return int(get(cp, "llmd", "busy", namespace)["spec"]["replicas"])
+
+
+def scaling_condition(cp: ControlPlane, namespace: str) -> dict[str, Any]:
+    conditions = (get(cp, "llmd", "busy", namespace).get("status") or {}).get("conditions") or []
+    found: list[dict[str, Any]] = [c for c in conditions if c["type"] == "ScalingActive"]
+    assert found, conditions
+    return found[0]
+
+
+def seconds_since(iso: str, then: float) -> float:
+    at = datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return at.timestamp() - then
+
+
+def test_scales_on_sustained_load_ignores_short_bursts_and_holds_when_blind(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    exporter: Exporter,
+    prometheus: PrometheusServer,
+) -> None:
+    exporter.set(4)  # one replica's worth: 4 in flight against 5 per replica
+    apply(control_plane, namespace, autoscaled(prometheus.url))
+    eventually(lambda: _stable(control_plane, namespace), timeout=30)
+    assert replicas(control_plane, namespace) == 1
+
+    # A step up: 18 in flight asks for 4 replicas, once the scale-up window has seen only that.
+    stepped = exporter.set(18)
+    eventually(lambda: _replicas_are(control_plane, namespace, 4), timeout=UP_WINDOW + 20)
+    up = decisions(control_plane, namespace)[-1]
+    assert (up["fromReplicas"], up["toReplicas"]) == (1, 4)
+    waited = seconds_since(up["time"], stepped)
+    assert waited >= EARLIEST, f"scaled up {waited:.1f}s after the step: before the window"
+    assert waited <= UP_WINDOW + INTERVAL + LATENESS, f"scaled up only {waited:.1f}s after"
+
+    # A drop scales down only once the longer scale-down window has seen only low load.
+    dropped = exporter.set(2)
+    time.sleep(DOWN_WINDOW - INTERVAL - 2)
+    assert replicas(control_plane, namespace) == 4, "scaled down inside the scale-down window"
+    eventually(lambda: _replicas_are(control_plane, namespace, 1), timeout=DOWN_WINDOW + 20)
+    down = decisions(control_plane, namespace)[-1]
+    assert (down["fromReplicas"], down["toReplicas"]) == (4, 1)
+    assert seconds_since(down["time"], dropped) >= DOWN_WINDOW - INTERVAL - 1
+
+    # Bursts far shorter than the scale-up window: no decision at all. (Each lull outlasts a
+    # scrape plus an evaluation, so the operator sees every one of them.)
+    before = len(decisions(control_plane, namespace))
+    for _ in range(6):
+        exporter.set(18)
+        time.sleep(1.0)
+        exporter.set(2)
+        time.sleep(2.0)
+    exporter.set(4)
+    assert len(decisions(control_plane, namespace)) == before
+    assert replicas(control_plane, namespace) == 1
+
+    # Prometheus down: no change, and a condition that says why.
+    prometheus.pause()
+    try:
+        exporter.set(18)
+
+        def blind() -> None:
+            condition = scaling_condition(control_plane, namespace)
+            assert (condition["status"], condition["reason"]) == ("False", "PrometheusUnavailable")
+
+        eventually(blind, timeout=20)
+        time.sleep(UP_WINDOW + 2)
+        assert replicas(control_plane, namespace) == 1
+    finally:
+        prometheus.resume()
+
+    events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "ScaledUp" in events
+    assert "ScaledDown" in events
+
+
+def _stable(cp: ControlPlane, namespace: str) -> None:
+    condition = scaling_condition(cp, namespace)
+    assert (condition["status"], condition["reason"]) == ("True", "Stable"), condition
+
+
+def _replicas_are(cp: ControlPlane, namespace: str, count: int) -> None:
+    assert replicas(cp, namespace) == count
