@@ -286,7 +286,10 @@ class LLMDeploymentStatus(StatusModel):
     endpoint: str | None = None
     """In-cluster base URL of the OpenAI-compatible API."""
     model: ServedModel | None = None
-    """The model being served."""
+    """The model being rolled out or served (its version is the desired one)."""
+    live_model_version: str | None = None
+    """The model version the active Ray cluster serves; differs from model.version during a
+    rollout."""
     replicas: int = 0
     """Replicas running (the /scale subresource reads this)."""
     ready_replicas: int = 0

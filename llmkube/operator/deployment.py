@@ -22,13 +22,14 @@ from llmkube.operator.deployment_status import (
 )
 from llmkube.operator.kube import (
     DEPLOYMENTS,
+    RAYCLUSTERS,
     RAYSERVICES,
     SERVICE_MONITORS,
     SERVICES,
     TRAINING_JOBS,
     KubeApi,
 )
-from llmkube.operator.naming import rayservice_name
+from llmkube.operator.naming import MODEL_VERSION_ANNOTATION, rayservice_name
 from llmkube.operator.secret_refs import find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
@@ -73,6 +74,23 @@ def choose_model(api: KubeApi, deployment: LLMDeployment) -> ModelChoice:
     return ModelChoice(
         None, reason, f"waiting for LLMTrainingJob {reference.name} to succeed (it is {detail})"
     )
+
+
+def live_version(api: KubeApi, namespace: str, rayservice: dict[str, Any] | None) -> str | None:
+    """The model version of the cluster KubeRay routes traffic to (it copies our pod-template
+    annotations onto the RayCluster it creates)."""
+    active = ((rayservice or {}).get("status") or {}).get("activeServiceStatus") or {}
+    cluster_name = active.get("rayClusterName")
+    if not cluster_name:
+        return None
+    cluster = api.get(RAYCLUSTERS, namespace, cluster_name)
+    if cluster is None:
+        return None
+    template = cluster["spec"]["headGroupSpec"].get("template", {})
+    version: str | None = (template.get("metadata", {}).get("annotations") or {}).get(
+        MODEL_VERSION_ANNOTATION
+    )
+    return version
 
 
 def _validated(body: dict[str, Any], api: KubeApi, now: str) -> LLMDeployment:
@@ -179,6 +197,7 @@ def reconcile_deployment(
         choice=ModelChoice(served, choice.waiting_reason, choice.waiting_message),
         rayservice_name=name,
         rayservice=rayservice,
+        live_version=live_version(api, namespace, rayservice),
         now=now,
     )
     write_deployment_status(api, body, status)
@@ -203,6 +222,7 @@ def refresh_deployment_status(
         choice=ModelChoice(current.model),
         rayservice_name=rayservice["metadata"]["name"],
         rayservice=rayservice,
+        live_version=live_version(api, namespace, rayservice),
         now=utcnow(),
     )
     write_deployment_status(api, body, status)

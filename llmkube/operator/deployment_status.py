@@ -50,8 +50,10 @@ def deployment_status(
     choice: ModelChoice,
     rayservice_name: str,
     rayservice: dict[str, Any] | None,
+    live_version: str | None = None,
     now: str,
 ) -> LLMDeploymentStatus:
+    """`live_version`: the model version annotation of the RayService's active RayCluster."""
     generation = deployment.metadata.generation
     status = current.model_copy(deep=True)
     status.observed_generation = generation
@@ -92,6 +94,7 @@ def deployment_status(
     status.ready_replicas = min(ready_endpoints, deployment.spec.replicas)
     if choice.served is not None:
         status.model = choice.served
+    status.live_model_version = live_version
 
     if choice.waiting_reason is not None:
         _condition(
@@ -116,14 +119,16 @@ def deployment_status(
 
     upgrade = _rayservice_condition(rayservice, "UpgradeInProgress")
     upgrading = upgrade is not None and upgrade.get("status") == "True"
+    rolling_out = (
+        f"rolling out model version {status.model.version if status.model else '?'}; "
+        f"{live_version or 'the previous version'} serves until the new Ray cluster is ready"
+    )
     _condition(
         status,
         "UpgradeInProgress",
         "True" if upgrading else "False",
         "RollingOut" if upgrading else "Stable",
-        "a new Ray cluster is starting; traffic switches when it is ready"
-        if upgrading
-        else "no rollout in progress",
+        rolling_out if upgrading else "no rollout in progress",
         generation,
         now,
     )

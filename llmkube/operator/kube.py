@@ -44,6 +44,7 @@ RAYJOBS = Resource("ray.io", "v1", "rayjobs")
 TRAINING_JOBS = Resource("llmkube.io", "v1alpha1", "llmtrainingjobs")
 DEPLOYMENTS = Resource("llmkube.io", "v1alpha1", "llmdeployments")
 RAYSERVICES = Resource("ray.io", "v1", "rayservices")
+RAYCLUSTERS = Resource("ray.io", "v1", "rayclusters")
 SERVICES = Resource("", "v1", "services")
 SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
 

@@ -117,9 +117,12 @@ def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
     assert status["model"]["trainingJob"] == "shakespeare"
     assert status["endpoint"] == f"http://chat.{namespace}.svc.cluster.local:8000/v1"
 
-    patch_status(control_plane, "rayservice", "chat", namespace, READY)
+    # Play KubeRay: it creates a RayCluster from rayClusterConfig and routes traffic to it.
+    ray_cluster(control_plane, namespace, "chat-first", rayservice)
+    patch_status(control_plane, "rayservice", "chat", namespace, serving_from("chat-first"))
     status = wait_phase(control_plane, "chat", namespace, "Ready")
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
+    assert status["liveModelVersion"] == first_version == status["model"]["version"]
     columns = control_plane.kubectl("get", "llmd", "chat", "-n", namespace).stdout.splitlines()
     assert columns[1].split()[:4] == ["chat", "Ready", "2", "2"]
 
@@ -133,9 +136,63 @@ def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
 
     upgraded_service = eventually(upgraded)
     assert upgraded_service["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
-    rolling = {
+    second_version = model_version(upgraded_service)
+    ray_cluster(control_plane, namespace, "chat-second", upgraded_service)
+    patch_status(
+        control_plane,
+        "rayservice",
+        "chat",
+        namespace,
+        serving_from("chat-first", pending="chat-second", upgrading=True),
+    )
+
+    def rolling() -> dict[str, Any]:
+        current = status_of(control_plane, "chat", namespace)
+        assert condition(current, "UpgradeInProgress")["status"] == "True"
+        return current
+
+    status = eventually(rolling)
+    assert status["phase"] == "Ready"  # traffic keeps flowing to the old cluster
+    assert status["model"]["version"] == second_version
+    assert status["liveModelVersion"] == first_version
+    assert second_version in condition(status, "UpgradeInProgress")["message"]
+
+    patch_status(control_plane, "rayservice", "chat", namespace, serving_from("chat-second"))
+
+    def switched() -> None:
+        current = status_of(control_plane, "chat", namespace)
+        assert current["liveModelVersion"] == second_version
+        assert condition(current, "UpgradeInProgress")["status"] == "False"
+
+    eventually(switched)
+
+
+def ray_cluster(cp: ControlPlane, namespace: str, name: str, rayservice: dict[str, Any]) -> None:
+    apply(
+        cp,
+        namespace,
+        {
+            "apiVersion": "ray.io/v1",
+            "kind": "RayCluster",
+            "metadata": {"name": name},
+            "spec": rayservice["spec"]["rayClusterConfig"],
+        },
+    )
+
+
+def serving_from(
+    active: str, pending: str | None = None, upgrading: bool = False
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
         **READY,
-        "conditions": [
+        "activeServiceStatus": {
+            **READY["activeServiceStatus"],
+            "rayClusterName": active,
+        },
+        "pendingServiceStatus": {"rayClusterName": pending} if pending else {},
+    }
+    if upgrading:
+        status["conditions"] = [
             READY["conditions"][0],
             {
                 "type": "UpgradeInProgress",
@@ -144,11 +201,8 @@ def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
                 "message": "",
                 "lastTransitionTime": "2026-11-28T12:00:01Z",
             },
-        ],
-    }
-    patch_status(control_plane, "rayservice", "chat", namespace, rolling)
-    eventually(lambda: _condition_is(control_plane, "chat", namespace, "UpgradeInProgress", "True"))
-    assert status_of(control_plane, "chat", namespace)["phase"] == "Ready"  # traffic keeps flowing
+        ]
+    return status
 
 
 def _message_contains(cp: ControlPlane, name: str, namespace: str, type_: str, text: str) -> None:

@@ -1,0 +1,196 @@
+"""Table tests of the deployment builders and status mapping (pure functions)."""
+
+import json
+from typing import Any
+
+import pytest
+
+from llmkube.api import LLMDeployment, LLMDeploymentStatus
+from llmkube.api.deployment import ServedModel
+from llmkube.api.runconfig import ServeRunConfig, serve_run_config
+from llmkube.operator.conditions import find
+from llmkube.operator.deployment import model_version
+from llmkube.operator.deployment_builders import (
+    build_rayservice,
+    build_service,
+    build_service_monitor,
+    endpoint,
+    selector,
+)
+from llmkube.operator.deployment_status import ModelChoice, deployment_status
+
+URI = "s3://models/chat/model"
+
+
+def deployment(**spec: Any) -> LLMDeployment:
+    return LLMDeployment.model_validate(
+        {
+            "metadata": {"name": "chat", "namespace": "ml", "uid": "u-2", "generation": 4},
+            "spec": {"model": {"uri": URI}, **spec},
+        }
+    )
+
+
+def rayservice(dep: LLMDeployment, version: str = "v1") -> dict[str, Any]:
+    return build_rayservice(
+        dep, serve_run_config(dep, model_uri=URI), model_version=version, default_image="img"
+    )
+
+
+def serve(rs: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(rs["spec"]["serveConfigV2"])["applications"][0]
+    return config
+
+
+@pytest.mark.parametrize(
+    ("spec", "replicas", "actor", "limits"),
+    [
+        (
+            {},
+            1,
+            {"num_cpus": 2, "num_gpus": 1},
+            {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+        ),
+        (
+            {"replicas": 3, "resources": {"gpusPerReplica": 0, "cpusPerReplica": 4}},
+            3,
+            {"num_cpus": 4, "num_gpus": 0},
+            {"cpu": "4", "memory": "8Gi"},
+        ),
+    ],
+)
+def test_replicas_and_resources(
+    spec: dict[str, Any], replicas: int, actor: dict[str, int], limits: dict[str, str]
+) -> None:
+    rs = rayservice(deployment(**spec))
+    server = serve(rs)["deployments"][0]
+    assert (server["num_replicas"], server["ray_actor_options"]) == (replicas, actor)
+    group = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (replicas,) * 3
+    container = group["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": limits, "limits": limits}
+
+
+def test_the_serve_app_gets_the_run_config() -> None:
+    dep = deployment(serving={"maxBatchSize": 8, "maxTokens": 64})
+    app = serve(rayservice(dep))
+    assert app["import_path"] == "llmkube.runtime.serve:app"
+    config = ServeRunConfig.model_validate(app["args"]["config"])
+    assert (config.model_uri, config.serving.max_batch_size, config.serving.max_tokens) == (
+        URI,
+        8,
+        64,
+    )
+    assert app["deployments"][0]["max_ongoing_requests"] == 64  # maxConcurrentRequests
+
+
+@pytest.mark.parametrize("strategy", ["NewCluster", "None"])
+def test_upgrade_strategy(strategy: str) -> None:
+    rs = rayservice(deployment(rollout={"strategy": strategy}))
+    assert rs["spec"]["upgradeStrategy"] == {"type": strategy}
+
+
+def test_only_replica_fields_change_with_replicas_and_only_the_version_with_the_model() -> None:
+    one, four = rayservice(deployment(replicas=1)), rayservice(deployment(replicas=4))
+    strip = ("replicas", "minReplicas", "maxReplicas")
+    groups = [
+        {
+            k: v
+            for k, v in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0].items()
+            if k not in strip
+        }
+        for rs in (one, four)
+    ]
+    assert groups[0] == groups[1]
+    assert (
+        one["spec"]["rayClusterConfig"]["headGroupSpec"]
+        == four["spec"]["rayClusterConfig"]["headGroupSpec"]
+    )
+    other_model = rayservice(deployment(replicas=1), version="v2")
+    assert other_model["spec"]["rayClusterConfig"] != one["spec"]["rayClusterConfig"]
+
+
+def test_api_key_and_credentials_by_reference() -> None:
+    rs = rayservice(
+        deployment(
+            serving={"apiKeySecret": {"name": "keys", "key": "k"}},
+            storage={"credentialsSecret": {"name": "s3"}},
+        )
+    )
+    env = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][
+        0
+    ]["env"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+    assert refs == {
+        "AWS_ACCESS_KEY_ID": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"},
+        "AWS_SECRET_ACCESS_KEY": {"name": "s3", "key": "AWS_SECRET_ACCESS_KEY"},
+        "LLMKUBE_API_KEY": {"name": "keys", "key": "k"},
+    }
+
+
+def test_service_monitor_service_endpoint_and_selector() -> None:
+    dep = deployment(monitoring={"labels": {"release": "kps"}, "intervalSeconds": 30})
+    monitor = build_service_monitor(dep)
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+    service = build_service(dep)
+    assert service["spec"]["selector"] == {"llmkube.io/deployment": "chat", "ray.io/serve": "true"}
+    assert endpoint(dep) == "http://chat.ml.svc.cluster.local:8000/v1"
+    assert selector(dep) == "llmkube.io/deployment=chat"
+
+
+def test_model_version_changes_with_each_publication() -> None:
+    assert model_version(URI, "2026-01-01T00:00:00Z") != model_version(URI, "2026-01-02T00:00:00Z")
+    assert model_version(URI, None) == model_version(URI, None)
+
+
+READY_CONDITION = {"type": "Ready", "status": "True"}
+
+
+@pytest.mark.parametrize(
+    ("current_phase", "rayservice_status", "phase", "reason"),
+    [
+        (None, {}, "Deploying", "Deploying"),
+        (None, {"conditions": [READY_CONDITION], "numServeEndpoints": 1}, "Ready", "Serving"),
+        ("Ready", {"conditions": [{"type": "Ready", "status": "False"}]}, "Degraded", "NotServing"),
+        (
+            "Deploying",
+            {"conditions": [{"type": "Ready", "status": "False"}]},
+            "Deploying",
+            "Deploying",
+        ),
+        (
+            None,
+            {"activeServiceStatus": {"applicationStatuses": {"llm": {"status": "DEPLOY_FAILED"}}}},
+            "Failed",
+            "ServeDeployFailed",
+        ),
+    ],
+)
+def test_status_from_the_rayservice(
+    current_phase: str | None, rayservice_status: dict[str, Any], phase: str, reason: str
+) -> None:
+    dep = deployment(replicas=2)
+    status = deployment_status(
+        LLMDeploymentStatus(phase=current_phase),  # type: ignore[arg-type]
+        dep,
+        choice=ModelChoice(ServedModel(uri=URI, version="v1")),
+        rayservice_name="chat",
+        rayservice={"status": rayservice_status},
+        now="T",
+    )
+    ready = find(status.conditions, "Ready")
+    assert ready is not None
+    assert (status.phase, ready.reason, ready.observed_generation) == (phase, reason, 4)
+
+
+def test_waiting_for_a_model_deploys_nothing() -> None:
+    status = deployment_status(
+        LLMDeploymentStatus(),
+        deployment(),
+        choice=ModelChoice(None, "WaitingForModel", "waiting for LLMTrainingJob x"),
+        rayservice_name="chat",
+        rayservice=None,
+        now="T",
+    )
+    assert (status.phase, status.replicas, status.endpoint) == ("WaitingForModel", 0, None)
