@@ -8,6 +8,7 @@ loop; an invalid spec waits for the user to change it.
 """
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -43,7 +44,7 @@ OTHER_ERROR_RETRY_SECONDS = 60
 PROGRESS_STATES = ("Running", "Retrying", "Complete", "Failed")
 
 
-def _handle_failures(kind: str, body: dict[str, Any], work: Any) -> None:
+def _handle_failures(kind: str, body: dict[str, Any], work: Callable[[], object]) -> None:
     """Run one reconcile; schedule a retry on the background loop for failures a retry can fix."""
     meta = body["metadata"]
     uid, namespace, name = meta["uid"], meta["namespace"], meta["name"]
@@ -108,13 +109,20 @@ def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
     meta = body["metadata"]
     if type == "DELETED":
         REGISTRY.forget(meta["uid"])
+        DEPLOYMENT_REGISTRY.forget_job(meta["namespace"], meta["name"])
         return
-    for deployment in DEPLOYMENT_REGISTRY.following(meta["namespace"], meta["name"]):
-        # A status change of the job (it succeeded, or published again) is the handoff signal.
-        fresh = memo.api.get(DEPLOYMENTS, meta["namespace"], deployment)
-        if fresh is not None:
-            reconcile(fresh, memo.api)
     status = body.get("status") or {}
+    published = (
+        status.get("phase"),
+        status.get("completionTime"),
+        (status.get("model") or {}).get("uri"),
+    )
+    if DEPLOYMENT_REGISTRY.job_changed(meta["namespace"], meta["name"], published):
+        # The handoff signal: the job succeeded, published again, or stopped being Succeeded.
+        for deployment in DEPLOYMENT_REGISTRY.following(meta["namespace"], meta["name"]):
+            fresh = memo.api.get(DEPLOYMENTS, meta["namespace"], deployment)
+            if fresh is not None:
+                reconcile(fresh, memo.api)
     # None is the initial listing (an operator restart), ADDED a new object: always reconcile.
     if type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation"):
         return
@@ -161,6 +169,5 @@ def rayjob_event(
         SETTINGS,
         REGISTRY,
         rayjob=dict(body),
-        read_progress=status.get("jobDeploymentStatus")
-        in ("Running", "Retrying", "Complete", "Failed"),
+        read_progress=status.get("jobDeploymentStatus") in PROGRESS_STATES,
     )

@@ -80,6 +80,7 @@ class DeploymentRegistry:
         self._lock = threading.Lock()
         self._job_of: dict[tuple[str, str], str | None] = {}
         self._autoscaled: set[tuple[str, str]] = set()
+        self._published: dict[tuple[str, str], object] = {}
 
     def observe(self, namespace: str, name: str, job: str | None, autoscaled: bool) -> None:
         with self._lock:
@@ -93,6 +94,17 @@ class DeploymentRegistry:
         with self._lock:
             self._job_of.pop((namespace, name), None)
             self._autoscaled.discard((namespace, name))
+
+    def job_changed(self, namespace: str, job: str, published: object) -> bool:
+        """Whether what a training job has published (phase, time, URI) differs from last time."""
+        with self._lock:
+            previous = self._published.get((namespace, job))
+            self._published[(namespace, job)] = published
+            return previous != published
+
+    def forget_job(self, namespace: str, job: str) -> None:
+        with self._lock:
+            self._published.pop((namespace, job), None)
 
     def following(self, namespace: str, job: str) -> list[str]:
         """Deployments serving what LLMTrainingJob `job` publishes."""
