@@ -10,6 +10,7 @@ from llmkube.api import LLMDeployment
 from llmkube.api.deployment import ServedModel
 from llmkube.api.errors import describe
 from llmkube.api.runconfig import serve_run_config
+from llmkube.operator.conditions import ConditionStatus, set_condition
 from llmkube.operator.deployment_builders import (
     build_rayservice,
     build_service,
@@ -27,6 +28,7 @@ from llmkube.operator.kube import (
     SERVICE_MONITORS,
     SERVICES,
     TRAINING_JOBS,
+    ApiError,
     KubeApi,
 )
 from llmkube.operator.naming import MODEL_VERSION_ANNOTATION, rayservice_name
@@ -167,6 +169,7 @@ def reconcile_deployment(
     if served is None and current.model is not None and current.model.uri:
         served = current.model  # keep serving the last model while a re-run trains
     rayservice = None
+    monitoring_problem: str | None = None
     if served is not None and served.uri:
         run_config = serve_run_config(
             deployment, model_uri=served.uri, default_endpoint=settings.s3_endpoint
@@ -185,11 +188,7 @@ def reconcile_deployment(
             ["serveConfigV2", "rayClusterConfig", "upgradeStrategy", "excludeHeadPodFromServeSvc"],
         )
         _apply(api, SERVICES, namespace, build_service(deployment), ["selector", "ports"])
-        if deployment.spec.monitoring.service_monitor:
-            monitor = build_service_monitor(deployment)
-            _apply(api, SERVICE_MONITORS, namespace, monitor, ["selector", "endpoints"])
-        else:
-            api.delete(SERVICE_MONITORS, namespace, deployment.metadata.name)
+        monitoring_problem = _ensure_service_monitor(api, namespace, deployment)
 
     status = deployment_status(
         current,
@@ -200,8 +199,45 @@ def reconcile_deployment(
         live_version=live_version(api, namespace, rayservice),
         now=now,
     )
+    if rayservice is not None:
+        monitored: tuple[ConditionStatus, str, str]
+        if monitoring_problem:
+            monitored = ("False", "ServiceMonitorUnavailable", monitoring_problem)
+        elif deployment.spec.monitoring.service_monitor:
+            monitored = ("True", "ServiceMonitor", "a ServiceMonitor selects the serving metrics")
+        else:
+            monitored = ("True", "Disabled", "monitoring.serviceMonitor is false")
+        status.conditions = set_condition(
+            status.conditions,
+            type="Monitored",
+            status=monitored[0],
+            reason=monitored[1],
+            message=monitored[2],
+            generation=deployment.metadata.generation,
+            now=now,
+        )
     write_deployment_status(api, body, status)
     return deployment
+
+
+def _ensure_service_monitor(api: KubeApi, namespace: str, deployment: LLMDeployment) -> str | None:
+    """Create or remove the ServiceMonitor; a problem message instead of failing the deployment
+    when the cluster has no prometheus-operator (serving works without it)."""
+    name = deployment.metadata.name
+    try:
+        if deployment.spec.monitoring.service_monitor:
+            monitor = build_service_monitor(deployment)
+            _apply(api, SERVICE_MONITORS, namespace, monitor, ["selector", "endpoints"])
+        else:
+            api.delete(SERVICE_MONITORS, namespace, name)
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        return (
+            "the cluster has no ServiceMonitor CRD (prometheus-operator); install it, or set "
+            "monitoring.serviceMonitor: false and scrape the Service's metrics port yourself"
+        )
+    return None
 
 
 def refresh_deployment_status(

@@ -334,3 +334,36 @@ def test_a_missing_training_job_is_named(
     ready = condition(status, "Ready")
     assert ready["reason"] == "TrainingJobNotFound"
     assert "LLMTrainingJob nobody not found" in ready["message"]
+
+
+def test_serving_works_without_prometheus_operator(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    crd = "servicemonitors.monitoring.coreos.com"
+    saved = control_plane.kubectl("get", "crd", crd, "-o", "json")
+    assert saved.returncode == 0, saved.stderr
+    assert control_plane.kubectl("delete", "crd", crd).returncode == 0
+    try:
+        apply(control_plane, namespace, deployment_manifest("plain"))
+        eventually(lambda: get(control_plane, "rayservice", "plain", namespace))
+
+        def explained() -> None:
+            monitored = condition(status_of(control_plane, "plain", namespace), "Monitored")
+            assert (monitored["status"], monitored["reason"]) == (
+                "False",
+                "ServiceMonitorUnavailable",
+            )
+            assert "monitoring.serviceMonitor: false" in monitored["message"]
+
+        eventually(explained)
+        assert exists(control_plane, "service", "plain", namespace)
+    finally:
+        definition = json.loads(saved.stdout)
+        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
+            definition["metadata"].pop(key, None)
+        definition.pop("status", None)
+        restored = control_plane.kubectl(
+            "apply", "--server-side", "-f", "-", input=json.dumps(definition)
+        )
+        assert restored.returncode == 0, restored.stderr
+        control_plane.install_crds([])  # waits until every CRD is Established again
