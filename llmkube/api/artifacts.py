@@ -7,7 +7,6 @@ from llmkube.api.base import WireModel
 PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
-CHECKPOINTS_DIR = "checkpoints"
 
 
 class ProgressRecord(WireModel):

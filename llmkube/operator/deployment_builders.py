@@ -10,13 +10,13 @@ takes the traffic once it is ready).
 import json
 from typing import Any
 
-from llmkube.api import GROUP_VERSION, LLMDeployment
+from llmkube.api import LLMDeployment
 from llmkube.api.runconfig import API_KEY_ENV, ServeRunConfig
 from llmkube.operator.naming import (
     DEPLOYMENT_LABEL,
     MODEL_VERSION_ANNOTATION,
+    child_metadata,
     label_value,
-    owner_reference,
     rayservice_name,
     standard_labels,
 )
@@ -37,12 +37,7 @@ def _labels(deployment: LLMDeployment) -> dict[str, str]:
 
 
 def _metadata(deployment: LLMDeployment, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": deployment.metadata.namespace,
-        "labels": _labels(deployment),
-        "ownerReferences": [owner_reference(GROUP_VERSION, "LLMDeployment", deployment.metadata)],
-    }
+    return child_metadata("LLMDeployment", deployment.metadata, name, _labels(deployment))
 
 
 def pod_selector(deployment: LLMDeployment) -> dict[str, str]:

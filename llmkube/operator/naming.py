@@ -6,6 +6,7 @@ duplicates, what it created before.
 
 import hashlib
 
+from llmkube.api.base import GROUP_VERSION
 from llmkube.api.common import ObjectMeta
 
 MANAGED_BY = "llmkube-operator"
@@ -61,4 +62,16 @@ def owner_reference(api_version: str, kind: str, meta: ObjectMeta) -> dict[str, 
         "uid": meta.uid,
         "controller": True,
         "blockOwnerDeletion": True,
+    }
+
+
+def child_metadata(
+    owner_kind: str, owner: ObjectMeta, name: str, labels: dict[str, str]
+) -> dict[str, object]:
+    """Metadata of an object the operator creates for `owner`, in the owner's namespace."""
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(GROUP_VERSION, owner_kind, owner)],
     }

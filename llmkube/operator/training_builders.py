@@ -3,13 +3,13 @@
 import json
 from typing import Any
 
-from llmkube.api import GROUP_VERSION, LLMTrainingJob
+from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.operator.naming import (
     APPLIED_SPEC_ANNOTATION,
     TRAINING_JOB_LABEL,
+    child_metadata,
     label_value,
-    owner_reference,
     rayjob_name,
     run_configmap_name,
     standard_labels,
@@ -32,12 +32,7 @@ def _labels(job: LLMTrainingJob) -> dict[str, str]:
 
 
 def _metadata(job: LLMTrainingJob, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": job.metadata.namespace,
-        "labels": _labels(job),
-        "ownerReferences": [owner_reference(GROUP_VERSION, "LLMTrainingJob", job.metadata)],
-    }
+    return child_metadata("LLMTrainingJob", job.metadata, name, _labels(job))
 
 
 def applied_spec(job: LLMTrainingJob) -> str:

@@ -3,14 +3,18 @@
 import secrets
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from minio import Minio
 
 from llmkube.testing.binaries import server_binaries
-from llmkube.testing.processes import ServerProcess, StoppedOnExit, free_port, wait_until
+from llmkube.testing.processes import (
+    ServerProcess,
+    StoppedOnExit,
+    free_port,
+    http_get,
+    wait_until,
+)
 
 
 class MinioServer(StoppedOnExit):
@@ -56,12 +60,7 @@ class MinioServer(StoppedOnExit):
             client.make_bucket(name)
 
     def _live(self) -> bool:
-        try:
-            url = f"http://{self.endpoint}/minio/health/live"
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_get(f"http://{self.endpoint}/minio/health/live") is not None
 
     def pause(self) -> None:
         """Stop the server, keeping its data and port, to simulate an outage."""

@@ -1,11 +1,9 @@
 """The llmkube operator as a real subprocess against a test control plane: start, kill, restart."""
 
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from llmkube.testing.processes import ServerProcess, free_port, wait_until
+from llmkube.testing.processes import ServerProcess, free_port, http_get, wait_until
 
 
 class OperatorProcess:
@@ -37,18 +35,10 @@ class OperatorProcess:
         return self
 
     def healthy(self) -> bool:
-        return self._get(f"http://127.0.0.1:{self.health_port}/healthz") is not None
+        return http_get(f"http://127.0.0.1:{self.health_port}/healthz") is not None
 
     def metrics(self) -> str:
-        return self._get(f"http://127.0.0.1:{self.metrics_port}/metrics") or ""
-
-    @staticmethod
-    def _get(url: str) -> str | None:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return str(response.read().decode())
-        except (urllib.error.URLError, OSError):
-            return None
+        return http_get(f"http://127.0.0.1:{self.metrics_port}/metrics") or ""
 
     def kill(self) -> None:
         """SIGKILL: no cleanup runs, as when a node dies."""

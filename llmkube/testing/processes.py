@@ -6,6 +6,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +20,15 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     # If the test runner is killed outright, the kernel kills the servers too: nothing leaks.
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def http_get(url: str, timeout: float = 2.0) -> str | None:
+    """The body of a 200 response, or None when the server is not (yet) answering."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return str(response.read().decode()) if response.status == 200 else None
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def free_port() -> int:

@@ -2,14 +2,18 @@
 
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from llmkube.testing.binaries import MissingBinaryError
-from llmkube.testing.processes import ServerProcess, StoppedOnExit, free_port, wait_until
+from llmkube.testing.processes import (
+    ServerProcess,
+    StoppedOnExit,
+    free_port,
+    http_get,
+    wait_until,
+)
 
 
 class PrometheusServer(StoppedOnExit):
@@ -49,11 +53,7 @@ class PrometheusServer(StoppedOnExit):
         return f"http://127.0.0.1:{self.port}"
 
     def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_get(f"{self.url}/-/ready") is not None
 
     def pause(self) -> None:
         """Stop serving (keeping data and port), to test what happens while Prometheus is down."""

@@ -78,3 +78,27 @@ def events_for(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, An
         if event["involvedObject"].get("name") == name
         and event["involvedObject"].get("kind") == "LLMTrainingJob"
     ]
+
+
+def status_of(cp: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    status: dict[str, Any] = get(cp, kind, name, namespace).get("status") or {}
+    return status
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [c for c in status.get("conditions", []) if c["type"] == type_]
+    assert found, f"no {type_} condition in {status}"
+    return found[0]
+
+
+def wait_phase(
+    cp: ControlPlane, kind: str, name: str, namespace: str, phase: str
+) -> dict[str, Any]:
+    """The status once it reaches `phase`."""
+
+    def check() -> dict[str, Any]:
+        status = status_of(cp, kind, name, namespace)
+        assert status.get("phase") == phase, status
+        return status
+
+    return eventually(check)

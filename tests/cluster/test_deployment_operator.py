@@ -7,7 +7,16 @@ from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.operator import OperatorProcess
 from tests.bad_manifests import corpus
-from tests.cluster.helpers import apply, eventually, exists, get, patch_status
+from tests.cluster.helpers import (
+    apply,
+    condition,
+    eventually,
+    exists,
+    get,
+    patch_status,
+    status_of,
+    wait_phase,
+)
 
 READY: dict[str, Any] = {
     "conditions": [
@@ -38,26 +47,6 @@ def deployment_manifest(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"model": {"uri": "s3://models/base/model"}, "replicas": 2, **spec},
     }
-
-
-def status_of(cp: ControlPlane, name: str, namespace: str) -> dict[str, Any]:
-    status: dict[str, Any] = get(cp, "llmd", name, namespace).get("status") or {}
-    return status
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = [c for c in status.get("conditions", []) if c["type"] == type_]
-    assert found, f"no {type_} condition in {status}"
-    return found[0]
-
-
-def wait_phase(cp: ControlPlane, name: str, namespace: str, phase: str) -> dict[str, Any]:
-    def check() -> dict[str, Any]:
-        status = status_of(cp, name, namespace)
-        assert status.get("phase") == phase, status
-        return status
-
-    return eventually(check)
 
 
 def serve_config(rayservice: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +84,7 @@ def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
         namespace,
         deployment_manifest("chat", model={"trainingJobRef": {"name": "shakespeare"}}),
     )
-    status = wait_phase(control_plane, "chat", namespace, "WaitingForModel")
+    status = wait_phase(control_plane, "llmd", "chat", namespace, "WaitingForModel")
     waiting = condition(status, "ModelAvailable")
     assert waiting["status"] == "False"
     assert "waiting for LLMTrainingJob shakespeare to succeed (it is Pending" in waiting["message"]
@@ -113,14 +102,14 @@ def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
     rayservice = eventually(lambda: get(control_plane, "rayservice", "chat", namespace))
     assert app_args(rayservice)["modelUri"] == "s3://models/shakespeare/model"
     first_version = model_version(rayservice)
-    status = wait_phase(control_plane, "chat", namespace, "Deploying")
+    status = wait_phase(control_plane, "llmd", "chat", namespace, "Deploying")
     assert status["model"]["trainingJob"] == "shakespeare"
     assert status["endpoint"] == f"http://chat.{namespace}.svc.cluster.local:8000/v1"
 
     # Play KubeRay: it creates a RayCluster from rayClusterConfig and routes traffic to it.
     ray_cluster(control_plane, namespace, "chat-first", rayservice)
     patch_status(control_plane, "rayservice", "chat", namespace, serving_from("chat-first"))
-    status = wait_phase(control_plane, "chat", namespace, "Ready")
+    status = wait_phase(control_plane, "llmd", "chat", namespace, "Ready")
     assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
     assert status["liveModelVersion"] == first_version == status["model"]["version"]
     columns = control_plane.kubectl("get", "llmd", "chat", "-n", namespace).stdout.splitlines()
@@ -147,7 +136,7 @@ def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
     )
 
     def rolling() -> dict[str, Any]:
-        current = status_of(control_plane, "chat", namespace)
+        current = status_of(control_plane, "llmd", "chat", namespace)
         assert condition(current, "UpgradeInProgress")["status"] == "True"
         return current
 
@@ -160,7 +149,7 @@ def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
     patch_status(control_plane, "rayservice", "chat", namespace, serving_from("chat-second"))
 
     def switched() -> None:
-        current = status_of(control_plane, "chat", namespace)
+        current = status_of(control_plane, "llmd", "chat", namespace)
         assert current["liveModelVersion"] == second_version
         assert condition(current, "UpgradeInProgress")["status"] == "False"
 
@@ -206,11 +195,7 @@ def serving_from(
 
 
 def _message_contains(cp: ControlPlane, name: str, namespace: str, type_: str, text: str) -> None:
-    assert text in condition(status_of(cp, name, namespace), type_)["message"]
-
-
-def _condition_is(cp: ControlPlane, name: str, namespace: str, type_: str, value: str) -> None:
-    assert condition(status_of(cp, name, namespace), type_)["status"] == value
+    assert text in condition(status_of(cp, "llmd", name, namespace), type_)["message"]
 
 
 def test_kubectl_scale_changes_serve_replicas_in_place(
@@ -256,7 +241,7 @@ def test_kubectl_scale_changes_serve_replicas_in_place(
 
 
 def _replicas(cp: ControlPlane, namespace: str, name: str, count: int) -> dict[str, Any]:
-    status = status_of(cp, name, namespace)
+    status = status_of(cp, "llmd", name, namespace)
     assert status.get("replicas") == count, status
     return status
 
@@ -315,7 +300,7 @@ def test_bad_deployment_specs_end_as_invalid_spec(
         assert result.returncode == 0, result.stderr
     for manifest in bad:
         name = manifest.document["metadata"]["name"]  # type: ignore[index]
-        status = wait_phase(control_plane, name, namespace, "Failed")
+        status = wait_phase(control_plane, "llmd", name, namespace, "Failed")
         ready = condition(status, "Ready")
         assert ready["reason"] == "InvalidSpec"
         assert manifest.llmkube_says in ready["message"]
@@ -330,7 +315,7 @@ def test_a_missing_training_job_is_named(
         namespace,
         deployment_manifest("orphan", model={"trainingJobRef": {"name": "nobody"}}),
     )
-    status = wait_phase(control_plane, "orphan", namespace, "WaitingForModel")
+    status = wait_phase(control_plane, "llmd", "orphan", namespace, "WaitingForModel")
     ready = condition(status, "Ready")
     assert ready["reason"] == "TrainingJobNotFound"
     assert "LLMTrainingJob nobody not found" in ready["message"]
@@ -348,7 +333,7 @@ def test_serving_works_without_prometheus_operator(
         eventually(lambda: get(control_plane, "rayservice", "plain", namespace))
 
         def explained() -> None:
-            monitored = condition(status_of(control_plane, "plain", namespace), "Monitored")
+            monitored = condition(status_of(control_plane, "llmd", "plain", namespace), "Monitored")
             assert (monitored["status"], monitored["reason"]) == (
                 "False",
                 "ServiceMonitorUnavailable",

@@ -14,35 +14,18 @@ from llmkube.testing.operator import OperatorProcess
 from tests.bad_manifests import corpus
 from tests.cluster.helpers import (
     apply,
+    condition,
     events_for,
     eventually,
     exists,
     get,
     patch,
     patch_status,
+    status_of,
+    wait_phase,
 )
 
 ROOT = Path(__file__).parents[2]
-
-
-def status_of(cp: ControlPlane, name: str, namespace: str) -> dict[str, Any]:
-    status: dict[str, Any] = get(cp, "ltj", name, namespace).get("status") or {}
-    return status
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = [c for c in status.get("conditions", []) if c["type"] == type_]
-    assert found, f"no {type_} condition in {status}"
-    return found[0]
-
-
-def wait_phase(cp: ControlPlane, name: str, namespace: str, phase: str) -> dict[str, Any]:
-    def check() -> dict[str, Any]:
-        status = status_of(cp, name, namespace)
-        assert status.get("phase") == phase, status
-        return status
-
-    return eventually(check)
 
 
 def test_example_job_becomes_a_configmap_and_rayjob(
@@ -101,7 +84,7 @@ def test_status_follows_the_rayjob_to_success(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     apply(control_plane, namespace, training_job_manifest("happy"))
-    status = wait_phase(control_plane, "happy", namespace, "Pending")
+    status = wait_phase(control_plane, "ltj", "happy", namespace, "Pending")
     assert condition(status, "Ready")["reason"] == "Initializing"
     assert status["rayJobName"] == "happy"
 
@@ -119,7 +102,7 @@ def test_status_follows_the_rayjob_to_success(
             "startTime": "2026-11-28T10:00:00Z",
         },
     )
-    status = wait_phase(control_plane, "happy", namespace, "Running")
+    status = wait_phase(control_plane, "ltj", "happy", namespace, "Running")
     assert status["startTime"] == "2026-11-28T10:00:00Z"
     columns = control_plane.kubectl("get", "ltj", "happy", "-n", namespace).stdout.splitlines()
     assert columns[1].split()[:2] == ["happy", "Running"]
@@ -135,7 +118,7 @@ def test_status_follows_the_rayjob_to_success(
             "endTime": "2026-11-28T11:00:00Z",
         },
     )
-    status = wait_phase(control_plane, "happy", namespace, "Succeeded")
+    status = wait_phase(control_plane, "ltj", "happy", namespace, "Succeeded")
     assert status["model"] == {"uri": "s3://models/happy/model"}
     assert status["completionTime"] == "2026-11-28T11:00:00Z"
     complete = condition(status, "Complete")
@@ -160,7 +143,7 @@ def test_status_follows_retries_to_failure(
     apply(control_plane, namespace, training_job_manifest("flaky"))
     eventually(lambda: get(control_plane, "rayjob", "flaky", namespace))
     patch_status(control_plane, "rayjob", "flaky", namespace, {"jobDeploymentStatus": "Running"})
-    wait_phase(control_plane, "flaky", namespace, "Running")
+    wait_phase(control_plane, "ltj", "flaky", namespace, "Running")
     patch_status(
         control_plane,
         "rayjob",
@@ -170,7 +153,7 @@ def test_status_follows_retries_to_failure(
     )
 
     def retrying() -> dict[str, Any]:
-        status = status_of(control_plane, "flaky", namespace)
+        status = status_of(control_plane, "ltj", "flaky", namespace)
         assert status["retries"] == 1
         assert condition(status, "Ready")["reason"] == "Retrying"
         return status
@@ -189,7 +172,7 @@ def test_status_follows_retries_to_failure(
             "failed": 2,
         },
     )
-    status = wait_phase(control_plane, "flaky", namespace, "Failed")
+    status = wait_phase(control_plane, "ltj", "flaky", namespace, "Failed")
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "AppFailed")
     assert "worker exited with code 1" in ready["message"]
@@ -240,7 +223,7 @@ def test_progress_and_loss_come_from_minio(
     patch_status(control_plane, "rayjob", "watched", namespace, {"jobDeploymentStatus": "Running"})
 
     def progressed(step: int) -> dict[str, Any]:
-        status = status_of(control_plane, "watched", namespace)
+        status = status_of(control_plane, "ltj", "watched", namespace)
         assert status.get("progress", {}).get("step") == step, status
         return status
 
@@ -275,7 +258,7 @@ def test_specs_the_apiserver_accepts_but_llmkube_rejects_end_as_invalid_spec(
         assert result.returncode == 0, result.stderr
     for bad in bad_jobs:
         name = bad.document["metadata"]["name"]  # type: ignore[index]
-        status = wait_phase(control_plane, name, namespace, "Failed")
+        status = wait_phase(control_plane, "ltj", name, namespace, "Failed")
         ready = condition(status, "Ready")
         assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
         assert bad.llmkube_says in ready["message"], ready["message"]
@@ -295,10 +278,10 @@ def test_fixing_an_invalid_spec_starts_the_job(
         namespace,
         training_job_manifest("fixme", training={"maxSteps": 10, "warmupSteps": 50}),
     )
-    wait_phase(control_plane, "fixme", namespace, "Failed")
+    wait_phase(control_plane, "ltj", "fixme", namespace, "Failed")
     patch(control_plane, "ltj", "fixme", namespace, {"spec": {"training": {"warmupSteps": 5}}})
     eventually(lambda: get(control_plane, "rayjob", "fixme", namespace))
-    status = wait_phase(control_plane, "fixme", namespace, "Pending")
+    status = wait_phase(control_plane, "ltj", "fixme", namespace, "Pending")
     assert condition(status, "Ready")["observedGeneration"] == 2
 
 
@@ -309,7 +292,7 @@ def test_a_missing_secret_waits_then_starts(
     apply(control_plane, namespace, job)
 
     def waiting() -> None:
-        status = status_of(control_plane, "patient", namespace)
+        status = status_of(control_plane, "ltj", "patient", namespace)
         ready = condition(status, "Ready")
         assert (status["phase"], ready["reason"]) == ("Pending", "MissingSecret")
         assert "Secret late not found" in ready["message"]
@@ -339,12 +322,12 @@ def test_suspend_passes_through_and_other_changes_are_refused(
 
     eventually(suspended)
     patch_status(control_plane, "rayjob", "steady", namespace, {"jobDeploymentStatus": "Suspended"})
-    wait_phase(control_plane, "steady", namespace, "Suspended")
+    wait_phase(control_plane, "ltj", "steady", namespace, "Suspended")
 
     patch(control_plane, "ltj", "steady", namespace, {"spec": {"training": {"maxSteps": 9999}}})
 
     def refused() -> None:
-        applied = condition(status_of(control_plane, "steady", namespace), "SpecApplied")
+        applied = condition(status_of(control_plane, "ltj", "steady", namespace), "SpecApplied")
         assert (applied["status"], applied["reason"]) == ("False", "ImmutableSpec")
         assert "spec.training.maxSteps" in applied["message"]
 
@@ -362,7 +345,7 @@ def test_deleting_a_job_removes_its_children_and_blocks_nothing(
     eventually(lambda: get(control_plane, "rayjob", "brief", namespace))
     # Running is when progress polling is active: it must not hold the job with a finalizer.
     patch_status(control_plane, "rayjob", "brief", namespace, {"jobDeploymentStatus": "Running"})
-    wait_phase(control_plane, "brief", namespace, "Running")
+    wait_phase(control_plane, "ltj", "brief", namespace, "Running")
     metadata = get(control_plane, "ltj", "brief", namespace)["metadata"]
     assert not metadata.get("finalizers")
     assert not any(
@@ -399,11 +382,11 @@ def test_a_job_with_a_long_name_is_followed_too(
 ) -> None:
     name = "a-rather-long-experiment-name-" + "x" * 70  # 100 characters: over every label limit
     apply(control_plane, namespace, training_job_manifest(name))
-    rayjob_name = eventually(lambda: wait_phase(control_plane, name, namespace, "Pending"))[
+    rayjob_name = eventually(lambda: wait_phase(control_plane, "ltj", name, namespace, "Pending"))[
         "rayJobName"
     ]
     assert len(rayjob_name) <= 47
     patch_status(
         control_plane, "rayjob", rayjob_name, namespace, {"jobDeploymentStatus": "Running"}
     )
-    wait_phase(control_plane, name, namespace, "Running")
+    wait_phase(control_plane, "ltj", name, namespace, "Running")
