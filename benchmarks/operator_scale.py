@@ -12,6 +12,7 @@ operator's RSS with N objects (goal <= 200 MB).
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -107,9 +108,13 @@ def operator_run(
         latencies = sorted(watcher.first_status[n] - created_at[n] for n in names)
         rss_kb = rss_of(operator)
         print(f"operator CPU time during the run: {cpu_seconds_of(operator) - cpu_before:.1f} s")
-        return elapsed, latencies, rss_kb
-    finally:
+    except BaseException:
         operator.stop()
+        print(f"operator logs kept in {logs}", file=sys.stderr)
+        raise
+    operator.stop()
+    shutil.rmtree(logs, ignore_errors=True)
+    return elapsed, latencies, rss_kb
 
 
 def rss_of(operator: OperatorProcess) -> int:
