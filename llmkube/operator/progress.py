@@ -16,6 +16,8 @@ from llmkube.storage.uri import join
 
 # A status update must not hang on a storage outage; the next tick tries again.
 READ_RETRY_SECONDS = 2.0
+# metrics.jsonl grows for the whole run; only its end holds the latest numbers.
+METRICS_TAIL_BYTES = 64 * 1024
 
 
 def credentials_env(secret: Mapping[str, object], job: LLMTrainingJob) -> dict[str, str]:
@@ -32,6 +34,15 @@ def credentials_env(secret: Mapping[str, object], job: LLMTrainingJob) -> dict[s
         )
         if key in data
     }
+
+
+def complete_lines(tail: bytes, truncated: bool) -> str:
+    """The text of a file's tail, without the partial first line a truncated tail starts with."""
+    text = tail.decode("utf-8", "replace")
+    if not truncated:
+        return text
+    _, _, after_first_newline = text.partition("\n")
+    return after_first_newline
 
 
 def latest_metrics(lines: str) -> TrainingMetrics | None:
@@ -78,9 +89,9 @@ def read_snapshot(
     except ValidationError:
         progress = None  # half-written by an old runtime or edited by hand; try next time
     try:
-        metrics = latest_metrics(
-            store.read_bytes(join(run_config.output, METRICS_FILE)).decode("utf-8", "replace")
-        )
+        metrics_uri = join(run_config.output, METRICS_FILE)
+        tail, truncated = store.read_tail(metrics_uri, METRICS_TAIL_BYTES)
+        metrics = latest_metrics(complete_lines(tail, truncated))
     except NotFoundError:
         metrics = None
     return ProgressSnapshot(progress=progress, metrics=metrics)

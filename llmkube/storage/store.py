@@ -38,6 +38,10 @@ class ObjectStore(Protocol):
     """Whole-object reads and writes under URIs of one scheme."""
 
     def read_bytes(self, uri: str) -> bytes: ...
+    def read_tail(self, uri: str, max_bytes: int) -> tuple[bytes, bool]:
+        """The last `max_bytes` of an object, and whether that is not the whole object."""
+        ...
+
     def write_bytes(self, uri: str, data: bytes) -> None: ...
     def exists(self, uri: str) -> bool: ...
     def list(self, prefix: str) -> list[str]:
@@ -54,6 +58,18 @@ class LocalStore:
         path = local_path(uri)
         try:
             return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{uri}: no such file") from None
+        except PermissionError:
+            raise AccessDeniedError(f"{uri}: permission denied") from None
+
+    def read_tail(self, uri: str, max_bytes: int) -> tuple[bytes, bool]:
+        path = local_path(uri)
+        try:
+            with path.open("rb") as file:
+                size = file.seek(0, os.SEEK_END)
+                file.seek(max(0, size - max_bytes))
+                return file.read(), size > max_bytes
         except FileNotFoundError:
             raise NotFoundError(f"{uri}: no such file") from None
         except PermissionError:
@@ -152,6 +168,21 @@ class S3Store:
             response = self.client.get_object(location.bucket, location.key)
             try:
                 return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(uri, read)
+
+    def read_tail(self, uri: str, max_bytes: int) -> tuple[bytes, bool]:
+        location = parse_s3(uri)
+
+        def read() -> tuple[bytes, bool]:
+            size = self.client.stat_object(location.bucket, location.key).size or 0
+            offset = max(0, size - max_bytes)
+            response = self.client.get_object(location.bucket, location.key, offset=offset)
+            try:
+                return bytes(response.read()), offset > 0
             finally:
                 response.close()
                 response.release_conn()

@@ -47,6 +47,17 @@ def test_write_read_list_delete(store_and_root: tuple[ObjectStore, str]) -> None
     assert store.list(join(root, "nothing-here")) == []
 
 
+def test_read_tail(store_and_root: tuple[ObjectStore, str]) -> None:
+    store, root = store_and_root
+    uri = join(root, "metrics.jsonl")
+    data = bytes(range(256)) * 40  # 10 KiB
+    store.write_bytes(uri, data)
+    assert store.read_tail(uri, 100) == (data[-100:], True)
+    assert store.read_tail(uri, 1 << 20) == (data, False)
+    with pytest.raises(NotFoundError):
+        store.read_tail(join(root, "absent"), 10)
+
+
 def test_missing_object_names_it(store_and_root: tuple[ObjectStore, str]) -> None:
     store, root = store_and_root
     with pytest.raises(NotFoundError, match=r"run/absent\.json"):

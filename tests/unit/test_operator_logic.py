@@ -8,7 +8,7 @@ from llmkube.api import LLMTrainingJob, LLMTrainingJobStatus
 from llmkube.api.artifacts import ProgressRecord
 from llmkube.operator.conditions import find, set_condition
 from llmkube.operator.patches import changed_paths, merge_patch
-from llmkube.operator.progress import latest_metrics
+from llmkube.operator.progress import complete_lines, latest_metrics
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training_status import (
     ProgressSnapshot,
@@ -223,3 +223,14 @@ def test_latest_metrics_skips_bad_lines() -> None:
     assert metrics is not None
     assert (metrics.train_loss, metrics.eval_loss, metrics.tokens_per_second) == (3.0, 4.0, 1000)
     assert latest_metrics("") is None
+
+
+def test_the_tail_of_a_long_metrics_file_gives_the_latest_numbers() -> None:
+    lines = [f'{{"step": {step}, "train_loss": {10 - step / 10000}}}' for step in range(20000)]
+    text = ("\n".join(lines) + "\n").encode()
+    tail = text[-4096:]  # starts in the middle of a line
+    metrics = latest_metrics(complete_lines(tail, truncated=True))
+    assert metrics is not None
+    assert metrics.train_loss == pytest.approx(10 - 19999 / 10000)
+    assert complete_lines(b'{"step": 1}\n', truncated=False) == '{"step": 1}\n'
+    assert complete_lines(b"no newline at all", truncated=True) == ""
