@@ -5,6 +5,7 @@
 #   kubernetes: kube-apiserver, kube-controller-manager, kubectl
 #   etcd:       etcd
 #   minio:      minio (the S3 server storage tests run against)
+#   helm:       helm (renders and lints the chart; its RBAC runs the operator in tests)
 #
 # Each is built in a throw-away wrapper module: k8s.io/kubernetes and etcd's server replace their
 # sibling modules with ../ paths that only exist in their git trees, and a dependency's replaces are
@@ -16,6 +17,7 @@ KUBE_VERSION="${LLMKUBE_KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${LLMKUBE_ETCD_VERSION:-v3.6.4}"
 # MinIO publishes no semver tags; this is the newest commit the module proxy serves.
 MINIO_VERSION="${LLMKUBE_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+HELM_VERSION="${LLMKUBE_HELM_VERSION:-v3.22.0}"
 CACHE_ROOT="${LLMKUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmkube}"
 
 command -v go >/dev/null || { echo "go is required to build the control plane (apt-get install golang-go)" >&2; exit 1; }
@@ -70,6 +72,10 @@ minio_go_mod() {
   printf 'module llmkube.local/minio\n\ngo 1.24\n\nrequire github.com/minio/minio %s\n' "$1"
 }
 
+helm_go_mod() {
+  printf 'module llmkube.local/helm\n\ngo 1.24\n\nrequire helm.sh/helm/v3 %s\n' "$1"
+}
+
 kube_ldflags="-s -w"
 major=${KUBE_VERSION#v}; major=${major%%.*}
 minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
@@ -85,3 +91,5 @@ build_once kubernetes "$KUBE_VERSION" kubernetes_go_mod "$kube_ldflags" \
 build_once etcd "$ETCD_VERSION" etcd_go_mod "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=release" \
   go.etcd.io/etcd/server/v3:etcd
 build_once minio "$MINIO_VERSION" minio_go_mod "-s -w" github.com/minio/minio:minio
+build_once helm "$HELM_VERSION" helm_go_mod "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+  helm.sh/helm/v3/cmd/helm:helm

@@ -29,7 +29,8 @@ def _run_script(script: str) -> dict[str, Path]:
 
 @cache
 def server_binaries() -> dict[str, Path]:
-    """kube-apiserver, kube-controller-manager, kubectl, etcd and minio (built on first use)."""
+    """kube-apiserver, kube-controller-manager, kubectl, etcd, minio and helm (built on first
+    use)."""
     dirs = _run_script("build-binaries.sh")
     return {
         "kube-apiserver": dirs["kubernetes"] / "kube-apiserver",
@@ -37,6 +38,7 @@ def server_binaries() -> dict[str, Path]:
         "kubectl": dirs["kubernetes"] / "kubectl",
         "etcd": dirs["etcd"] / "etcd",
         "minio": dirs["minio"] / "minio",
+        "helm": dirs["helm"] / "helm",
     }
 
 

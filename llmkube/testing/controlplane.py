@@ -205,6 +205,20 @@ class ControlPlane(StoppedOnExit):
         except (urllib.error.URLError, OSError):
             return False
 
+    def service_account_kubeconfig(self, namespace: str, name: str) -> Path:
+        """A kubeconfig acting as ServiceAccount `namespace/name`, with a token from the
+        TokenRequest API, as a pod of that ServiceAccount would have."""
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=24h")
+        if token.returncode != 0:
+            raise RuntimeError(f"cannot get a token for {namespace}/{name}: {token.stderr}")
+        identity = Identity(
+            f"system:serviceaccount:{namespace}:{name}",
+            token.stdout.strip(),
+            kubeconfig=self.workdir / f"sa-{namespace}-{name}.kubeconfig",
+        )
+        _write_kubeconfig(identity.kubeconfig, self.server, self.ca_file, identity)
+        return identity.kubeconfig
+
     def install_crds(self, paths: list[Path], timeout: float = 60.0) -> None:
         """Apply CRD files (server-side: KubeRay's exceed the client-side annotation limit) and
         wait until every CRD is Established."""

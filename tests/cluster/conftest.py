@@ -1,17 +1,22 @@
 """A real control plane for the session, with every CRD installed, and a namespace per test."""
 
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from llmkube.testing.binaries import third_party_crds
+from llmkube.testing.binaries import server_binaries, third_party_crds
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.operator import OperatorProcess
 
-CRD_DIR = Path(__file__).parents[2] / "crds"
+ROOT = Path(__file__).parents[2]
+CRD_DIR = ROOT / "crds"
+CHART = ROOT / "helm" / "llmkube"
+OPERATOR_NAMESPACE = "llmkube-system"
+RELEASE = "llmkube"
 
 
 @pytest.fixture(scope="session")
@@ -47,15 +52,49 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
 
 
+def render_chart(control_plane: ControlPlane, *values: str) -> str:
+    result = subprocess.run(
+        [
+            str(control_plane_helm()),
+            "template",
+            RELEASE,
+            str(CHART),
+            f"--namespace={OPERATOR_NAMESPACE}",
+            *(f"--set={value}" for value in values),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def chart_identity(control_plane: ControlPlane) -> Path:
+    """Install the chart as rendered by helm; a kubeconfig of its ServiceAccount. The operator
+    tests run the operator with it, so a verb missing from the chart's ClusterRole fails them."""
+    control_plane.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    applied = control_plane.kubectl("apply", "-f", "-", input=render_chart(control_plane))
+    assert applied.returncode == 0, applied.stderr
+    return control_plane.service_account_kubeconfig(OPERATOR_NAMESPACE, RELEASE)
+
+
 @pytest.fixture(scope="module")
 def operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, chart_identity: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """The operator as a real subprocess, polling progress every second."""
+    """The operator as a subprocess with the chart's identity, polling progress every second."""
     process = OperatorProcess(
-        control_plane.admin.kubeconfig,
+        chart_identity,
         tmp_path_factory.mktemp("operator"),
         env={"LLMKUBE_PROGRESS_INTERVAL_SECONDS": "1"},
     ).start()
     yield process
     process.stop()
+    # Best-effort calls (Events) only log a refusal; the chart's RBAC must not cause any.
+    assert "forbidden" not in process.log().lower(), "the chart's ClusterRole lacks a verb"
+
+
+def control_plane_helm() -> Path:
+    return server_binaries()["helm"]

@@ -22,12 +22,10 @@ def apply_jobs(cp: ControlPlane, namespace: str, names: list[str]) -> None:
 
 
 def test_kill_and_restart_ten_times_during_twenty_reconciles(
-    control_plane: ControlPlane, namespace: str, tmp_path: Path
+    control_plane: ControlPlane, namespace: str, chart_identity: Path, tmp_path: Path
 ) -> None:
     names = [f"job-{i:02d}" for i in range(JOBS)]
-    operator = OperatorProcess(
-        control_plane.admin.kubeconfig, tmp_path, env={"LLMKUBE_NAMESPACES": namespace}
-    )
+    operator = OperatorProcess(chart_identity, tmp_path, env={"LLMKUBE_NAMESPACES": namespace})
     api = KubeApi.from_environment(kubeconfig=str(control_plane.admin.kubeconfig))
     rng = random.Random(20261128)
     remaining_at_kill = []
@@ -87,5 +85,6 @@ def test_kill_and_restart_ten_times_during_twenty_reconciles(
                 assert job["status"]["observedGeneration"] == 1
 
         eventually(all_running, timeout=60)
+        assert "forbidden" not in operator.log().lower(), "the chart's ClusterRole lacks a verb"
     finally:
         operator.stop()
