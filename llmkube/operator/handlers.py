@@ -111,6 +111,8 @@ def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
         REGISTRY.forget(meta["uid"])
         DEPLOYMENT_REGISTRY.forget_job(meta["namespace"], meta["name"])
         return
+    if meta.get("deletionTimestamp"):
+        return  # going away (with its namespace, say): nothing to create for it
     status = body.get("status") or {}
     published = (
         status.get("phase"),
@@ -134,6 +136,8 @@ def deployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
     meta = body["metadata"]
     if type == "DELETED":
         DEPLOYMENT_REGISTRY.forget(meta["namespace"], meta["name"])
+        return
+    if meta.get("deletionTimestamp"):
         return
     status = body.get("status") or {}
     if type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation"):

@@ -9,6 +9,7 @@ from llmkube.operator.kube import RAYJOBS, KubeApi
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.operator import OperatorProcess
+from tests.cluster.conftest import RBAC_DENIAL
 from tests.cluster.helpers import eventually, listed, patch_status
 
 JOBS = 20
@@ -85,6 +86,6 @@ def test_kill_and_restart_ten_times_during_twenty_reconciles(
                 assert job["status"]["observedGeneration"] == 1
 
         eventually(all_running, timeout=60)
-        assert "forbidden" not in operator.log().lower(), "the chart's ClusterRole lacks a verb"
+        assert not RBAC_DENIAL.search(operator.log()), "the chart's ClusterRole lacks a verb"
     finally:
         operator.stop()
