@@ -1,5 +1,6 @@
 """The operator's own Prometheus metrics (design.md §5 names)."""
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,11 +13,38 @@ RECONCILES = Counter(
 RECONCILE_SECONDS = Histogram(
     "llmkube_operator_reconcile_duration_seconds", "Time spent in one reconcile", ["kind"]
 )
-TRAINING_JOBS = Gauge("llmkube_trainingjobs", "LLMTrainingJobs by phase", ["phase"])
+TRAINING_JOBS_BY_PHASE = Gauge("llmkube_trainingjobs", "LLMTrainingJobs by phase", ["phase"])
 TRAINING_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
+DEPLOYMENTS_BY_PHASE = Gauge("llmkube_deployments", "LLMDeployments by phase", ["phase"])
+DEPLOYMENT_PHASES = ("Pending", "WaitingForModel", "Deploying", "Ready", "Degraded", "Failed")
 AUTOSCALER_DECISIONS = Counter(
     "llmkube_autoscaler_decisions_total", "Replica changes made by the autoscaler", ["direction"]
 )
+
+
+class PhaseGauge:
+    """A gauge counting objects per phase, kept from each object's latest phase."""
+
+    def __init__(self, gauge: Gauge, phases: tuple[str, ...]) -> None:
+        self._gauge = gauge
+        self._lock = threading.Lock()
+        self._phase_of: dict[str, str] = {}
+        for phase in phases:
+            gauge.labels(phase=phase).set(0)
+
+    def set(self, uid: str, phase: str | None) -> None:
+        """Record an object's phase; None forgets the object."""
+        with self._lock:
+            previous = self._phase_of.pop(uid, None)
+            if previous is not None:
+                self._gauge.labels(phase=previous).dec()
+            if phase is not None:
+                self._phase_of[uid] = phase
+                self._gauge.labels(phase=phase).inc()
+
+
+TRAINING_JOB_PHASES = PhaseGauge(TRAINING_JOBS_BY_PHASE, TRAINING_PHASES)
+DEPLOYMENT_PHASE_COUNTS = PhaseGauge(DEPLOYMENTS_BY_PHASE, DEPLOYMENT_PHASES)
 
 
 @contextmanager

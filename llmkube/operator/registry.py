@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from llmkube.operator.metrics import TRAINING_JOBS, TRAINING_PHASES
+from llmkube.operator.metrics import TRAINING_JOB_PHASES
 
 
 @dataclass
@@ -22,8 +22,6 @@ class JobRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Entry] = {}
-        for phase in TRAINING_PHASES:
-            TRAINING_JOBS.labels(phase=phase).set(0)
 
     def _entry(self, uid: str, namespace: str, name: str) -> _Entry:
         entry = self._jobs.get(uid)
@@ -33,13 +31,8 @@ class JobRegistry:
 
     def observe(self, uid: str, namespace: str, name: str, phase: str | None) -> None:
         with self._lock:
-            entry = self._entry(uid, namespace, name)
-            if entry.phase != phase:
-                if entry.phase is not None:
-                    TRAINING_JOBS.labels(phase=entry.phase).dec()
-                if phase is not None:
-                    TRAINING_JOBS.labels(phase=phase).inc()
-                entry.phase = phase
+            self._entry(uid, namespace, name).phase = phase
+        TRAINING_JOB_PHASES.set(uid, phase)
 
     def retry_later(
         self, uid: str, namespace: str, name: str, delay: float, kind: str = "LLMTrainingJob"
@@ -51,9 +44,8 @@ class JobRegistry:
 
     def forget(self, uid: str) -> None:
         with self._lock:
-            entry = self._jobs.pop(uid, None)
-            if entry is not None and entry.phase is not None:
-                TRAINING_JOBS.labels(phase=entry.phase).dec()
+            self._jobs.pop(uid, None)
+        TRAINING_JOB_PHASES.set(uid, None)
 
     def due_for_retry(self) -> list[tuple[str, str, str]]:
         """(kind, namespace, name) of blocked objects whose retry time has come; clears them."""

@@ -9,6 +9,7 @@ from llmkube.api.base import WireModel
 from llmkube.api.common import Condition
 from llmkube.operator.conditions import find
 from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi, Resource
+from llmkube.operator.metrics import DEPLOYMENT_PHASE_COUNTS
 from llmkube.operator.patches import merge_patch
 from llmkube.operator.registry import JobRegistry
 
@@ -77,6 +78,7 @@ def write_training_status(
 def write_deployment_status(
     api: KubeApi, body: dict[str, Any], desired: LLMDeploymentStatus
 ) -> bool:
+    DEPLOYMENT_PHASE_COUNTS.set(body["metadata"]["uid"], desired.phase)
     return _write(
         api,
         DEPLOYMENTS,

@@ -352,3 +352,22 @@ def test_serving_works_without_prometheus_operator(
         )
         assert restored.returncode == 0, restored.stderr
         control_plane.install_crds([])  # waits until every CRD is Established again
+
+
+def test_the_deployments_gauge_counts_phases(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, deployment_manifest("counted"))
+    eventually(lambda: get(control_plane, "rayservice", "counted", namespace))
+
+    def exported() -> None:
+        text = operator.metrics()
+        deploying = [
+            line
+            for line in text.splitlines()
+            if line.startswith('llmkube_deployments{phase="Deploying"}')
+        ]
+        assert deploying, text
+        assert float(deploying[0].split()[-1]) >= 1
+
+    eventually(exported)
