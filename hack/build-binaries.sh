@@ -35,7 +35,11 @@ build_once() {
     if [[ ! -f "$out/.complete" ]]; then
       (
         cd "$CACHE_ROOT/build/$name-$version"
-        "$write_go_mod" "$version" > go.mod
+        # Through a temporary file: the generator may run `go` here, and an empty go.mod
+        # (what `> go.mod` leaves while it runs) is an invalid module.
+        rm -f go.mod
+        "$write_go_mod" "$version" > go.mod.new
+        mv go.mod.new go.mod
         printf 'package wrapper\n' > doc.go
         local target package binary
         for target in "$@"; do
