@@ -9,11 +9,12 @@ from llmkube.storage.errors import (
     StorageError,
     StorageUnavailableError,
 )
-from llmkube.storage.store import ObjectStore, open_store
+from llmkube.storage.store import ObjectInfo, ObjectStore, open_store
 
 __all__ = [
     "AccessDeniedError",
     "NotFoundError",
+    "ObjectInfo",
     "ObjectStore",
     "StorageError",
     "StorageUnavailableError",

@@ -1,12 +1,16 @@
 """One small interface over s3:// and file:// object storage."""
 
+import builtins
+import contextlib
+import hashlib
 import io
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import urllib3
 from minio import Minio
@@ -22,6 +26,15 @@ from llmkube.storage.errors import (
 from llmkube.storage.uri import local_path, parse_s3
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+    etag: str
+    """Changes whenever the content does (S3's ETag; an MD5 of the content for files)."""
+
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
@@ -46,6 +59,10 @@ class ObjectStore(Protocol):
     def exists(self, uri: str) -> bool: ...
     def list(self, prefix: str) -> list[str]:
         """URIs of every object under `prefix`, sorted."""
+        ...
+
+    def list_info(self, prefix: str) -> builtins.list[ObjectInfo]:
+        """Like `list`, with each object's size and content tag."""
         ...
 
     def delete(self, uri: str) -> None: ...
@@ -98,12 +115,25 @@ class LocalStore:
             if path.is_file() and not path.name.startswith(".tmp-")
         )
 
+    def list_info(self, prefix: str) -> builtins.list[ObjectInfo]:
+        infos = []
+        for uri in self.list(prefix):
+            digest = hashlib.md5(usedforsecurity=False)
+            with local_path(uri).open("rb") as file:
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(block)
+            infos.append(ObjectInfo(uri, local_path(uri).stat().st_size, digest.hexdigest()))
+        return infos
+
     def delete(self, uri: str) -> None:
         path = local_path(uri)
         if path.is_dir():
             shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+            return
+        path.unlink(missing_ok=True)
+        # Object stores have no folders: the last object gone, its folder goes too.
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
 
 
 class S3Store:
@@ -214,6 +244,27 @@ class S3Store:
                 location.bucket, prefix=location.key, recursive=True
             )
             return sorted(f"s3://{location.bucket}/{obj.object_name}" for obj in objects)  # type: ignore[attr-defined]
+
+        return self._call(prefix, listing)
+
+    def list_info(self, prefix: str) -> builtins.list[ObjectInfo]:
+        location = parse_s3(prefix)
+
+        def listing() -> builtins.list[ObjectInfo]:
+            objects: Iterator[Any] = self.client.list_objects(
+                location.bucket, prefix=location.key, recursive=True
+            )
+            return sorted(
+                (
+                    ObjectInfo(
+                        f"s3://{location.bucket}/{obj.object_name}",
+                        obj.size or 0,
+                        (obj.etag or "").strip('"'),
+                    )
+                    for obj in objects
+                ),
+                key=lambda info: info.uri,
+            )
 
         return self._call(prefix, listing)
 

@@ -1,0 +1,74 @@
+"""Tokenizers, all stored as one Hugging Face `tokenizer.json`: byte-level BPE trained on the
+dataset, or the 256 plain byte values (byte-level BPE without merges)."""
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from llmkube.api.training import TokenizerSpec
+
+END_OF_TEXT = "<|endoftext|>"
+# Documents past this many characters are enough to learn merges from; the rest only costs time.
+BPE_TRAINING_CHARS = 64 * 1024 * 1024
+
+
+def _byte_level(model: models.Model) -> Tokenizer:
+    tokenizer = Tokenizer(model)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def byte_tokenizer() -> Tokenizer:
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda char: _byte_of(char))
+    vocab = {char: index for index, char in enumerate(alphabet)}
+    return _byte_level(models.BPE(vocab=vocab, merges=[]))
+
+
+def _byte_of(char: str) -> int:
+    # GPT-2's byte-to-unicode table: printable bytes map to themselves, the rest to 256+.
+    code = ord(char)
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    if code in printable:
+        return code
+    others = [byte for byte in range(256) if byte not in printable]
+    return others[code - 256]
+
+
+def train_bpe(documents: Iterable[str], vocab_size: int) -> Tokenizer:
+    tokenizer = _byte_level(models.BPE())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_bounded(documents, BPE_TRAINING_CHARS), trainer=trainer)
+    return tokenizer
+
+
+def _bounded(documents: Iterable[str], max_chars: int) -> Iterable[str]:
+    used = 0
+    for document in documents:
+        yield document
+        used += len(document)
+        if used >= max_chars:
+            return
+
+
+def build_tokenizer(spec: TokenizerSpec, documents: Iterable[str]) -> Tokenizer:
+    if spec.type == "byte":
+        return byte_tokenizer()
+    return train_bpe(documents, spec.resolved_vocab_size())
+
+
+def separator_ids(tokenizer: Tokenizer) -> list[int]:
+    """Tokens put between documents: the end-of-text token, or a blank line for bytes."""
+    special = tokenizer.token_to_id(END_OF_TEXT)
+    if special is not None:
+        return [special]
+    return tokenizer.encode("\n\n").ids

@@ -1,0 +1,162 @@
+"""`python -m llmkube.runtime.train --config run.json`: the RayJob entrypoint, and what
+`llmkube run` starts locally. Exit code 0 only once the model artifact is published.
+
+Exit codes: 0 published; 1 training failed (after the allowed worker restarts); 2 the config,
+data or storage is wrong (the message says what to change).
+"""
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import ray.train
+from pydantic import ValidationError
+from ray.train.torch import TorchTrainer
+
+from llmkube.api.artifacts import MODEL_DIR
+from llmkube.api.errors import describe
+from llmkube.api.runconfig import GptConfig, TrainingRunConfig
+from llmkube.runtime.artifact import CONFIG_FILE
+from llmkube.runtime.data.errors import DataError
+from llmkube.runtime.data.prepare import base_tokenizer_json, prepare_dataset
+from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
+from llmkube.storage import StorageError, open_store
+from llmkube.storage.uri import join
+
+log = logging.getLogger("llmkube.train")
+
+RUN_CONFIG_FILE = "run.json"
+# Set to expose Ray's metrics (training gauges included) on this port when Ray starts locally.
+METRICS_PORT_ENV = "LLMKUBE_RAY_METRICS_PORT"
+
+
+def total_steps(config: TrainingRunConfig, sequences: int) -> int:
+    spec = config.training
+    if spec.max_steps is not None:
+        return spec.max_steps
+    assert spec.epochs is not None
+    per_step = spec.batch_size * spec.gradient_accumulation * config.scaling.workers
+    return max(1, math.ceil(spec.epochs * sequences / per_step))
+
+
+def _model_config(config: TrainingRunConfig, vocab_size: int) -> GptConfig:
+    if config.base is not None:
+        base = GptConfig.model_validate_json(
+            open_store(config.base, config.storage).read_bytes(join(config.base, CONFIG_FILE))
+        )
+        return base.model_copy(
+            update={"dropout": config.model.dropout, "context_length": config.model.context_length}
+        )
+    return config.model.model_copy(update={"vocab_size": vocab_size})
+
+
+def _worker_resources(config: TrainingRunConfig) -> dict[str, float]:
+    resources: dict[str, float] = {"CPU": config.scaling.cpus_per_worker}
+    if config.scaling.gpus_per_worker:
+        resources["GPU"] = config.scaling.gpus_per_worker
+    return resources
+
+
+def _start_ray() -> None:
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    port = os.environ.get(METRICS_PORT_ENV)
+    ray.init(_metrics_export_port=int(port) if port else None)
+
+
+def run(config: TrainingRunConfig) -> int:
+    store = open_store(config.output, config.storage)
+    published = join(config.output, MODEL_DIR, CONFIG_FILE)
+    if store.exists(published):
+        log.info("the model is already published at %s; nothing to do", published)
+        return 0
+    store.write_bytes(
+        join(config.output, RUN_CONFIG_FILE),
+        config.model_dump_json(by_alias=True, indent=2).encode(),
+    )
+    _start_ray()
+    base_tokenizer = base_tokenizer_json(config)
+    cache_uri, manifest = prepare_dataset(config, base_tokenizer)
+    model_config = _model_config(config, manifest.vocab_size)
+    sequences = sequences_in(manifest, model_config.context_length)
+    steps = total_steps(config, sequences)
+    log.info(
+        "training %d steps on %s sequences of %d tokens with %d worker(s)",
+        steps,
+        f"{sequences:,}",
+        model_config.context_length,
+        config.scaling.workers,
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="llmkube-train-"))
+    try:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=LoopConfig(
+                run=config.model_dump(mode="json", by_alias=True),
+                cache_uri=cache_uri,
+                manifest=manifest,
+                model=model_config.model_dump(mode="json", by_alias=True),
+                total_steps=steps,
+                scratch=str(scratch),
+            ).model_dump(mode="json"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=config.scaling.workers,
+                use_gpu=config.scaling.gpus_per_worker > 0,
+                resources_per_worker=_worker_resources(config),
+            ),
+            run_config=ray.train.RunConfig(
+                name=f"llmkube-{config.job.name}",
+                storage_path=str(scratch / "ray-train"),
+                failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            ),
+        )
+        trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        log.error("training failed after %d allowed restart(s): %s", config.max_failures, error)
+        return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if not store.exists(published):
+        log.error("training ended but no model was published at %s", published)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmkube.runtime.train", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="the run config (run.json)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
+    )
+    try:
+        config = TrainingRunConfig.model_validate_json(args.config.read_bytes())
+    except OSError as error:
+        print(f"error: cannot read {args.config}: {error.strerror}", file=sys.stderr)
+        return 2
+    except ValidationError as error:
+        lines = "\n".join(describe(error))
+        print(f"error: {args.config} is not a valid run config:\n{lines}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        code = run(config)
+    except (DataError, StorageError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    log.info("done in %.0fs", time.monotonic() - started)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
