@@ -25,7 +25,7 @@ from llmkube.api.errors import describe
 from llmkube.api.runconfig import GptConfig, TrainingRunConfig
 from llmkube.runtime.artifact import CONFIG_FILE
 from llmkube.runtime.data.errors import DataError
-from llmkube.runtime.data.prepare import base_tokenizer_json, prepare_dataset
+from llmkube.runtime.data.prepare import base_tokenizer_json, check_dataset, prepare_dataset
 from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
 from llmkube.storage import StorageError, open_store
 from llmkube.storage.uri import join
@@ -84,8 +84,10 @@ def run(config: TrainingRunConfig) -> int:
         join(config.output, RUN_CONFIG_FILE),
         config.model_dump_json(by_alias=True, indent=2).encode(),
     )
-    _start_ray()
+    # Wrong URIs and credentials fail here, in a second, before a Ray cluster starts.
+    check_dataset(config)
     base_tokenizer = base_tokenizer_json(config)
+    _start_ray()
     cache_uri, manifest = prepare_dataset(config, base_tokenizer)
     model_config = _model_config(config, manifest.vocab_size)
     sequences = sequences_in(manifest, model_config.context_length)

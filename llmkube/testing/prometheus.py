@@ -1,8 +1,11 @@
 """A real Prometheus server (the Debian package hack/setup.sh installs) scraping given targets."""
 
+import json
 import shutil
+import urllib.parse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -51,6 +54,18 @@ class PrometheusServer(StoppedOnExit):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant-vector result of a PromQL query ([] while it has no series)."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        body = http_get(url)
+        if body is None:
+            raise AssertionError(f"Prometheus did not answer {promql!r}")
+        answer = json.loads(body)
+        if answer.get("status") != "success":
+            raise AssertionError(f"{promql!r} failed: {answer}")
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
 
     def _ready(self) -> bool:
         return http_get(f"{self.url}/-/ready") is not None

@@ -40,14 +40,23 @@ DEFAULT_VALIDATION_FRACTION = 0.05
 
 def dataset_files(store: ObjectStore, source: str, what: str) -> list[ObjectInfo]:
     """The data files under a prefix (hidden and `_`-prefixed names are not data)."""
-    files = [
-        info
-        for info in store.list_info(source)
-        if not info.uri.rsplit("/", 1)[-1].startswith((".", "_"))
-    ]
+    try:
+        listed = store.list_info(source)
+    except StorageError as error:
+        raise type(error)(f"{what}: {error}") from None
+    files = [info for info in listed if not info.uri.rsplit("/", 1)[-1].startswith((".", "_"))]
     if not files:
         raise DataError(f"{what} {source} holds no files; upload the dataset there or fix the URI")
     return files
+
+
+def check_dataset(config: TrainingRunConfig) -> None:
+    """Fail fast on a dataset prefix that is missing, empty or unreadable."""
+    dataset = config.dataset
+    dataset_files(open_store(dataset.source, config.storage), dataset.source, "dataset.source")
+    if dataset.validation.source:
+        source = dataset.validation.source
+        dataset_files(open_store(source, config.storage), source, "dataset.validation.source")
 
 
 def cache_key(config: TrainingRunConfig, files: Sequence[ObjectInfo], base_tokenizer: str) -> str:

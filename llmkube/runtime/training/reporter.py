@@ -35,7 +35,7 @@ class Reporter:
         self.store = store
         self.output = output
         self.total_steps = total_steps
-        self.tags = {"job": job}
+        self.tags = {"training_job": job}
         self.records = self._earlier_records(start_step)
         if start_step > 0:
             self.records.append({"step": start_step, "kind": "resume"})
@@ -49,7 +49,7 @@ class Reporter:
         self.started = time.monotonic()
         self.started_step = start_step
         self.gauges = {
-            name: Gauge(name, description=text, tag_keys=("job",))
+            name: Gauge(name, description=text, tag_keys=("training_job",))
             for name, text in (
                 ("llmkube_train_loss", "Training loss at the latest logged step."),
                 ("llmkube_eval_loss", "Validation loss at the latest evaluation."),

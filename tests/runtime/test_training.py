@@ -1,0 +1,194 @@
+"""The training entrypoint for real: MinIO for data and output, a local Ray cluster, 2 workers."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmkube.api.runconfig import TrainingRunConfig
+from llmkube.runtime.artifact import EVAL_FILE, load_artifact
+from llmkube.runtime.data.manifest import MANIFEST_FILE, DataManifest
+from llmkube.runtime.data.shards import open_splits
+from llmkube.runtime.training.checkpoint import complete_checkpoints
+from llmkube.runtime.training.evaluate import evaluate
+from llmkube.storage.uri import join
+from llmkube.testing.minio import MinioServer
+from llmkube.testing.processes import free_port, wait_until
+from llmkube.testing.prometheus import PrometheusServer
+from llmkube.testing.training import TrainingProcess
+from tests.runtime.training_helpers import (
+    corpus,
+    metrics,
+    progress,
+    run_config,
+    store_for,
+    upload,
+    wait_for_checkpoint,
+)
+
+RUN_TIMEOUT = 300.0
+
+
+@pytest.fixture
+def dataset(minio: MinioServer, bucket: str) -> str:
+    text = corpus()
+    half = len(text) // 2
+    # Two files, so preparation runs two Ray read tasks.
+    upload(minio, bucket, "data/topics-1.txt", text[:half].encode())
+    upload(minio, bucket, "data/topics-2.txt", text[half:].encode())
+    return f"s3://{bucket}/data/"
+
+
+def config_for(minio: MinioServer, bucket: str, dataset: str, **spec: object) -> TrainingRunConfig:
+    return run_config(
+        "topics",
+        source=dataset,
+        output=f"s3://{bucket}/out/",
+        endpoint=minio.endpoint,
+        spec=dict(spec),
+    )
+
+
+def test_trains_evaluates_and_publishes(
+    minio: MinioServer, bucket: str, dataset: str, tmp_path: Path
+) -> None:
+    config = config_for(
+        minio,
+        bucket,
+        dataset,
+        tokenizer={"type": "bpe", "vocabSize": 512},
+        training={"maxSteps": 200, "batchSize": 8, "learningRate": 3e-3},
+        evaluation={"interval": 100, "batches": 8, "samplePrompts": ["The "], "maxNewTokens": 8},
+    )
+    metrics_port = free_port()
+    with PrometheusServer.start([f"127.0.0.1:{metrics_port}"]) as prometheus:
+        env = {
+            **minio.env,
+            "LLMKUBE_RAY_METRICS_PORT": str(metrics_port),
+            "RAY_metrics_report_interval_ms": "1000",
+        }
+        with TrainingProcess(config, tmp_path, env) as run:
+            assert run.wait(RUN_TIMEOUT) == 0, run.log[-4000:]
+            # Ray exports the gauges with its own `ray_` prefix; `job` is Prometheus' own label.
+            def exported(name: str) -> list[float]:
+                query = f'max_over_time(ray_{name}{{training_job="topics"}}[10m])'
+                return [float(series["value"][1]) for series in prometheus.query(query)]
+
+            wait_until(
+                lambda: all(
+                    exported(name)
+                    for name in (
+                        "llmkube_train_step",
+                        "llmkube_train_loss",
+                        "llmkube_eval_loss",
+                        "llmkube_train_tokens_per_second",
+                    )
+                ),
+                timeout=30,
+                what="Prometheus to hold the training gauges",
+            )
+            assert 0 < exported("llmkube_train_step")[0] <= 200
+    store = store_for(config, minio)
+    records = metrics(store, config.output)
+    evaluations = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evaluations] == [0, 100, 200]
+    initial, final = evaluations[0]["eval_loss"], evaluations[-1]["eval_loss"]
+    assert final < 0.75 * initial, (initial, final)
+    assert evaluations[-1]["samples"][0]["prompt"] == "The "
+    assert progress(store, config.output)["step"] == 200  # type: ignore[index]
+    assert [step for step, _ in complete_checkpoints(store, config.output)] == [150, 200]
+
+    model_uri = join(config.output, "model")
+    published = json.loads(store.read_bytes(join(model_uri, EVAL_FILE)))
+    assert published["eval_loss"] == pytest.approx(final)
+    loaded = load_artifact(store, model_uri)
+    assert loaded.tokenizer.get_vocab_size() == 512
+    cache = config.dataset.cache
+    assert cache is not None
+    (cache_uri,) = {uri.rsplit("/", 1)[0] for uri in store.list(cache) if MANIFEST_FILE in uri}
+    manifest = DataManifest.model_validate_json(store.read_bytes(join(cache_uri, MANIFEST_FILE)))
+    _, validation = open_splits(store, cache_uri, manifest, 128, tmp_path)
+    with torch.no_grad():
+        again = evaluate(
+            loaded.model, validation, batches=8, batch_size=8, device=torch.device("cpu")
+        )
+    assert again["eval_loss"] == pytest.approx(final, abs=1e-4)
+    assert "bytes/s" in run.log
+    assert "tok/s" in run.log
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(
+    minio: MinioServer, bucket: str, dataset: str, tmp_path: Path
+) -> None:
+    config = config_for(
+        minio, bucket, dataset, training={"maxSteps": 600, "batchSize": 8, "learningRate": 3e-3}
+    )
+    store = store_for(config, minio)
+    with TrainingProcess(config, tmp_path, minio.env) as run:
+        checkpointed = wait_for_checkpoint(store, config.output, 50, RUN_TIMEOUT, run.log_path)
+        workers = run.train_workers()
+        assert len(workers) == 2, run.log[-3000:]
+        killed = workers[-1]
+        os.kill(killed, signal.SIGKILL)
+        assert run.wait(RUN_TIMEOUT) == 0, run.log[-4000:]
+    records = metrics(store, config.output)
+    resumes = [r["step"] for r in records if r["kind"] == "resume"]
+    assert len(resumes) == 1, run.log[-4000:]
+    assert resumes[0] >= checkpointed
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == sorted(steps), "records after the checkpoint must be redone, not duplicated"
+    assert steps[-1] == 600
+    assert store.exists(join(config.output, "model", "config.json"))
+
+
+def test_a_restarted_driver_resumes_at_the_checkpointed_step(
+    minio: MinioServer, bucket: str, dataset: str, tmp_path: Path
+) -> None:
+    config = config_for(
+        minio, bucket, dataset, training={"maxSteps": 600, "batchSize": 8, "learningRate": 3e-3}
+    )
+    store = store_for(config, minio)
+    with TrainingProcess(config, tmp_path, minio.env) as first:
+        checkpointed = wait_for_checkpoint(store, config.output, 100, RUN_TIMEOUT, first.log_path)
+        first.kill()
+    assert not store.exists(join(config.output, "model", "config.json"))
+    resumed_at = complete_checkpoints(store, config.output)[-1][0]
+    assert resumed_at >= checkpointed
+
+    with TrainingProcess(config, tmp_path, minio.env) as second:
+        assert second.wait(RUN_TIMEOUT) == 0, second.log[-4000:]
+    assert "already prepared" in second.log
+    records = metrics(store, config.output)
+    assert [r["step"] for r in records if r["kind"] == "resume"] == [resumed_at]
+    after = [r["step"] for r in records if r["kind"] == "train" and r["step"] > resumed_at]
+    before = [r["step"] for r in records if r["kind"] == "train" and r["step"] <= resumed_at]
+    assert before and after
+    assert f"resuming at step {resumed_at} of 600" in second.log
+    assert "step 1/600" not in second.log
+
+
+def test_a_storage_outage_mid_run_is_retried_without_corruption(
+    minio: MinioServer, bucket: str, dataset: str, tmp_path: Path
+) -> None:
+    config = config_for(
+        minio, bucket, dataset, training={"maxSteps": 600, "batchSize": 8, "learningRate": 3e-3}
+    )
+    store = store_for(config, minio)
+    with TrainingProcess(config, tmp_path, minio.env) as run:
+        wait_for_checkpoint(store, config.output, 50, RUN_TIMEOUT, run.log_path)
+        minio.pause()
+        try:
+            time.sleep(10)
+        finally:
+            minio.resume()
+        assert run.wait(RUN_TIMEOUT) == 0, run.log[-4000:]
+    records = metrics(store, config.output)
+    steps = [r["step"] for r in records if r["kind"] == "train"]
+    assert steps == sorted(steps)
+    assert steps[-1] == 600
+    assert [step for step, _ in complete_checkpoints(store, config.output)] == [550, 600]
+    load_artifact(store, join(config.output, "model"))
