@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from llmkube.api.runconfig import GptConfig
-from llmkube.runtime.models import build_model
+from llmkube.runtime.models import CausalLM, build_model
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import join
 
@@ -27,7 +27,7 @@ TIED = {"lm_head.weight": "token_embedding.weight"}
 
 @dataclass
 class LoadedModel:
-    model: nn.Module
+    model: CausalLM
     config: GptConfig
     tokenizer: Tokenizer
 

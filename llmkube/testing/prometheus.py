@@ -2,8 +2,8 @@
 
 import json
 import shutil
-import urllib.parse
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 

@@ -73,6 +73,7 @@ def test_trains_evaluates_and_publishes(
         }
         with TrainingProcess(config, tmp_path, env) as run:
             assert run.wait(RUN_TIMEOUT) == 0, run.log[-4000:]
+
             # Ray exports the gauges with its own `ray_` prefix; `job` is Prometheus' own label.
             def exported(name: str) -> list[float]:
                 query = f'max_over_time(ray_{name}{{training_job="topics"}}[10m])'
@@ -166,7 +167,8 @@ def test_a_restarted_driver_resumes_at_the_checkpointed_step(
     assert [r["step"] for r in records if r["kind"] == "resume"] == [resumed_at]
     after = [r["step"] for r in records if r["kind"] == "train" and r["step"] > resumed_at]
     before = [r["step"] for r in records if r["kind"] == "train" and r["step"] <= resumed_at]
-    assert before and after
+    assert before
+    assert after
     assert f"resuming at step {resumed_at} of 600" in second.log
     assert "step 1/600" not in second.log
 

@@ -2,11 +2,10 @@
 
 import io
 import json
+import pydoc_data.topics
 import time
 from pathlib import Path
 from typing import Any
-
-import pydoc_data.topics
 
 from llmkube.api import LLMTrainingJob
 from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE

@@ -7,27 +7,13 @@ so sequences of different lengths can share one batch.
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llmkube.api.runconfig import GptConfig
-
-
-@dataclass
-class KVCache:
-    """Keys and values of every layer, preallocated to `capacity` positions."""
-
-    keys: list[Tensor]
-    values: list[Tensor]
-    length: int = 0
-    """Positions filled so far (the same for every row)."""
-
-    @property
-    def capacity(self) -> int:
-        return self.keys[0].shape[2]
+from llmkube.runtime.models.base import CausalLM, KVCache
 
 
 class CausalSelfAttention(nn.Module):
@@ -100,7 +86,7 @@ class Block(nn.Module):
         return out
 
 
-class GPT(nn.Module):
+class GPT(CausalLM):
     def __init__(self, config: GptConfig) -> None:
         super().__init__()
         self.config = config

@@ -1,0 +1,51 @@
+"""The interface every model implements, so training, evaluation and serving never name a
+model class: build from config, forward with a KV cache, save/load (see artifact.py)."""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer, preallocated to `capacity` positions."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    length: int = 0
+    """Positions filled so far (the same for every row)."""
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+
+class CausalLM(nn.Module, ABC):
+    """A decoder-only language model."""
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int:
+        """Longest sequence in tokens."""
+
+    @abstractmethod
+    def new_cache(
+        self, batch_size: int, capacity: int | None = None, *, device: torch.device | None = None
+    ) -> KVCache:
+        """An empty KV cache for `batch_size` rows of up to `capacity` positions."""
+
+    @abstractmethod
+    def forward(
+        self,
+        tokens: Tensor,
+        cache: KVCache | None = None,
+        *,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """Logits for every position of `tokens` [batch, steps]. With a cache, attends to what it
+        holds and appends the new keys and values. `positions` [batch, steps] and a boolean
+        attention `mask` [batch, 1, steps, cached + steps] let rows of different lengths share a
+        batch; without them positions continue from the cache and attention is causal."""

@@ -1,0 +1,119 @@
+"""Dataset transforms: parsing and cleaning files, the tokenizers, and batch addressing."""
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from llmkube.api.training import Preprocessing, TokenizerSpec
+from llmkube.runtime.data.documents import clean, file_documents
+from llmkube.runtime.data.shards import Sequences, TrainingBatches
+from llmkube.runtime.tokenizer import END_OF_TEXT, build_tokenizer, byte_tokenizer, separator_ids
+
+DEFAULTS = Preprocessing()
+
+
+def test_text_files_split_on_blank_lines() -> None:
+    data = b"First paragraph\nstill first.\n\n  \n\nSecond one.\r\n\r\nThird.\n"
+    result = file_documents(data, "text", "text", DEFAULTS)
+    assert result.documents == ["First paragraph\nstill first.", "Second one.", "Third."]
+    assert result.bytes_read == len(data)
+
+
+def test_cleaning_normalizes_and_strips_control_characters() -> None:
+    decomposed = "cafe\u0301\x00\x07 tab\there\x9f"
+    assert clean(decomposed, DEFAULTS) == "café tab\there"
+    assert clean("ﬁ", Preprocessing(normalize_unicode="NFKC")) == "fi"
+    assert clean("e\u0301", Preprocessing(normalize_unicode="none")) == "e\u0301"
+
+
+def test_short_documents_are_counted_as_skipped() -> None:
+    result = file_documents(b"ok document\n\nno", "text", "text", Preprocessing(min_chars=5))
+    assert result.documents == ["ok document"]
+    assert result.skipped == {"shorter than minChars": 1}
+
+
+def test_non_utf8_files_are_skipped_with_the_offset() -> None:
+    result = file_documents(b"abc\xff", "text", "text", DEFAULTS)
+    assert result.documents == []
+    assert result.skipped == {"file not UTF-8 (first bad byte at offset 3)": 1}
+
+
+def test_jsonl_skips_bad_lines_and_missing_fields_with_counts() -> None:
+    lines = [json.dumps({"text": "kept"}), "{broken", json.dumps({"body": "x"}), "[1, 2]", ""]
+    result = file_documents("\n".join(lines).encode(), "jsonl", "text", DEFAULTS)
+    assert result.documents == ["kept"]
+    assert result.skipped == {
+        "line not valid JSON": 1,
+        "record without a string field 'text'": 2,
+    }
+
+
+def test_parquet_reads_the_text_field() -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"content": ["one", None, "two"], "id": [1, 2, 3]}), buffer)
+    result = file_documents(buffer.getvalue(), "parquet", "content", DEFAULTS)
+    assert result.documents == ["one", "two"]
+    assert result.skipped == {"row whose 'content' is not a string": 1}
+    missing = file_documents(buffer.getvalue(), "parquet", "text", DEFAULTS)
+    assert missing.skipped == {"Parquet file without column 'text' (has ['content', 'id'])": 1}
+
+
+def test_byte_tokenizer_is_the_identity_on_bytes() -> None:
+    tokenizer = byte_tokenizer()
+    text = "héllo\n\x00 wörld"
+    assert tokenizer.encode(text).ids == list(text.encode())
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text
+    assert tokenizer.get_vocab_size() == 256
+    assert separator_ids(tokenizer) == [10, 10]
+
+
+def test_bpe_learns_the_requested_vocabulary() -> None:
+    documents = [f"the quick brown fox {i} jumps over the lazy dog" for i in range(300)]
+    tokenizer = build_tokenizer(TokenizerSpec(type="bpe", vocab_size=300), documents)
+    assert tokenizer.get_vocab_size() == 300
+    assert separator_ids(tokenizer) == [tokenizer.token_to_id(END_OF_TEXT)]
+    encoded = tokenizer.encode("the quick brown fox")
+    assert len(encoded.ids) < len("the quick brown fox")
+    assert tokenizer.decode(encoded.ids) == "the quick brown fox"
+
+
+def batches(workers: int = 2) -> TrainingBatches:
+    stream = np.arange(10 * 4 + 1, dtype=np.uint16)  # 10 sequences of 4 (+1) tokens
+    return TrainingBatches(
+        Sequences([stream], context_length=4), batch_size=2, accumulation=2, workers=workers, seed=3
+    )
+
+
+def test_sequences_are_non_overlapping_windows() -> None:
+    inputs, targets = batches().sequences.batch([0, 9])
+    assert inputs.tolist() == [[0, 1, 2, 3], [36, 37, 38, 39]]
+    assert targets.tolist() == [[1, 2, 3, 4], [37, 38, 39, 40]]
+
+
+def test_workers_get_disjoint_samples_and_a_step_is_reproducible() -> None:
+    plan = batches()
+    firsts = []
+    for micro in range(2):
+        for rank in range(2):
+            firsts.extend(plan.batch(step=0, micro=micro, rank=rank)[0][:, 0].tolist())
+    assert len(firsts) == len(set(firsts)) == 8
+    again = batches()
+    assert again.batch(step=1, micro=1, rank=1)[0].tolist() == plan.batch(1, 1, 1)[0].tolist()
+
+
+def test_an_epoch_visits_every_sequence_once() -> None:
+    plan = batches(workers=1)  # 4 samples per step; 10 sequences -> 2.5 steps per epoch
+    seen = [
+        first
+        for step in range(5)
+        for micro in range(2)
+        for first in plan.batch(step, micro, 0)[0][:, 0].tolist()
+    ]
+    assert sorted(seen[:10]) == list(range(0, 40, 4))
+    assert sorted(seen[10:20]) == list(range(0, 40, 4))
+    assert seen[:10] != seen[10:20]
+    assert plan.epoch_at(5) == pytest.approx(2.0)
