@@ -64,7 +64,7 @@ def _worker_resources(config: TrainingRunConfig) -> dict[str, float]:
     return resources
 
 
-def _start_ray() -> None:
+def start_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
@@ -87,7 +87,7 @@ def run(config: TrainingRunConfig) -> int:
     # Wrong URIs and credentials fail here, in a second, before a Ray cluster starts.
     check_dataset(config)
     base_tokenizer = base_tokenizer_json(config)
-    _start_ray()
+    start_ray()
     cache_uri, manifest = prepare_dataset(config, base_tokenizer)
     model_config = _model_config(config, manifest.vocab_size)
     sequences = sequences_in(manifest, model_config.context_length)

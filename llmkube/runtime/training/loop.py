@@ -57,8 +57,8 @@ class LoopConfig(BaseModel):
     """A local folder the driver removes at the end."""
 
 
-def _log_every(total_steps: int) -> int:
-    return max(1, min(50, total_steps // 100))
+def log_every(total_steps: int) -> int:
+    return max(1, min(50, total_steps // 20))
 
 
 def _shard_store(config: TrainingRunConfig, cache_uri: str) -> ObjectStore:
@@ -177,7 +177,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if state.step == 0:
         run_evaluation(0)
     tokens_per_step = batches.samples_per_step * model_config.context_length
-    log_every = _log_every(setup.total_steps)
+    logged_every = log_every(setup.total_steps)
     interval_start, interval_steps = time.monotonic(), 0
     loss_sum = torch.zeros((), device=device)
     last_eval: dict[str, Any] | None = None
@@ -209,7 +209,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         interval_steps += 1
         state.step, state.samples = done, done * batches.samples_per_step
         state.tokens_seen = done * tokens_per_step
-        if done % log_every == 0 or done == setup.total_steps:
+        if done % logged_every == 0 or done == setup.total_steps:
             if world > 1:
                 dist.all_reduce(loss_sum)
             last_train_loss = float(loss_sum) / interval_steps / world
