@@ -112,7 +112,9 @@ def loader_tokens_per_second(batches: TrainingBatches, steps: int) -> float:
 
 
 def ray_steady_tokens_per_second(records: list[dict[str, Any]], warmup: int) -> float:
-    rates = [r["tokens_per_second"] for r in records if r["kind"] == "train" and r["step"] > warmup]
+    rates: list[float] = [
+        r["tokens_per_second"] for r in records if r["kind"] == "train" and r["step"] > warmup
+    ]
     return statistics.median(rates)
 
 
