@@ -41,7 +41,7 @@ class MetricsRecord(WireModel):
     step: int
     """Optimizer step the numbers belong to."""
     kind: str = "train"
-    """train or eval."""
+    """train, eval, or resume (training carried on from the checkpoint at this step)."""
     train_loss: float | None = None
     """Training loss (train records)."""
     learning_rate: float | None = None

@@ -56,7 +56,7 @@ def latest_metrics(lines: str) -> TrainingMetrics | None:
             continue
         if record.kind == "eval":
             evaluation = record
-        else:
+        elif record.kind == "train":
             train = record
     if train is None and evaluation is None:
         return None

@@ -121,6 +121,22 @@ def test_trains_evaluates_and_publishes(
     assert "bytes/s" in run.log
     assert "tok/s" in run.log
 
+    # Continuing from the published model starts where it ended: same tokenizer, same
+    # validation documents, so the new run's step-0 evaluation equals the published one.
+    continued = config_for(
+        minio,
+        bucket,
+        dataset,
+        model={"preset": "tiny", "base": model_uri},
+        training={"maxSteps": 10, "batchSize": 8, "learningRate": 1e-4},
+        evaluation={"interval": 100, "batches": 8},
+    ).model_copy(update={"output": f"s3://{bucket}/continued"})
+    with TrainingProcess(continued, tmp_path / "continued", minio.env) as run:
+        assert run.wait(RUN_TIMEOUT) == 0, run.log[-4000:]
+    first_eval = next(r for r in metrics(store, continued.output) if r["kind"] == "eval")
+    assert first_eval["step"] == 0
+    assert first_eval["eval_loss"] == pytest.approx(final, abs=1e-4)
+
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint(
     minio: MinioServer, bucket: str, dataset: str, tmp_path: Path

@@ -217,6 +217,7 @@ def test_latest_metrics_skips_bad_lines() -> None:
             '{"step": 2, "kind": "eval", "eval_loss": 4.0, "perplexity": 54.6, "accuracy": 0.2}',
             '{"step": 3, "train_loss": 3.0, "tokens_per_second": 1000}',
             '{"no_step": true}',
+            '{"step": 2, "kind": "resume"}',
         ]
     )
     metrics = latest_metrics(lines)
