@@ -13,9 +13,14 @@ class KVCache:
     """Keys and values of every layer, preallocated to `capacity` positions."""
 
     keys: list[Tensor]
+    """Per layer: [slots, heads, capacity, head_dim]."""
     values: list[Tensor]
     length: int = 0
-    """Positions filled so far (the same for every row)."""
+    """Positions filled so far, when every row is one sequence filled in lockstep."""
+    rows: Tensor | None = None
+    """Slotted use (the serving engine): the cache slot of each batch row. The forward call then
+    writes each row's keys and values at its own `positions` and attends over the first
+    `mask.shape[-1]` positions of its slot; `length` is not used."""
 
     @property
     def capacity(self) -> int:

@@ -32,13 +32,23 @@ class CausalSelfAttention(nn.Module):
         cache: KVCache | None,
         layer: int,
         mask: Tensor | None,
+        positions: Tensor | None,
     ) -> Tensor:
         batch, steps, width = x.shape
         q, k, v = self.qkv(x).split(width, dim=2)
         q, k, v = (
             t.view(batch, steps, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v)
         )
-        if cache is not None:
+        if cache is not None and cache.rows is not None:
+            assert positions is not None, "a slotted cache needs positions"
+            assert mask is not None, "a slotted cache needs a mask"
+            rows = cache.rows[:, None].expand(batch, steps)
+            cache.keys[layer][rows, :, positions] = k.transpose(1, 2)
+            cache.values[layer][rows, :, positions] = v.transpose(1, 2)
+            span = mask.shape[-1]
+            k = cache.keys[layer][cache.rows, :, :span]
+            v = cache.values[layer][cache.rows, :, :span]
+        elif cache is not None:
             start = cache.length
             cache.keys[layer][:batch, :, start : start + steps] = k
             cache.values[layer][:batch, :, start : start + steps] = v
@@ -80,8 +90,15 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
 
-    def forward(self, x: Tensor, cache: KVCache | None, layer: int, mask: Tensor | None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer, mask)
+    def forward(
+        self,
+        x: Tensor,
+        cache: KVCache | None,
+        layer: int,
+        mask: Tensor | None,
+        positions: Tensor | None,
+    ) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask, positions)
         out: Tensor = x + self.mlp(self.ln_2(x))
         return out
 
@@ -152,8 +169,8 @@ class GPT(CausalLM):
             positions = torch.arange(start, start + steps, device=tokens.device)
         x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer, mask)
-        if cache is not None:
+            x = block(x, cache, layer, mask, positions)
+        if cache is not None and cache.rows is None:
             cache.length += steps
         logits: Tensor = self.lm_head(self.ln_f(x))
         return logits

@@ -1,0 +1,302 @@
+"""The generation engine of one replica: KV-cache decoding with continuous batching.
+
+One thread owns the model. Between two decode steps it admits waiting requests (prefilling
+each into a free slot of one preallocated KV cache) and drops finished and cancelled ones; each
+decode step then advances every running sequence by one token in a single forward pass, rows
+at their own positions. Callers on an asyncio loop submit requests and read events as they come.
+"""
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tokenizers import Tokenizer
+
+from llmkube.runtime.models import CausalLM
+from llmkube.runtime.sampling import SamplingParams, choose_next
+from llmkube.runtime.serving.observer import EngineObserver, NullObserver
+from llmkube.runtime.serving.text import TextAssembler
+
+FinishReason = str  # "stop" | "length"
+
+
+class EngineOverloadedError(Exception):
+    """The replica already holds its maximum of running plus queued requests."""
+
+    def __init__(self, limit: int, retry_after: float) -> None:
+        super().__init__(f"the server is at its limit of {limit} concurrent requests")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: list[int]
+    max_tokens: int
+    params: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0))
+    stop: Sequence[str] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    text: str
+    """Text produced since the previous event (may be empty)."""
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+    token: int | None = None
+    """The token this event is for (None when it was a stop token)."""
+
+
+@dataclass
+class _Sequence:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    events: "asyncio.Queue[GenerationEvent | BaseException]"
+    assembler: TextAssembler
+    generator: torch.Generator
+    submitted: float
+    slot: int = -1
+    length: int = 0
+    last_token: int = 0
+    generated: list[int] = field(default_factory=list)
+    last_token_time: float = 0.0
+    cancelled: bool = False
+    finished: bool = False
+
+
+class Generation:
+    """The events of one submitted request, the last with a finish_reason. Leaving the loop early
+    (a client that went away) cancels the request; its slot is freed at the next step."""
+
+    def __init__(self, sequence: _Sequence) -> None:
+        self._sequence = sequence
+
+    def cancel(self) -> None:
+        self._sequence.cancelled = True
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        try:
+            while True:
+                event = await self._sequence.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if event.finish_reason is not None:
+                    return
+        finally:
+            self.cancel()
+
+
+class Engine:
+    def __init__(
+        self,
+        model: CausalLM,
+        tokenizer: Tokenizer,
+        *,
+        max_batch_size: int,
+        max_concurrent_requests: int,
+        stop_token_ids: Sequence[int] = (),
+        device: torch.device | str = "cpu",
+        observer: EngineObserver | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.max_concurrent = max_concurrent_requests
+        self.stop_token_ids = set(stop_token_ids)
+        self.device = torch.device(device)
+        self.observer = observer or NullObserver()
+        self.cache = model.new_cache(max_batch_size, model.context_length, device=self.device)
+        self._free_slots = list(range(max_batch_size - 1, -1, -1))
+        self._waiting: deque[_Sequence] = deque()
+        self._running: list[_Sequence] = []
+        self._wakeup = threading.Condition()
+        self._stopped = False
+        self._seeds = itertools.count(int(time.time_ns() % 2**31))
+        self._step_seconds = 0.05
+        self._thread = threading.Thread(target=self._loop, name="llmkube-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def close(self) -> None:
+        with self._wakeup:
+            self._stopped = True
+            self._wakeup.notify()
+        self._thread.join(timeout=10)
+
+    def submit(self, request: GenerationRequest) -> "Generation":
+        """Queue a request (call from the event loop that will read it). Raises
+        EngineOverloadedError at once when the replica is full."""
+        seed = request.seed if request.seed is not None else next(self._seeds)
+        sequence = _Sequence(
+            request=request,
+            loop=asyncio.get_running_loop(),
+            events=asyncio.Queue(),
+            assembler=TextAssembler(self.tokenizer, request.stop),
+            generator=torch.Generator(device=self.device).manual_seed(seed),
+            submitted=time.monotonic(),
+        )
+        with self._wakeup:
+            if len(self._waiting) + len(self._running) >= self.max_concurrent:
+                queued_steps = len(self._waiting) / self.max_batch_size + 1
+                raise EngineOverloadedError(
+                    self.max_concurrent,
+                    retry_after=max(1.0, queued_steps * request.max_tokens * self._step_seconds),
+                )
+            self._waiting.append(sequence)
+            self.observer.queue_depth(len(self._waiting))
+            self._wakeup.notify()
+        return Generation(sequence)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """`submit` and iterate in one call."""
+        async for event in self.submit(request):
+            yield event
+
+    # --- the engine thread -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._wakeup:
+                while not self._stopped and not self._waiting and not self._running:
+                    self._wakeup.wait()
+                if self._stopped:
+                    return
+                admitted = []
+                while self._waiting and self._free_slots:
+                    sequence = self._waiting.popleft()
+                    if not sequence.cancelled:
+                        sequence.slot = self._free_slots.pop()
+                        admitted.append(sequence)
+                self.observer.queue_depth(len(self._waiting))
+            for sequence in admitted:
+                self._guarded(self._prefill, sequence)
+            self._drop_done()
+            if self._running:
+                began = time.monotonic()
+                try:
+                    self._decode_step()
+                except Exception as error:
+                    for sequence in list(self._running):
+                        self._fail(sequence, error)
+                self._step_seconds = 0.9 * self._step_seconds + 0.1 * (time.monotonic() - began)
+                self._drop_done()
+
+    def _guarded(self, action: Callable[[_Sequence], None], sequence: _Sequence) -> None:
+        try:
+            action(sequence)
+        except Exception as error:
+            self._fail(sequence, error)
+
+    def _prefill(self, sequence: _Sequence) -> None:
+        prompt = sequence.request.prompt
+        steps = len(prompt)
+        self._running.append(sequence)
+        self.observer.admitted(time.monotonic() - sequence.submitted)
+        self.cache.rows = torch.tensor([sequence.slot], device=self.device)
+        causal = torch.ones(steps, steps, dtype=torch.bool, device=self.device).tril()
+        logits = self.model(
+            torch.tensor([prompt], device=self.device),
+            self.cache,
+            positions=torch.arange(steps, device=self.device)[None],
+            mask=causal[None, None],
+        )[:, -1]
+        sequence.length = steps
+        self._accept(sequence, self._choose(logits, [sequence])[0])
+
+    def _decode_step(self) -> None:
+        running = self._running
+        self.observer.batch_size(len(running))
+        device = self.device
+        lengths = torch.tensor([s.length for s in running], device=device)
+        span = int(lengths.max()) + 1
+        mask = torch.arange(span, device=device)[None, :] <= lengths[:, None]
+        self.cache.rows = torch.tensor([s.slot for s in running], device=device)
+        logits = self.model(
+            torch.tensor([[s.last_token] for s in running], device=device),
+            self.cache,
+            positions=lengths[:, None],
+            mask=mask[:, None, None, :],
+        )[:, -1]
+        for sequence in running:
+            sequence.length += 1
+        for sequence, token in zip(list(running), self._choose(logits, running), strict=True):
+            self._accept(sequence, token)
+
+    def _choose(self, logits: torch.Tensor, sequences: Sequence[_Sequence]) -> list[int]:
+        greedy = logits.argmax(dim=-1).tolist()
+        chosen = []
+        for row, sequence in enumerate(sequences):
+            params = sequence.request.params
+            if params.temperature <= 0:
+                chosen.append(int(greedy[row]))
+            else:
+                token = choose_next(logits[row : row + 1], params, sequence.generator)
+                chosen.append(int(token.item()))
+        return chosen
+
+    def _accept(self, sequence: _Sequence, token: int) -> None:
+        now = time.monotonic()
+        if sequence.generated:
+            self.observer.inter_token(now - sequence.last_token_time)
+        else:
+            self.observer.first_token(now - sequence.submitted)
+        sequence.last_token_time = now
+        sequence.last_token = token
+        finish: FinishReason | None = None
+        kept: int | None = None
+        if token in self.stop_token_ids:
+            finish = "stop"
+        else:
+            kept = token
+            sequence.generated.append(token)
+            self.observer.generated(1)
+            if sequence.assembler.add(token):
+                finish = "stop"
+            elif (
+                len(sequence.generated) >= sequence.request.max_tokens
+                or sequence.length + 1 > self.context_length
+            ):
+                finish = "length"
+        text = sequence.assembler.flush() if finish else sequence.assembler.take()
+        self._send(sequence, GenerationEvent(text, len(sequence.generated), finish, kept))
+        if finish:
+            sequence.finished = True
+
+    def _send(self, sequence: _Sequence, event: GenerationEvent | BaseException) -> None:
+        try:
+            sequence.loop.call_soon_threadsafe(sequence.events.put_nowait, event)
+        except RuntimeError:  # its event loop is gone: nobody is listening any more
+            sequence.cancelled = True
+
+    def _fail(self, sequence: _Sequence, error: BaseException) -> None:
+        sequence.finished = True
+        self._send(sequence, error)
+
+    def _drop_done(self) -> None:
+        keep = []
+        for sequence in self._running:
+            if sequence.finished or sequence.cancelled:
+                self._free_slots.append(sequence.slot)
+            else:
+                keep.append(sequence)
+        if len(keep) != len(self._running):
+            with self._wakeup:
+                self._running = keep

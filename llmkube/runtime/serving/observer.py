@@ -1,0 +1,32 @@
+"""What the engine reports as it works; the Ray Serve app turns it into Prometheus metrics."""
+
+from typing import Protocol
+
+
+class EngineObserver(Protocol):
+    def queue_depth(self, waiting: int) -> None: ...
+    def admitted(self, waited_seconds: float) -> None: ...
+    def batch_size(self, running: int) -> None: ...
+    def first_token(self, seconds: float) -> None: ...
+    def inter_token(self, seconds: float) -> None: ...
+    def generated(self, tokens: int) -> None: ...
+
+
+class NullObserver:
+    def queue_depth(self, waiting: int) -> None:
+        pass
+
+    def admitted(self, waited_seconds: float) -> None:
+        pass
+
+    def batch_size(self, running: int) -> None:
+        pass
+
+    def first_token(self, seconds: float) -> None:
+        pass
+
+    def inter_token(self, seconds: float) -> None:
+        pass
+
+    def generated(self, tokens: int) -> None:
+        pass
