@@ -119,6 +119,8 @@ class Engine:
         self._stopped = False
         self._seeds = itertools.count(int(time.time_ns() % 2**31))
         self._step_seconds = 0.05
+        self.generated_total = 0
+        """Tokens generated since start (what /healthz reports)."""
         self._thread = threading.Thread(target=self._loop, name="llmkube-engine", daemon=True)
         self._thread.start()
 
@@ -267,6 +269,7 @@ class Engine:
         else:
             kept = token
             sequence.generated.append(token)
+            self.generated_total += 1
             self.observer.generated(1)
             if sequence.assembler.add(token):
                 finish = "stop"

@@ -1,0 +1,182 @@
+"""The Ray Serve application an LLMDeployment runs: `llmkube.runtime.serve:app`, with the run
+config as its `config` argument (the operator writes it into the RayService's serveConfigV2).
+
+Locally: `python -m llmkube.runtime.serve --config serve.json [--port 8000]` starts Ray and
+Serve on this machine and serves until interrupted.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import ray
+import torch
+from fastapi import FastAPI
+from pydantic import ValidationError
+from ray import serve
+from ray.serve import Application
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from llmkube.api.errors import describe
+from llmkube.api.runconfig import ServeRunConfig
+from llmkube.runtime.artifact import CONFIG_FILE, load_artifact
+from llmkube.runtime.serving.engine import Engine
+from llmkube.runtime.serving.metrics import ServingMetrics
+from llmkube.runtime.serving.openai_api import Limits, OpenAIService
+from llmkube.runtime.serving.protocol import ApiError
+from llmkube.runtime.tokenizer import END_OF_TEXT
+from llmkube.storage import StorageError, open_store
+from llmkube.storage.uri import join
+
+APP_NAME = "llm"
+DEPLOYMENT_NAME = "LLMServer"
+METRICS_PORT_ENV = "LLMKUBE_RAY_METRICS_PORT"
+
+api = FastAPI(title="llmkube", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, error: HTTPException) -> Response:
+    return ApiError(
+        error.status_code, f"{request.method} {request.url.path}: {error.detail}"
+    ).response()
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class LLMServer:
+    def __init__(self, config: dict[str, Any]) -> None:
+        run = ServeRunConfig.model_validate(config)
+        torch.set_num_threads(run.cpus_per_replica)
+        device = "cuda" if run.gpus_per_replica and torch.cuda.is_available() else "cpu"
+        loaded = load_artifact(open_store(run.model_uri, run.storage), run.model_uri, device=device)
+        api_key = None
+        if run.api_key_env is not None:
+            api_key = os.environ.get(run.api_key_env)
+            if not api_key:
+                raise RuntimeError(
+                    f"serving.apiKeySecret is set but ${run.api_key_env} is empty in the replica; "
+                    "check the Secret and key it names"
+                )
+        name = run.deployment.name
+        self.metrics = ServingMetrics(name, name)
+        end_of_text = loaded.tokenizer.token_to_id(END_OF_TEXT)
+        self.engine = Engine(
+            loaded.model,
+            loaded.tokenizer,
+            max_batch_size=run.serving.max_batch_size,
+            max_concurrent_requests=run.serving.max_concurrent_requests,
+            stop_token_ids=[end_of_text] if end_of_text is not None else [],
+            device=device,
+            observer=self.metrics,
+        )
+        context = loaded.model.context_length
+        self.service = OpenAIService(
+            self.engine,
+            loaded.tokenizer,
+            model_name=name,
+            limits=Limits(
+                max_prompt_tokens=min(run.serving.max_prompt_tokens or context, context),
+                max_tokens=run.serving.max_tokens,
+            ),
+            api_key=api_key,
+            metrics=self.metrics,
+        )
+
+    @api.get("/v1/models")
+    def models(self, request: Request) -> Response:
+        return self.service.models(request)
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self.service.completions(request)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self.service.chat_completions(request)
+
+    @api.get("/healthz")
+    def healthz(self) -> Response:
+        return self.service.health()
+
+    @api.get("/readyz")
+    def readyz(self) -> Response:
+        return self.service.health()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
+
+def app(args: dict[str, Any]) -> Application:
+    """The application builder Ray Serve calls with the serveConfigV2 `args`."""
+    config = ServeRunConfig.model_validate(args["config"])
+    resources = {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica}
+    application: Application = LLMServer.options(  # type: ignore[attr-defined]
+        num_replicas=config.replicas,
+        # Above the engine's own limit, so the excess reaches it and gets a 429 with Retry-After
+        # instead of waiting in Serve's queue.
+        max_ongoing_requests=2 * config.serving.max_concurrent_requests,
+        ray_actor_options=resources,
+    ).bind(config.model_dump(mode="json", by_alias=True))
+    return application
+
+
+def check_model(config: ServeRunConfig) -> None:
+    """Fail before starting anything when the artifact is not there."""
+    uri = join(config.model_uri, CONFIG_FILE)
+    if not open_store(uri, config.storage).exists(uri):
+        raise StorageError(
+            f"no model artifact at {config.model_uri} ({CONFIG_FILE} is missing); point modelUri "
+            "at a published model/ folder"
+        )
+
+
+def serve_locally(config: ServeRunConfig, host: str, port: int, stop: threading.Event) -> None:
+    check_model(config)
+    metrics_port = os.environ.get(METRICS_PORT_ENV)
+    ray.init(_metrics_export_port=int(metrics_port) if metrics_port else None)
+    # Right after Ray starts: its own handlers would turn SIGTERM into a crash report.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(app({"config": config.model_dump(mode="json")}), name=APP_NAME, route_prefix="/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmkube.runtime.serve", description=__doc__)
+    parser.add_argument("--config", required=True, help="the serve run config (JSON)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    try:
+        with open(args.config, "rb") as file:
+            config = ServeRunConfig.model_validate_json(file.read())
+    except OSError as error:
+        print(f"error: cannot read {args.config}: {error.strerror}", file=sys.stderr)
+        return 2
+    except ValidationError as error:
+        lines = "\n".join(describe(error))
+        print(f"error: {args.config} is not a valid serve config:\n{lines}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    try:
+        serve_locally(config, args.host, args.port, stop)
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"serving {config.deployment.name} at http://{args.host}:{args.port}/v1", flush=True)
+    stop.wait()
+    serve.shutdown()  # type: ignore[no-untyped-call]
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

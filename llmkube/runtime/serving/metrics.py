@@ -1,0 +1,97 @@
+"""Serving metrics (design.md §5 names), recorded through Ray's metrics agent.
+
+Each replica is its own process; Ray's per-node agent aggregates them and exports on the Ray
+metrics port (8080 under KubeRay, which the operator's Service and ServiceMonitor scrape). Ray
+prefixes application metrics with `ray_`, so Prometheus sees e.g. `ray_llmkube_requests_total`.
+"""
+
+from ray.util.metrics import Counter, Gauge, Histogram
+
+LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+TOKEN_LATENCY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+TAGS = ("deployment", "model")
+
+
+class ServingMetrics:
+    """The engine's observer plus the HTTP layer's request accounting."""
+
+    def __init__(self, deployment: str, model: str) -> None:
+        self.tags = {"deployment": deployment, "model": model}
+        self.requests = Counter(
+            "llmkube_requests_total",
+            description="Requests answered, by HTTP status.",
+            tag_keys=(*TAGS, "status"),
+        )
+        self.duration = Histogram(
+            "llmkube_request_duration_seconds",
+            description="Time from a request's arrival to its last byte.",
+            boundaries=LATENCY_BOUNDARIES,
+            tag_keys=TAGS,
+        )
+        self.ttft = Histogram(
+            "llmkube_time_to_first_token_seconds",
+            description="Time from a request's arrival to its first generated token.",
+            boundaries=LATENCY_BOUNDARIES,
+            tag_keys=TAGS,
+        )
+        self.itl = Histogram(
+            "llmkube_inter_token_latency_seconds",
+            description="Time between consecutive generated tokens of a request.",
+            boundaries=TOKEN_LATENCY_BOUNDARIES,
+            tag_keys=TAGS,
+        )
+        self.prompt_tokens = Counter(
+            "llmkube_prompt_tokens_total", description="Prompt tokens processed.", tag_keys=TAGS
+        )
+        self.generated_tokens = Counter(
+            "llmkube_generated_tokens_total", description="Tokens generated.", tag_keys=TAGS
+        )
+        self.in_flight = Gauge(
+            "llmkube_requests_in_flight",
+            description="Requests being answered (queued or decoding).",
+            tag_keys=TAGS,
+        )
+        self.queue = Gauge(
+            "llmkube_queue_depth",
+            description="Requests waiting for a batch slot.",
+            tag_keys=TAGS,
+        )
+        self.batch = Gauge(
+            "llmkube_batch_size", description="Sequences in the latest decode step.", tag_keys=TAGS
+        )
+        self._in_flight = 0
+        for gauge in (self.in_flight, self.queue, self.batch):
+            gauge.set(0, tags=self.tags)
+
+    # The HTTP layer.
+    def started(self, prompt_tokens: int) -> None:
+        self._in_flight += 1
+        self.in_flight.set(self._in_flight, tags=self.tags)
+        self.prompt_tokens.inc(prompt_tokens, tags=self.tags)
+
+    def finished(self) -> None:
+        self._in_flight -= 1
+        self.in_flight.set(self._in_flight, tags=self.tags)
+
+    def answered(self, status: int, seconds: float) -> None:
+        self.requests.inc(1, tags={**self.tags, "status": str(status)})
+        self.duration.observe(seconds, tags=self.tags)
+
+    # The engine (EngineObserver).
+    def queue_depth(self, waiting: int) -> None:
+        self.queue.set(waiting, tags=self.tags)
+
+    def admitted(self, waited_seconds: float) -> None:
+        pass
+
+    def batch_size(self, running: int) -> None:
+        self.batch.set(running, tags=self.tags)
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds, tags=self.tags)
+
+    def inter_token(self, seconds: float) -> None:
+        self.itl.observe(seconds, tags=self.tags)
+
+    def generated(self, tokens: int) -> None:
+        self.generated_tokens.inc(tokens, tags=self.tags)

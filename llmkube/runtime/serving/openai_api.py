@@ -1,0 +1,297 @@
+"""The OpenAI-compatible endpoints of one replica, over the engine. Routes in
+`llmkube.runtime.serve` hand each request here; everything that can go wrong with a request
+ends as an `ApiError` in OpenAI's shape."""
+
+import hmac
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from tokenizers import Tokenizer
+
+from llmkube.runtime.sampling import SamplingParams
+from llmkube.runtime.serving.engine import (
+    Engine,
+    EngineOverloadedError,
+    GenerationEvent,
+    GenerationRequest,
+)
+from llmkube.runtime.serving.metrics import ServingMetrics
+from llmkube.runtime.serving.protocol import (
+    CHAT_STOP,
+    ApiError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingFields,
+    invalid_body,
+    render_chat,
+)
+from llmkube.runtime.tokenizer import separator_ids
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_tokens: int
+    max_tokens: int
+
+
+@dataclass
+class _Prepared:
+    kind: str  # "completion" | "chat"
+    body: SamplingFields
+    prompt: list[int]
+    generation: Any  # engine.Generation
+    started: float
+
+
+class OpenAIService:
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer: Tokenizer,
+        *,
+        model_name: str,
+        limits: Limits,
+        api_key: str | None,
+        metrics: ServingMetrics | None,
+    ) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.limits = limits
+        self.api_key = api_key
+        self.metrics = metrics
+        self.created = int(time.time())
+
+    # --- plain endpoints ---------------------------------------------------------------------
+
+    def models(self, request: Request) -> Response:
+        try:
+            self._authorize(request)
+        except ApiError as error:
+            return error.response()
+        card = {"id": self.model_name, "object": "model", "created": self.created}
+        return JSONResponse({"object": "list", "data": [{**card, "owned_by": "llmkube"}]})
+
+    def health(self) -> Response:
+        engine = self.engine
+        return JSONResponse(
+            {
+                "status": "ok",
+                "running": engine.running,
+                "waiting": engine.waiting,
+                "generated_tokens": engine.generated_total,
+            }
+        )
+
+    # --- generation --------------------------------------------------------------------------
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, "completion")
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._generate(request, "chat")
+
+    async def _generate(self, request: Request, kind: str) -> Response:
+        started = time.monotonic()
+        try:
+            prepared = await self._prepare(request, kind, started)
+        except ApiError as error:
+            self._answered(error.status, started)
+            return error.response()
+        if prepared.body.stream:
+            return StreamingResponse(
+                self._stream(prepared),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        return await self._whole(prepared)
+
+    async def _prepare(self, request: Request, kind: str, started: float) -> _Prepared:
+        self._authorize(request)
+        raw = await request.body()
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(
+                400, "the request body is not valid JSON; send a JSON object", code="invalid_json"
+            ) from None
+        if not isinstance(payload, dict):
+            raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+        schema: type[BaseModel] = (
+            CompletionRequest if kind == "completion" else ChatCompletionRequest
+        )
+        try:
+            body = schema.model_validate(payload)
+        except ValidationError as error:
+            raise invalid_body(error) from None
+        assert isinstance(body, SamplingFields)
+        if body.model != self.model_name:
+            raise ApiError(
+                404,
+                f"The model `{body.model}` does not exist; this server serves "
+                f"`{self.model_name}` (see GET /v1/models)",
+                param="model",
+                code="model_not_found",
+            )
+        if isinstance(body, CompletionRequest):
+            text, stops, requested = body.prompt_text(), body.stops(), body.max_tokens
+        else:
+            assert isinstance(body, ChatCompletionRequest)
+            text, stops, requested = (
+                render_chat(body.messages),
+                [*body.stops(), CHAT_STOP],
+                body.limit(),
+            )
+        prompt = self.tokenizer.encode(text).ids or separator_ids(self.tokenizer)
+        if len(prompt) > self.limits.max_prompt_tokens:
+            raise ApiError(
+                400,
+                f"This model's maximum prompt length is {self.limits.max_prompt_tokens} tokens; "
+                f"your prompt has {len(prompt)} tokens. Shorten the prompt.",
+                param="prompt" if kind == "completion" else "messages",
+                code="context_length_exceeded",
+            )
+        if requested is not None and requested > self.limits.max_tokens:
+            raise ApiError(
+                400,
+                f"max_tokens is {requested}, above this server's limit of "
+                f"{self.limits.max_tokens}; ask for fewer tokens",
+                param="max_tokens",
+                code="max_tokens_exceeded",
+            )
+        room = self.engine.context_length - len(prompt) + 1
+        max_tokens = min(requested or self.limits.max_tokens, max(room, 1))
+        params = SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k)
+        try:
+            generation = self.engine.submit(
+                GenerationRequest(
+                    prompt=prompt, max_tokens=max_tokens, params=params, stop=stops, seed=body.seed
+                )
+            )
+        except EngineOverloadedError as error:
+            raise ApiError(
+                429,
+                f"{error}; retry after {error.retry_after:.0f}s",
+                kind="rate_limit_exceeded",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(max(1, round(error.retry_after)))},
+            ) from None
+        if self.metrics:
+            self.metrics.started(len(prompt))
+        return _Prepared(kind, body, prompt, generation, started)
+
+    def _authorize(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.api_key.encode()
+        ):
+            raise ApiError(
+                401,
+                "Incorrect or missing API key; send it as `Authorization: Bearer <key>`",
+                code="invalid_api_key",
+            )
+
+    def _answered(self, status: int, started: float) -> None:
+        if self.metrics:
+            self.metrics.answered(status, time.monotonic() - started)
+
+    def _usage(self, prepared: _Prepared, completion_tokens: int) -> dict[str, int]:
+        return {
+            "prompt_tokens": len(prepared.prompt),
+            "completion_tokens": completion_tokens,
+            "total_tokens": len(prepared.prompt) + completion_tokens,
+        }
+
+    async def _whole(self, prepared: _Prepared) -> Response:
+        pieces: list[str] = []
+        last: GenerationEvent | None = None
+        try:
+            async for event in prepared.generation:
+                pieces.append(event.text)
+                last = event
+        finally:
+            if self.metrics:
+                self.metrics.finished()
+        assert last is not None
+        text, finish = "".join(pieces), last.finish_reason
+        if prepared.kind == "completion":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "text": text,
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            body = {"id": _id("cmpl"), "object": "text_completion"}
+        else:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+            body = {"id": _id("chatcmpl"), "object": "chat.completion"}
+        self._answered(200, prepared.started)
+        return JSONResponse(
+            {
+                **body,
+                "created": int(time.time()),
+                "model": self.model_name,
+                "choices": [choice],
+                "usage": self._usage(prepared, last.completion_tokens),
+            }
+        )
+
+    async def _stream(self, prepared: _Prepared) -> AsyncIterator[str]:
+        chat = prepared.kind == "chat"
+        head = {
+            "id": _id("chatcmpl" if chat else "cmpl"),
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+        }
+        completion_tokens = 0
+        try:
+            if chat:
+                role = {"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}
+                yield _sse({**head, "choices": [role]})
+            async for event in prepared.generation:
+                completion_tokens = event.completion_tokens
+                if not event.text and event.finish_reason is None:
+                    continue
+                if chat:
+                    delta = {"content": event.text} if event.text else {}
+                    choice = {"index": 0, "delta": delta, "finish_reason": event.finish_reason}
+                else:
+                    choice = {
+                        "index": 0,
+                        "text": event.text,
+                        "finish_reason": event.finish_reason,
+                        "logprobs": None,
+                    }
+                yield _sse({**head, "choices": [choice]})
+            if prepared.body.include_usage:
+                usage = self._usage(prepared, completion_tokens)
+                yield _sse({**head, "choices": [], "usage": usage})
+            yield "data: [DONE]\n\n"
+        finally:
+            if self.metrics:
+                self.metrics.finished()
+            self._answered(200, prepared.started)
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
