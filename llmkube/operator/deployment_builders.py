@@ -57,7 +57,9 @@ def serve_config(run_config: ServeRunConfig) -> dict[str, Any]:
                     {
                         "name": SERVE_DEPLOYMENT,
                         "num_replicas": run_config.replicas,
-                        "max_ongoing_requests": run_config.serving.max_concurrent_requests,
+                        # Above the replica's own limit, so the excess reaches it and is
+                        # answered 429 with Retry-After instead of waiting in Serve's queue.
+                        "max_ongoing_requests": 2 * run_config.serving.max_concurrent_requests,
                         "ray_actor_options": {
                             "num_cpus": run_config.cpus_per_replica,
                             "num_gpus": run_config.gpus_per_replica,

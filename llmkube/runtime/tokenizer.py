@@ -25,18 +25,40 @@ def byte_tokenizer() -> Tokenizer:
     return _byte_level(models.BPE(vocab=vocab, merges=[]))
 
 
+def _byte_table() -> dict[str, int]:
+    # GPT-2's byte-to-unicode table: printable bytes stand for themselves, the rest for 256+.
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {chr(byte): byte for byte in printable}
+    others = [byte for byte in range(256) if byte not in table.values()]
+    table.update({chr(256 + index): byte for index, byte in enumerate(others)})
+    return table
+
+
+_BYTE_OF = _byte_table()
+
+
 def _byte_of(char: str) -> int:
-    # GPT-2's byte-to-unicode table: printable bytes map to themselves, the rest to 256+.
-    code = ord(char)
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    if code in printable:
-        return code
-    others = [byte for byte in range(256) if byte not in printable]
-    return others[code - 256]
+    return _BYTE_OF[char]
+
+
+def token_bytes(tokenizer: Tokenizer) -> list[bytes]:
+    """The bytes each token id stands for (special tokens stand for nothing): what lets serving
+    decode one token at a time without calling the tokenizer."""
+    specials = {
+        token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special
+    }
+    table = []
+    for index in range(tokenizer.get_vocab_size()):
+        token = tokenizer.id_to_token(index)
+        if token is None or token in specials:
+            table.append(b"")
+        else:
+            table.append(bytes(_BYTE_OF[char] for char in token))
+    return table
 
 
 def train_bpe(documents: Iterable[str], vocab_size: int) -> Tokenizer:

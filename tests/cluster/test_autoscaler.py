@@ -32,7 +32,7 @@ class Exporter:
         self.port = free_port()
         registry = CollectorRegistry()
         gauge = Gauge(
-            "llmkube_requests_in_flight",
+            "ray_llmkube_requests_in_flight",
             "Requests in flight",
             ["namespace", "deployment"],
             registry=registry,

@@ -142,7 +142,7 @@ def test_parse_value_reports_query_errors() -> None:
 def test_built_in_queries_select_the_deployment() -> None:
     metric = AutoscalingMetric(type="inflightRequests")
     assert promql(metric, "ml", "chat") == (
-        'sum(llmkube_requests_in_flight{namespace="ml",deployment="chat"})'
+        'sum(ray_llmkube_requests_in_flight{namespace="ml",deployment="chat"})'
     )
     ttft = AutoscalingMetric(type="ttftP95", target=0.5)
     assert "histogram_quantile(0.95" in promql(ttft, "ml", "chat")

@@ -81,7 +81,7 @@ def test_the_serve_app_gets_the_run_config() -> None:
         8,
         64,
     )
-    assert app["deployments"][0]["max_ongoing_requests"] == 64  # maxConcurrentRequests
+    assert app["deployments"][0]["max_ongoing_requests"] == 128  # 2 x maxConcurrentRequests
 
 
 @pytest.mark.parametrize("strategy", ["NewCluster", "None"])

@@ -11,7 +11,13 @@ import pytest
 from llmkube.api.training import Preprocessing, TokenizerSpec
 from llmkube.runtime.data.documents import clean, file_documents
 from llmkube.runtime.data.shards import Sequences, TrainingBatches
-from llmkube.runtime.tokenizer import END_OF_TEXT, build_tokenizer, byte_tokenizer, separator_ids
+from llmkube.runtime.tokenizer import (
+    END_OF_TEXT,
+    build_tokenizer,
+    byte_tokenizer,
+    separator_ids,
+    token_bytes,
+)
 
 DEFAULTS = Preprocessing()
 
@@ -117,3 +123,15 @@ def test_an_epoch_visits_every_sequence_once() -> None:
     assert sorted(seen[10:20]) == list(range(0, 40, 4))
     assert seen[:10] != seen[10:20]
     assert plan.epoch_at(5) == pytest.approx(2.0)
+
+
+def test_token_bytes_decode_like_the_tokenizer() -> None:
+    documents = [f"naïve café {i} — “quoted” text" for i in range(200)]
+    tokenizer = build_tokenizer(TokenizerSpec(type="bpe", vocab_size=400), documents)
+    table = token_bytes(tokenizer)
+    ids = tokenizer.encode(documents[7] + END_OF_TEXT).ids
+    assert b"".join(table[i] for i in ids).decode() == tokenizer.decode(ids)
+    end_of_text = tokenizer.token_to_id(END_OF_TEXT)
+    assert end_of_text is not None
+    assert table[end_of_text] == b""
+    assert token_bytes(byte_tokenizer())[ord("A")] == b"A"

@@ -16,7 +16,7 @@ from llmkube.runtime.serving.engine import (
     GenerationRequest,
 )
 from llmkube.runtime.serving.text import TextAssembler
-from llmkube.runtime.tokenizer import byte_tokenizer
+from llmkube.runtime.tokenizer import byte_tokenizer, token_bytes
 
 CONFIG = GptConfig(n_layer=2, n_head=2, d_model=32, context_length=48, dropout=0.0, vocab_size=256)
 
@@ -56,7 +56,7 @@ def test_batched_greedy_outputs_equal_each_request_alone(engine: Engine) -> None
 
     results = asyncio.run(together())
     for events, ids, limit in zip(results, alone + alone[:2], lengths + lengths[:2], strict=True):
-        assert [event.token for event in events] == ids
+        assert [token for event in events for token in event.tokens] == ids
         assert events[-1].completion_tokens == limit
         assert events[-1].finish_reason == "length"
 
@@ -67,10 +67,10 @@ def test_seeded_sampling_is_reproducible_inside_a_batch(engine: Engine) -> None:
     )
     noise = GenerationRequest(prompt=list(b"other"), max_tokens=20)
 
-    async def run() -> tuple[list[int | None], list[int | None]]:
-        alone = [e.token for e in await collect(engine, sampled)]
+    async def run() -> tuple[list[int], list[int]]:
+        alone = [t for e in await collect(engine, sampled) for t in e.tokens]
         batched, _ = await asyncio.gather(collect(engine, sampled), collect(engine, noise))
-        return alone, [e.token for e in batched]
+        return alone, [t for e in batched for t in e.tokens]
 
     alone, batched = asyncio.run(run())
     assert alone == batched
@@ -115,7 +115,7 @@ def test_overload_is_refused_and_cancelled_requests_free_their_slots(engine: Eng
 
 
 def test_text_assembler_holds_back_partial_characters_and_stop_prefixes() -> None:
-    assembler = TextAssembler(byte_tokenizer(), stop=["END"])
+    assembler = TextAssembler(token_bytes(byte_tokenizer()), stop=["END"])
     pieces = []
     for byte in "café EN".encode():
         assembler.add(byte)

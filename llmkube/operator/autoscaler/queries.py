@@ -1,4 +1,5 @@
-"""The PromQL behind each built-in autoscaling metric (design.md §5 metric names)."""
+"""The PromQL behind each built-in autoscaling metric: design.md §5 names as Ray exports them
+(with its `ray_` prefix; see llmkube/runtime/serving/metrics.py)."""
 
 from llmkube.api.deployment import AutoscalingMetric
 
@@ -10,11 +11,11 @@ def promql(metric: AutoscalingMetric, namespace: str, deployment: str) -> str:
         return metric.query
     match = f'namespace="{namespace}",deployment="{deployment}"'
     return {
-        "inflightRequests": f"sum(llmkube_requests_in_flight{{{match}}})",
-        "queueDepth": f"sum(llmkube_queue_depth{{{match}}})",
-        "tokensPerSecond": f"sum(rate(llmkube_generated_tokens_total{{{match}}}[1m]))",
+        "inflightRequests": f"sum(ray_llmkube_requests_in_flight{{{match}}})",
+        "queueDepth": f"sum(ray_llmkube_queue_depth{{{match}}})",
+        "tokensPerSecond": f"sum(rate(ray_llmkube_generated_tokens_total{{{match}}}[1m]))",
         "ttftP95": (
             "histogram_quantile(0.95, sum by (le) "
-            f"(rate(llmkube_time_to_first_token_seconds_bucket{{{match}}}[1m])))"
+            f"(rate(ray_llmkube_time_to_first_token_seconds_bucket{{{match}}}[1m])))"
         ),
     }[metric.type]

@@ -17,10 +17,10 @@ class KVCache:
     values: list[Tensor]
     length: int = 0
     """Positions filled so far, when every row is one sequence filled in lockstep."""
-    rows: Tensor | None = None
-    """Slotted use (the serving engine): the cache slot of each batch row. The forward call then
-    writes each row's keys and values at its own `positions` and attends over the first
-    `mask.shape[-1]` positions of its slot; `length` is not used."""
+    first_row: int | None = None
+    """Slotted use (the serving engine): batch row i is cache slot first_row + i. The forward
+    call then writes each row's keys and values at its own `positions` and attends over the
+    first `mask.shape[-1]` positions of its slot; `length` is not used."""
 
     @property
     def capacity(self) -> int:

@@ -39,15 +39,15 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (
             t.view(batch, steps, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v)
         )
-        if cache is not None and cache.rows is not None:
+        if cache is not None and cache.first_row is not None:
             assert positions is not None, "a slotted cache needs positions"
             assert mask is not None, "a slotted cache needs a mask"
-            rows = cache.rows[:, None].expand(batch, steps)
+            first, span = cache.first_row, mask.shape[-1]
+            rows = torch.arange(first, first + batch, device=x.device)[:, None].expand(-1, steps)
             cache.keys[layer][rows, :, positions] = k.transpose(1, 2)
             cache.values[layer][rows, :, positions] = v.transpose(1, 2)
-            span = mask.shape[-1]
-            k = cache.keys[layer][cache.rows, :, :span]
-            v = cache.values[layer][cache.rows, :, :span]
+            k = cache.keys[layer][first : first + batch, :, :span]
+            v = cache.values[layer][first : first + batch, :, :span]
         elif cache is not None:
             start = cache.length
             cache.keys[layer][:batch, :, start : start + steps] = k
@@ -170,7 +170,7 @@ class GPT(CausalLM):
         x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer, mask, positions)
-        if cache is not None and cache.rows is None:
+        if cache is not None and cache.first_row is None:
             cache.length += steps
         logits: Tensor = self.lm_head(self.ln_f(x))
         return logits

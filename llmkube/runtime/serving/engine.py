@@ -21,6 +21,7 @@ from llmkube.runtime.models import CausalLM
 from llmkube.runtime.sampling import SamplingParams, choose_next
 from llmkube.runtime.serving.observer import EngineObserver, NullObserver
 from llmkube.runtime.serving.text import TextAssembler
+from llmkube.runtime.tokenizer import token_bytes
 
 FinishReason = str  # "stop" | "length"
 
@@ -48,8 +49,8 @@ class GenerationEvent:
     """Text produced since the previous event (may be empty)."""
     completion_tokens: int
     finish_reason: FinishReason | None = None
-    token: int | None = None
-    """The token this event is for (None when it was a stop token)."""
+    tokens: tuple[int, ...] = ()
+    """The tokens this event is for (a stop token is not reported)."""
 
 
 @dataclass
@@ -80,9 +81,26 @@ class Generation:
         self._sequence.cancelled = True
 
     async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        """Events as they come; those that piled up while the reader was busy arrive merged
+        into one (their texts joined), so a slow reader costs one wake-up, not one per token."""
+        events = self._sequence.events
         try:
             while True:
-                event = await self._sequence.events.get()
+                event = await events.get()
+                while not isinstance(event, BaseException) and event.finish_reason is None:
+                    try:
+                        following = events.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if isinstance(following, BaseException):
+                        event = following
+                        break
+                    event = GenerationEvent(
+                        event.text + following.text,
+                        following.completion_tokens,
+                        following.finish_reason,
+                        event.tokens + following.tokens,
+                    )
                 if isinstance(event, BaseException):
                     raise event
                 yield event
@@ -111,8 +129,11 @@ class Engine:
         self.stop_token_ids = set(stop_token_ids)
         self.device = torch.device(device)
         self.observer = observer or NullObserver()
+        self._token_bytes = token_bytes(tokenizer)
         self.cache = model.new_cache(max_batch_size, model.context_length, device=self.device)
-        self._free_slots = list(range(max_batch_size - 1, -1, -1))
+        # Running sequence i always sits in cache slot i (see _drop_done), so a decode step
+        # reads one contiguous view of the cache instead of gathering rows.
+        self._outbox: list[tuple[_Sequence, GenerationEvent | BaseException]] = []
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
         self._wakeup = threading.Condition()
@@ -150,7 +171,7 @@ class Engine:
             request=request,
             loop=asyncio.get_running_loop(),
             events=asyncio.Queue(),
-            assembler=TextAssembler(self.tokenizer, request.stop),
+            assembler=TextAssembler(self._token_bytes, request.stop),
             generator=torch.Generator(device=self.device).manual_seed(seed),
             submitted=time.monotonic(),
         )
@@ -174,18 +195,21 @@ class Engine:
     # --- the engine thread -------------------------------------------------------------------
 
     def _loop(self) -> None:
-        torch.set_grad_enabled(False)
+        with torch.inference_mode():
+            self._serve_forever()
+
+    def _serve_forever(self) -> None:
         while True:
             with self._wakeup:
                 while not self._stopped and not self._waiting and not self._running:
                     self._wakeup.wait()
                 if self._stopped:
                     return
-                admitted = []
-                while self._waiting and self._free_slots:
+                admitted: list[_Sequence] = []
+                free = self.max_batch_size - len(self._running)
+                while self._waiting and len(admitted) < free:
                     sequence = self._waiting.popleft()
                     if not sequence.cancelled:
-                        sequence.slot = self._free_slots.pop()
                         admitted.append(sequence)
                 self.observer.queue_depth(len(self._waiting))
             for sequence in admitted:
@@ -200,6 +224,7 @@ class Engine:
                         self._fail(sequence, error)
                 self._step_seconds = 0.9 * self._step_seconds + 0.1 * (time.monotonic() - began)
                 self._drop_done()
+            self._deliver()
 
     def _guarded(self, action: Callable[[_Sequence], None], sequence: _Sequence) -> None:
         try:
@@ -210,9 +235,10 @@ class Engine:
     def _prefill(self, sequence: _Sequence) -> None:
         prompt = sequence.request.prompt
         steps = len(prompt)
+        sequence.slot = len(self._running)
         self._running.append(sequence)
         self.observer.admitted(time.monotonic() - sequence.submitted)
-        self.cache.rows = torch.tensor([sequence.slot], device=self.device)
+        self.cache.first_row = sequence.slot
         causal = torch.ones(steps, steps, dtype=torch.bool, device=self.device).tril()
         logits = self.model(
             torch.tensor([prompt], device=self.device),
@@ -230,7 +256,7 @@ class Engine:
         lengths = torch.tensor([s.length for s in running], device=device)
         span = int(lengths.max()) + 1
         mask = torch.arange(span, device=device)[None, :] <= lengths[:, None]
-        self.cache.rows = torch.tensor([s.slot for s in running], device=device)
+        self.cache.first_row = 0
         logits = self.model(
             torch.tensor([[s.last_token] for s in running], device=device),
             self.cache,
@@ -263,11 +289,11 @@ class Engine:
         sequence.last_token_time = now
         sequence.last_token = token
         finish: FinishReason | None = None
-        kept: int | None = None
+        kept: tuple[int, ...] = ()
         if token in self.stop_token_ids:
             finish = "stop"
         else:
-            kept = token
+            kept = (token,)
             sequence.generated.append(token)
             self.generated_total += 1
             self.observer.generated(1)
@@ -284,22 +310,45 @@ class Engine:
             sequence.finished = True
 
     def _send(self, sequence: _Sequence, event: GenerationEvent | BaseException) -> None:
-        try:
-            sequence.loop.call_soon_threadsafe(sequence.events.put_nowait, event)
-        except RuntimeError:  # its event loop is gone: nobody is listening any more
-            sequence.cancelled = True
+        self._outbox.append((sequence, event))
+
+    def _deliver(self) -> None:
+        """Hand this step's events to their event loops: one wake-up per loop, not per token."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, object]]] = {}
+        for sequence, event in self._outbox:
+            by_loop.setdefault(sequence.loop, []).append((sequence, event))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # that event loop is gone: nobody is listening any more
+                for sequence, _ in items:
+                    sequence.cancelled = True
 
     def _fail(self, sequence: _Sequence, error: BaseException) -> None:
         sequence.finished = True
         self._send(sequence, error)
 
     def _drop_done(self) -> None:
-        keep = []
-        for sequence in self._running:
+        """Free the slots of finished and cancelled sequences, moving the last running sequence
+        into each hole so that running sequence i stays in slot i."""
+        running = self._running
+        for index in range(len(running) - 1, -1, -1):
+            sequence = running[index]
             if sequence.finished or sequence.cancelled:
-                self._free_slots.append(sequence.slot)
-            else:
-                keep.append(sequence)
-        if len(keep) != len(self._running):
-            with self._wakeup:
-                self._running = keep
+                last = running.pop()
+                if last is not sequence:
+                    self._move(last, index)
+                    running[index] = last
+
+    def _move(self, sequence: _Sequence, slot: int) -> None:
+        filled = sequence.length
+        for store in (self.cache.keys, self.cache.values):
+            for layer in store:
+                layer[slot, :, :filled] = layer[sequence.slot, :, :filled]
+        sequence.slot = slot
+
+
+def _put_all(items: list[tuple[_Sequence, object]]) -> None:
+    for sequence, event in items:
+        sequence.events.put_nowait(event)  # type: ignore[arg-type]

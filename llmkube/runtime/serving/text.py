@@ -1,30 +1,29 @@
 """Turning generated token ids into text deltas: never half a UTF-8 character, never the start
-of what may become a stop sequence, and nothing from a stop sequence on."""
+of what may become a stop sequence, and nothing from a stop sequence on. Every llmkube tokenizer
+is byte-level, so decoding is a table lookup per token and an incremental UTF-8 decoder, which
+holds back the first bytes of a character until the rest arrive."""
 
+import codecs
 from collections.abc import Sequence
-
-from tokenizers import Tokenizer
-
-_INCOMPLETE = "\ufffd"
 
 
 class TextAssembler:
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str]) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, token_bytes: Sequence[bytes], stop: Sequence[str]) -> None:
+        self.token_bytes = token_bytes
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.stop = [s for s in stop if s]
-        self.ids: list[int] = []
+        self.longest_stop = max((len(s) for s in self.stop), default=0)
         self.text = ""
         self.sent = 0
 
     def add(self, token: int) -> bool:
         """Append a token; True when the text now contains a stop sequence (cut before it)."""
-        self.ids.append(token)
-        self.text = self.tokenizer.decode(self.ids)
-        found = [
-            index
-            for stop in self.stop
-            if (index := self.text.find(stop, max(0, self.sent - len(stop)))) >= 0
-        ]
+        piece = self.decoder.decode(self.token_bytes[token])
+        if not piece:
+            return False
+        searched_from = max(0, len(self.text) - self.longest_stop)
+        self.text += piece
+        found = [index for stop in self.stop if (index := self.text.find(stop, searched_from)) >= 0]
         if found:
             self.text = self.text[: min(found)]
             return True
@@ -33,8 +32,6 @@ class TextAssembler:
     def take(self) -> str:
         """The text that is safe to send now."""
         end = len(self.text)
-        if self.text.endswith(_INCOMPLETE):
-            end -= 1
         for stop in self.stop:
             for size in range(min(len(stop) - 1, end), 0, -1):
                 if self.text[:end].endswith(stop[:size]):
@@ -48,6 +45,7 @@ class TextAssembler:
 
     def flush(self) -> str:
         """Everything not sent yet (the request is over)."""
+        self.text += self.decoder.decode(b"", final=True)
         delta = self.text[self.sent :]
         self.sent = len(self.text)
         return delta
