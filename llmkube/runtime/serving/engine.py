@@ -11,7 +11,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -212,8 +212,12 @@ class Engine:
                     if not sequence.cancelled:
                         admitted.append(sequence)
                 self.observer.queue_depth(len(self._waiting))
-            for sequence in admitted:
-                self._guarded(self._prefill, sequence)
+            if admitted:
+                try:
+                    self._prefill(admitted)
+                except Exception as error:
+                    for sequence in admitted:
+                        self._fail(sequence, error)
             self._drop_done()
             if self._running:
                 began = time.monotonic()
@@ -226,28 +230,35 @@ class Engine:
                 self._drop_done()
             self._deliver()
 
-    def _guarded(self, action: Callable[[_Sequence], None], sequence: _Sequence) -> None:
-        try:
-            action(sequence)
-        except Exception as error:
-            self._fail(sequence, error)
-
-    def _prefill(self, sequence: _Sequence) -> None:
-        prompt = sequence.request.prompt
-        steps = len(prompt)
-        sequence.slot = len(self._running)
-        self._running.append(sequence)
-        self.observer.admitted(time.monotonic() - sequence.submitted)
-        self.cache.first_row = sequence.slot
-        causal = torch.ones(steps, steps, dtype=torch.bool, device=self.device).tril()
+    def _prefill(self, admitted: list[_Sequence]) -> None:
+        """All newly admitted prompts in one forward pass, right-padded, each into the next
+        free slot; then each gets its first token."""
+        device = self.device
+        first = len(self._running)
+        lengths = [len(sequence.request.prompt) for sequence in admitted]
+        steps = max(lengths)
+        for offset, sequence in enumerate(admitted):
+            sequence.slot = first + offset
+            sequence.length = lengths[offset]
+            self._running.append(sequence)
+            self.observer.admitted(time.monotonic() - sequence.submitted)
+        tokens = torch.zeros(len(admitted), steps, dtype=torch.long, device=device)
+        for row, sequence in enumerate(admitted):
+            tokens[row, : lengths[row]] = torch.tensor(sequence.request.prompt)
+        valid = torch.arange(steps, device=device)[None, :] < torch.tensor(lengths)[:, None]
+        causal = torch.ones(steps, steps, dtype=torch.bool, device=device).tril()
+        # Padding keys are hidden; padding queries still see the real keys, so no row is empty.
+        mask = causal[None] & valid[:, None, :]
+        self.cache.first_row = first
         logits = self.model(
-            torch.tensor([prompt], device=self.device),
+            tokens,
             self.cache,
-            positions=torch.arange(steps, device=self.device)[None],
-            mask=causal[None, None],
-        )[:, -1]
-        sequence.length = steps
-        self._accept(sequence, self._choose(logits, [sequence])[0])
+            positions=torch.arange(steps, device=device)[None].expand(len(admitted), -1),
+            mask=mask[:, None],
+        )
+        last = logits[torch.arange(len(admitted)), torch.tensor(lengths) - 1]
+        for sequence, token in zip(admitted, self._choose(last, admitted), strict=True):
+            self._accept(sequence, token)
 
     def _decode_step(self) -> None:
         running = self._running
