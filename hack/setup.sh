@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One-time (idempotent, cached) set-up of everything llmkube and its tests need on this machine:
-# the Python virtualenv with the package installed, Prometheus (Debian package; needs root, as CI
-# and these machines run), and the control-plane + MinIO binaries and third-party CRDs.
-# Re-running is cheap: each step checks a stamp or cache first.
+# One-time (idempotent, cached) set-up on this machine. Always: the Python virtualenv with the
+# package installed (all `llmkube run` needs). With --tests (what hack/test.sh passes): also
+# Prometheus (Debian package; needs root, as CI and these machines run), and the control-plane +
+# MinIO binaries and third-party CRDs the test tiers start. Re-running is cheap: each step
+# checks a stamp or cache first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,10 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   "$VENV/bin/pip" install --quiet --upgrade pip
   "$VENV/bin/pip" install --quiet -e ".[operator,runtime,dev]"
   echo "$want" > "$stamp"
+fi
+
+if [[ "${1:-}" != "--tests" ]]; then
+  exit 0
 fi
 
 if ! command -v prometheus >/dev/null; then

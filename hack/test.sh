@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash hack/setup.sh
+bash hack/setup.sh --tests
 echo "==> ruff" >&2
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -1,6 +1,7 @@
 """Reading llmkube resources from YAML files and folders, with the operator's validation."""
 
-from collections.abc import Iterable, Iterator
+import string
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,14 +55,19 @@ def manifest_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load(paths: Iterable[Path]) -> list[Document]:
-    """Every document in the given files and folders, each validated if it is an llmkube kind."""
-    return [doc for file in manifest_files(paths) for doc in _documents(file)]
+def load(paths: Iterable[Path], variables: Mapping[str, str] | None = None) -> list[Document]:
+    """Every document in the given files and folders, each validated if it is an llmkube kind.
+    With `variables`, `${NAME}` in the files is replaced first (what `llmkube run` does for
+    `${LLMKUBE_DATA_DIR}`)."""
+    return [doc for file in manifest_files(paths) for doc in _documents(file, variables)]
 
 
-def _documents(file: Path) -> Iterator[Document]:
+def _documents(file: Path, variables: Mapping[str, str] | None) -> Iterator[Document]:
     try:
-        raw_docs = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
+        text = file.read_text(encoding="utf-8")
+        if variables:
+            text = string.Template(text).safe_substitute(variables)
+        raw_docs = list(yaml.safe_load_all(text))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         yield Document(
             source=str(file), kind=None, name=None, problems=[f"not valid YAML: {error}"]

@@ -9,6 +9,8 @@ from rich.console import Console
 
 from llmkube import __version__, manifests
 from llmkube.api.crd import all_crds
+from llmkube.cli import local
+from llmkube.local.plan import DATA_DIR_ENV, data_dir
 
 app = typer.Typer(
     name="llmkube",
@@ -48,9 +50,10 @@ def crds(
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
 ) -> None:
-    """Validate manifests exactly as the operator does; exit 1 if any is invalid."""
+    """Validate manifests exactly as the operator does; exit 1 if any is invalid.
+    ${LLMKUBE_DATA_DIR} stands for the local data folder, as in `llmkube run`."""
     try:
-        documents = manifests.load(paths)
+        documents = manifests.load(paths, {DATA_DIR_ENV: str(data_dir())})
     except FileNotFoundError as error:
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
@@ -73,6 +76,12 @@ def validate(
         err.print(f"[red]{failed} invalid document(s)[/]")
         raise typer.Exit(1)
 
+
+app.command()(local.run)
+app.add_typer(local.data_app, name="data")
+app.command()(local.generate)
+app.command()(local.status)
+app.command()(local.chat)
 
 if __name__ == "__main__":
     app()

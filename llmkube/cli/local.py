@@ -1,0 +1,229 @@
+"""The local verbs: `run`, `data sample`, `generate`, `status`, `chat`."""
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from llmkube import manifests
+from llmkube.api import LLMDeployment, LLMTrainingJob
+from llmkube.local.plan import DATA_DIR_ENV, MAX_STEPS_ENV, PlanError, data_dir, plan
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+data_app = typer.Typer(help="Datasets for local runs.", no_args_is_help=True)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
+    port: Annotated[int, typer.Option(help="Port of the OpenAI API.")] = 8000,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps",
+            envvar=MAX_STEPS_ENV,
+            help="Cut every training job to this many steps (for a quick try or a test).",
+        ),
+    ] = None,
+    serve: Annotated[bool, typer.Option(help="Serve the LLMDeployment after training.")] = True,
+) -> None:
+    """Run LLMTrainingJob and LLMDeployment manifests on this machine, without Kubernetes.
+
+    Training jobs run first (resuming from their last checkpoint if a previous run was
+    stopped), then the deployment is served on localhost until Ctrl-C. `${LLMKUBE_DATA_DIR}` in
+    the manifests stands for the local data folder.
+    """
+    from llmkube.local import runner
+
+    root = data_dir()
+    try:
+        documents = manifests.load(paths, {DATA_DIR_ENV: str(root)})
+    except FileNotFoundError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    invalid = [doc for doc in documents if doc.problems]
+    for doc in invalid:
+        err.print(f"[red]✗[/] {doc.source} {doc.kind or '?'}/{doc.name or '?'}")
+        for problem in doc.problems:
+            err.print(f"    {problem}", markup=False, highlight=False)
+    if invalid:
+        raise typer.Exit(1)
+    jobs = [d.resource for d in documents if isinstance(d.resource, LLMTrainingJob)]
+    deployments = [d.resource for d in documents if isinstance(d.resource, LLMDeployment)]
+    if not jobs and not deployments:
+        err.print("[red]error:[/] no LLMTrainingJob or LLMDeployment in the manifests given")
+        raise typer.Exit(1)
+    try:
+        local = plan(
+            jobs, deployments, cpus=os.cpu_count() or 1, has_gpu=_has_gpu(), max_steps=max_steps
+        )
+    except PlanError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    for warning in local.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    try:
+        for config in local.training:
+            evaluation = runner.train(config, root / "runs" / config.job.name, out)
+            if evaluation:
+                out.print(
+                    f"[green]✓[/] {config.job.name}: eval loss {evaluation['eval_loss']:.4f}, "
+                    f"perplexity {evaluation['perplexity']:.2f}, "
+                    f"accuracy {evaluation['accuracy']:.3f} → {config.output.rstrip('/')}/model"
+                )
+    except runner.StoppedError as stopped:
+        err.print(f"[yellow]{stopped}[/]")
+        raise typer.Exit(130) from None
+    except RuntimeError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    if local.serving is not None and serve:
+        code = runner.serve(
+            local.serving, root / "serve" / local.serving.deployment.name, port, out
+        )
+        raise typer.Exit(code)
+
+
+@data_app.command("sample")
+def data_sample(
+    destination: Annotated[
+        Path | None,
+        typer.Argument(help="Folder to write to. Default: <data dir>/datasets/pydoc"),
+    ] = None,
+) -> None:
+    """Write a real English corpus (~1 MB: the Python reference and standard-library
+    docstrings) that needs no network: the quickstart trains on it."""
+    from llmkube.local.sample import write_sample
+
+    target = destination or data_dir() / "datasets" / "pydoc"
+    for path in write_sample(target):
+        out.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Text to continue.")],
+    model: Annotated[str, typer.Option(help="Model artifact URI (a model/ folder).")],
+    max_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 64,
+    temperature: Annotated[float, typer.Option(help="0 for greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="0 keeps all tokens.")] = 40,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+) -> None:
+    """Continue a prompt with a published model, without starting a server."""
+    from llmkube.runtime.artifact import load_artifact
+    from llmkube.runtime.sampling import SamplingParams
+    from llmkube.runtime.sampling import generate as sample
+    from llmkube.storage import StorageError, open_store
+
+    try:
+        loaded = load_artifact(open_store(model), model)
+    except StorageError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    ids = sample(
+        loaded.model,
+        loaded.tokenizer.encode(prompt).ids,
+        max_tokens,
+        SamplingParams(temperature=temperature, top_k=top_k),
+        seed=seed,
+    )
+    out.print(prompt + loaded.tokenizer.decode(ids), markup=False, highlight=False)
+
+
+def status(
+    output: Annotated[str, typer.Argument(help="A training job's output URI.")],
+) -> None:
+    """Progress and evaluation of a training job, read from its output (as the operator does)."""
+    from llmkube.storage import StorageError, open_store
+    from llmkube.storage.uri import join
+
+    try:
+        store = open_store(output)
+        found = {
+            name: json.loads(store.read_bytes(join(output, name)))
+            for name in ("progress.json", "model/eval.json")
+            if store.exists(join(output, name))
+        }
+    except StorageError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    if not found:
+        err.print(f"[red]error:[/] no progress.json under {output}; has a run started there?")
+        raise typer.Exit(1)
+    progress = found.get("progress.json", {})
+    if progress:
+        total = progress.get("total_steps") or 0
+        out.print(
+            f"step {progress.get('step')}/{total}  epoch {progress.get('epoch', 0):.2f}  "
+            f"tokens {progress.get('tokens_seen', 0):,}  "
+            f"checkpoint {progress.get('checkpoint_step') or '-'}  "
+            f"updated {progress.get('updated_at')}"
+        )
+    evaluation = found.get("model/eval.json")
+    if evaluation:
+        out.print(
+            f"published: eval loss {evaluation['eval_loss']:.4f}  perplexity "
+            f"{evaluation['perplexity']:.2f}  accuracy {evaluation['accuracy']:.3f}"
+        )
+        for sample_ in evaluation.get("samples", []):
+            out.print(f"  {sample_['prompt']!r} → {sample_['completion']!r}", markup=False)
+    else:
+        out.print("not published yet")
+
+
+def chat(
+    endpoint: Annotated[
+        str, typer.Option(help="OpenAI API base URL, e.g. http://127.0.0.1:8000/v1")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model id (default: the server's only one).")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option()] = 128,
+    temperature: Annotated[float, typer.Option()] = 0.8,
+) -> None:
+    """Chat with a served model; answers stream in. An empty line or Ctrl-D ends."""
+    import openai
+
+    client = openai.OpenAI(
+        base_url=endpoint, api_key=os.environ.get("LLMKUBE_API_KEY", "none"), max_retries=0
+    )
+    try:
+        model = model or client.models.list().data[0].id
+    except openai.OpenAIError as error:
+        err.print(f"[red]error:[/] cannot reach {endpoint}: {error}")
+        raise typer.Exit(2) from None
+    messages: list[dict[str, str]] = []
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not line:
+            break
+        messages.append({"role": "user", "content": line})
+        sys.stdout.write(f"{model}> ")
+        answer = ""
+        stream = client.chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
+        )
+        for chunk in stream:
+            choices = getattr(chunk, "choices", None)
+            piece = (choices[0].delta.content or "") if choices else ""
+            answer += piece
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": answer})

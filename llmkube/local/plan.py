@@ -1,0 +1,138 @@
+"""From validated manifests to the run configs a local run executes, fitted to this machine.
+Pure: the caller supplies the machine's CPU count and whether it has a GPU."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmkube.api import LLMDeployment, LLMTrainingJob
+from llmkube.api.artifacts import MODEL_DIR
+from llmkube.api.runconfig import (
+    ServeRunConfig,
+    TrainingRunConfig,
+    serve_run_config,
+    training_run_config,
+)
+from llmkube.storage.uri import join
+
+DATA_DIR_ENV = "LLMKUBE_DATA_DIR"
+MAX_STEPS_ENV = "LLMKUBE_MAX_STEPS"
+
+
+class PlanError(Exception):
+    """The manifests cannot run locally; the message says what to change."""
+
+
+def data_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where local runs keep data, outputs and logs: $LLMKUBE_DATA_DIR, else
+    $XDG_DATA_HOME/llmkube, else ~/.local/share/llmkube."""
+    env = dict(os.environ) if environ is None else environ
+    if env.get(DATA_DIR_ENV):
+        return Path(env[DATA_DIR_ENV]).expanduser().resolve()
+    base = Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return (base / "llmkube").resolve()
+
+
+@dataclass
+class LocalPlan:
+    training: list[TrainingRunConfig] = field(default_factory=list)
+    serving: ServeRunConfig | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def fit_training(
+    config: TrainingRunConfig, *, cpus: int, has_gpu: bool, max_steps: int | None
+) -> tuple[TrainingRunConfig, list[str]]:
+    warnings = []
+    scaling = config.scaling
+    gpus = scaling.gpus_per_worker
+    if gpus and not has_gpu:
+        warnings.append(
+            f"{config.job.name}: resources.gpusPerWorker is {gpus} but this machine has no GPU; "
+            "training on CPUs instead"
+        )
+        gpus = 0
+    workers = min(scaling.workers, cpus)
+    per_worker = max(1, min(scaling.cpus_per_worker, cpus // workers))
+    if (workers, per_worker) != (scaling.workers, scaling.cpus_per_worker):
+        warnings.append(
+            f"{config.job.name}: {scaling.workers} worker(s) x {scaling.cpus_per_worker} CPUs do "
+            f"not fit this machine's {cpus} CPUs; using {workers} x {per_worker}"
+        )
+    updates: dict[str, object] = {
+        "scaling": scaling.model_copy(
+            update={"workers": workers, "cpus_per_worker": per_worker, "gpus_per_worker": gpus}
+        )
+    }
+    if max_steps is not None:
+        training = config.training
+        warmup = min(training.warmup_steps or 0, max_steps // 10)
+        updates["training"] = training.model_copy(
+            update={"max_steps": max_steps, "epochs": None, "warmup_steps": warmup}
+        )
+        warnings.append(f"{config.job.name}: training cut to {max_steps} steps (--max-steps)")
+    return config.model_copy(update=updates), warnings
+
+
+def fit_serving(
+    config: ServeRunConfig, *, cpus: int, has_gpu: bool
+) -> tuple[ServeRunConfig, list[str]]:
+    warnings = []
+    updates: dict[str, object] = {}
+    if config.gpus_per_replica and not has_gpu:
+        warnings.append(
+            f"{config.deployment.name}: resources.gpusPerReplica is {config.gpus_per_replica} "
+            "but this machine has no GPU; serving on CPUs instead"
+        )
+        updates["gpus_per_replica"] = 0
+    replicas = max(1, min(config.replicas, cpus // max(1, min(config.cpus_per_replica, cpus))))
+    per_replica = max(1, min(config.cpus_per_replica, cpus // replicas))
+    if (replicas, per_replica) != (config.replicas, config.cpus_per_replica):
+        warnings.append(
+            f"{config.deployment.name}: {config.replicas} replica(s) x {config.cpus_per_replica} "
+            f"CPUs do not fit this machine's {cpus} CPUs; using {replicas} x {per_replica}"
+        )
+        updates.update(replicas=replicas, cpus_per_replica=per_replica)
+    return config.model_copy(update=updates), warnings
+
+
+def plan(
+    jobs: list[LLMTrainingJob],
+    deployments: list[LLMDeployment],
+    *,
+    cpus: int,
+    has_gpu: bool,
+    max_steps: int | None = None,
+) -> LocalPlan:
+    result = LocalPlan()
+    outputs: dict[str, str] = {}
+    for job in jobs:
+        training, warnings = fit_training(
+            training_run_config(job), cpus=cpus, has_gpu=has_gpu, max_steps=max_steps
+        )
+        result.training.append(training)
+        result.warnings.extend(warnings)
+        outputs[job.metadata.name] = training.output
+    if len(deployments) > 1:
+        names = ", ".join(d.metadata.name for d in deployments)
+        raise PlanError(f"llmkube run serves one LLMDeployment at a time; found {names}")
+    for deployment in deployments:
+        model = deployment.spec.model
+        if model.training_job_ref is not None:
+            name = model.training_job_ref.name
+            if name not in outputs:
+                raise PlanError(
+                    f"LLMDeployment {deployment.metadata.name} serves the output of "
+                    f"LLMTrainingJob {name}, which is not among the manifests given; add its "
+                    "manifest or set model.uri"
+                )
+            model_uri = join(outputs[name], MODEL_DIR)
+        else:
+            assert model.uri is not None  # validated: one of the two is set
+            model_uri = model.uri
+        serving, warnings = fit_serving(
+            serve_run_config(deployment, model_uri=model_uri), cpus=cpus, has_gpu=has_gpu
+        )
+        result.serving = serving
+        result.warnings.extend(warnings)
+    return result

@@ -1,0 +1,210 @@
+"""Running the planned entrypoints as child processes (each in its own session, so stopping one
+stops the local Ray cluster it started), with live progress read from the output's
+progress.json and metrics.jsonl — the files the operator reads in a cluster."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from llmkube.api.artifacts import METRICS_FILE, MODEL_DIR, PROGRESS_FILE
+from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
+from llmkube.storage import StorageError, open_store
+from llmkube.storage.uri import join
+
+POLL_SECONDS = 1.0
+STOP_SECONDS = 60.0
+
+
+class StoppedError(Exception):
+    """Ctrl-C: the child was stopped; a re-run resumes."""
+
+
+class Child:
+    def __init__(self, command: list[str], log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 25) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def stop(self) -> int:
+        """SIGTERM the child's whole session, then SIGKILL whatever is left of it."""
+        session = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(session, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(STOP_SECONDS)
+        deadline = time.monotonic() + 15
+        while (alive := _session(session)) and time.monotonic() < deadline:
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        if self.process.poll() is None:
+            self.process.kill()
+        return self.process.wait()
+
+
+def _session(session: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry.name)) == session:
+                    found.append(int(entry.name))
+    return found
+
+
+def _read_json(config: TrainingRunConfig, name: str) -> dict[str, object] | None:
+    uri = join(config.output, name)
+    try:
+        store = open_store(uri, config.storage, retry_for_seconds=0)
+        if not store.exists(uri):
+            return None
+        loaded: dict[str, object] = json.loads(store.read_bytes(uri))
+    except (StorageError, ValueError):
+        return None
+    return loaded
+
+
+def _latest_loss(config: TrainingRunConfig) -> tuple[float | None, float | None]:
+    uri = join(config.output, METRICS_FILE)
+    try:
+        store = open_store(uri, config.storage, retry_for_seconds=0)
+        tail, _ = store.read_tail(uri, 16 * 1024) if store.exists(uri) else (b"", False)
+    except StorageError:
+        return None, None
+    loss = rate = None
+    for line in tail.decode(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("kind") == "train":
+                loss, rate = record.get("train_loss"), record.get("tokens_per_second")
+    return loss, rate
+
+
+def train(config: TrainingRunConfig, workdir: Path, console: Console) -> dict[str, object]:
+    """Run one training job to the end; returns its eval.json."""
+    config_path = workdir / "run.json"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(config.model_dump_json(by_alias=True, indent=2))
+    command = [sys.executable, "-m", "llmkube.runtime.train", "--config", str(config_path)]
+    child = Child(command, workdir / "train.log")
+    console.print(f"training [bold]{config.job.name}[/] → {config.output} (log: {child.log_path})")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("preparing data", total=None, detail="")
+            while child.poll() is None:
+                _show(progress, task, config)
+                time.sleep(POLL_SECONDS)
+            _show(progress, task, config)
+    except KeyboardInterrupt:
+        child.stop()
+        state = _read_json(config, PROGRESS_FILE) or {}
+        step = state.get("checkpoint_step")
+        where = f" (last checkpoint: step {step})" if step else ""
+        raise StoppedError(
+            f"training stopped; run the same command again to resume{where}"
+        ) from None
+    code = child.poll()
+    if code != 0:
+        console.print(child.log_tail(), markup=False, highlight=False)
+        raise RuntimeError(
+            f"training {config.job.name} failed (exit code {code}); see {child.log_path}"
+        )
+    evaluation = _read_json(config, f"{MODEL_DIR}/eval.json") or {}
+    return evaluation
+
+
+def _show(progress: Progress, task: TaskID, config: TrainingRunConfig) -> None:
+    state = _read_json(config, PROGRESS_FILE)
+    if state is None:
+        return
+    loss, rate = _latest_loss(config)
+    eta = state.get("eta_s")
+    detail = " ".join(
+        part
+        for part in (
+            f"loss {loss:.3f}" if isinstance(loss, float) else "",
+            f"{rate:,.0f} tok/s" if isinstance(rate, float) else "",
+            f"eta {int(eta)}s" if isinstance(eta, float | int) else "",
+        )
+        if part
+    )
+    progress.update(
+        task,
+        description=f"training {config.job.name}",
+        completed=int(state.get("step", 0)),  # type: ignore[call-overload]
+        total=int(state.get("total_steps", 0)) or None,  # type: ignore[call-overload]
+        detail=detail,
+    )
+
+
+def serve(config: ServeRunConfig, workdir: Path, port: int, console: Console) -> int:
+    """Serve until Ctrl-C or until the server stops; returns the server's exit code."""
+    config_path = workdir / "serve.json"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(config.model_dump_json(by_alias=True, indent=2))
+    command = [
+        sys.executable,
+        "-m",
+        "llmkube.runtime.serve",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+    ]
+    child = Child(command, workdir / "serve.log")
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        with console.status(
+            f"starting Ray Serve for {config.deployment.name} (log: {child.log_path})"
+        ):
+            while child.poll() is None and "serving " not in child.log_text():
+                time.sleep(0.5)
+        if child.poll() is not None:
+            console.print(child.log_tail(), markup=False, highlight=False)
+            return child.poll() or 1
+        console.print(f"[green]serving[/] [bold]{config.deployment.name}[/] at {url}")
+        console.print(
+            f"  try: llmkube chat --endpoint {url}\n"
+            f"       curl {url}/completions -H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{config.deployment.name}", "prompt": "The ", '
+            f'"max_tokens": 40}}\'\n  Ctrl-C stops.'
+        )
+        while child.poll() is None:
+            time.sleep(0.5)
+        console.print(child.log_tail(), markup=False, highlight=False)
+        return child.poll() or 1
+    except KeyboardInterrupt:
+        console.print("stopping the server…")
+        return 0 if child.stop() in (0, -signal.SIGTERM) else 1
