@@ -1,4 +1,4 @@
-"""A real Prometheus server (the Debian package `hack/setup.sh --tests` installs) scraping given targets."""
+"""A real Prometheus server (Debian's package; `hack/setup.sh --tests` installs it)."""
 
 import json
 import shutil
@@ -24,7 +24,7 @@ class PrometheusServer(StoppedOnExit):
         binary = shutil.which("prometheus")
         if binary is None:
             raise MissingBinaryError(
-                "prometheus not found: run hack/setup.sh --tests (it installs Debian's prometheus package)"
+                "prometheus not found: run hack/setup.sh --tests (it installs Debian's package)"
             )
         self.binary = binary
         self.workdir = workdir
