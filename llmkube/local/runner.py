@@ -50,10 +50,12 @@ class Child:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def stop(self) -> int:
-        """SIGTERM the child's whole session, then SIGKILL whatever is left of it."""
+        """SIGTERM the child (it shuts its Ray cluster down), then SIGKILL whatever is left of
+        its session. Not SIGTERM to the whole session: a driver whose cluster died under it
+        hangs in its own shutdown."""
         session = self.process.pid
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(session, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(STOP_SECONDS)
         deadline = time.monotonic() + 15
