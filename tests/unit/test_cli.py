@@ -63,3 +63,11 @@ def test_validate_broken_yaml_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "not valid YAML" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_refuses_bad_manifests_with_the_validate_messages() -> None:
+    result = llmkube("run", "tests/data/bad-manifests/")
+    assert result.returncode == 1
+    for bad in corpus():
+        assert bad.llmkube_says in result.stderr, bad
+    assert "Traceback" not in result.stderr
