@@ -109,6 +109,39 @@ def test_quickstart_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["usage"]["completion_tokens"] == 8
+        env = {**os.environ, "LLMKUBE_DATA_DIR": str(data_dir)}
+        chat = subprocess.run(
+            [*LLMKUBE, "chat", "--endpoint", f"http://127.0.0.1:{port}/v1", "--max-tokens", "8"],
+            input="What is a class?\n\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert chat.returncode == 0, chat.stderr
+        assert "pydoc> " in chat.stdout
+        generated = subprocess.run(
+            [*LLMKUBE, "generate", "--model", f"file://{model}", "--max-tokens", "8", "x = "],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert generated.returncode == 0, generated.stderr
+        assert generated.stdout.startswith("x = ")
+        status = subprocess.run(
+            [*LLMKUBE, "status", f"file://{data_dir}/models/pydoc"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        assert "step 30/30" in status.stdout
+        assert f"eval loss {evaluation['eval_loss']:.4f}" in status.stdout
         assert run.interrupt() == 0, run.log
         run.assert_nothing_left()
     finally:
