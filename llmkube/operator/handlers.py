@@ -16,7 +16,12 @@ import kopf
 from llmkube.operator.background import BackgroundLoop
 from llmkube.operator.deployment import reconcile_deployment, refresh_deployment_status
 from llmkube.operator.kube import DEPLOYMENTS, ApiError, KubeApi
-from llmkube.operator.metrics import DEPLOYMENT_PHASE_COUNTS, observe_reconcile, serve
+from llmkube.operator.metrics import (
+    DEPLOYMENT_PHASE_COUNTS,
+    forget_replicas,
+    observe_reconcile,
+    serve,
+)
 from llmkube.operator.naming import DEPLOYMENT_LABEL, TRAINING_JOB_LABEL
 from llmkube.operator.registry import DeploymentRegistry, JobRegistry
 from llmkube.operator.settings import OperatorSettings
@@ -137,6 +142,7 @@ def deployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
     if type == "DELETED":
         DEPLOYMENT_REGISTRY.forget(meta["namespace"], meta["name"])
         DEPLOYMENT_PHASE_COUNTS.set(meta["uid"], None)
+        forget_replicas(meta["namespace"], meta["name"])
         return
     if meta.get("deletionTimestamp"):
         return

@@ -3,7 +3,7 @@
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -20,6 +20,36 @@ DEPLOYMENT_PHASES = ("Pending", "WaitingForModel", "Deploying", "Ready", "Degrad
 AUTOSCALER_DECISIONS = Counter(
     "llmkube_autoscaler_decisions_total", "Replica changes made by the autoscaler", ["direction"]
 )
+
+
+DEPLOYMENT_LABELS = ["namespace", "deployment"]
+DEPLOYMENT_READY_REPLICAS = Gauge(
+    "llmkube_deployment_ready_replicas", "Serving replicas ready", DEPLOYMENT_LABELS
+)
+DEPLOYMENT_DESIRED_REPLICAS = Gauge(
+    "llmkube_deployment_desired_replicas",
+    "Serving replicas asked for (spec.replicas)",
+    DEPLOYMENT_LABELS,
+)
+DEPLOYMENT_MAX_REPLICAS = Gauge(
+    "llmkube_deployment_max_replicas",
+    "The autoscaler's maxReplicas (spec.replicas when autoscaling is off)",
+    DEPLOYMENT_LABELS,
+)
+_REPLICA_GAUGES = (DEPLOYMENT_READY_REPLICAS, DEPLOYMENT_DESIRED_REPLICAS, DEPLOYMENT_MAX_REPLICAS)
+
+
+def record_replicas(
+    namespace: str, deployment: str, *, ready: int, desired: int, maximum: int
+) -> None:
+    for gauge, value in zip(_REPLICA_GAUGES, (ready, desired, maximum), strict=True):
+        gauge.labels(namespace=namespace, deployment=deployment).set(value)
+
+
+def forget_replicas(namespace: str, deployment: str) -> None:
+    for gauge in _REPLICA_GAUGES:
+        with suppress(KeyError):
+            gauge.remove(namespace, deployment)
 
 
 class PhaseGauge:

@@ -7,9 +7,10 @@ from pydantic import ValidationError
 from llmkube.api import LLMDeploymentStatus, LLMTrainingJobStatus
 from llmkube.api.base import WireModel
 from llmkube.api.common import Condition
+from llmkube.api.deployment import AutoscalingSpec
 from llmkube.operator.conditions import find
 from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi, Resource
-from llmkube.operator.metrics import DEPLOYMENT_PHASE_COUNTS
+from llmkube.operator.metrics import DEPLOYMENT_PHASE_COUNTS, record_replicas
 from llmkube.operator.patches import merge_patch
 from llmkube.operator.registry import JobRegistry
 
@@ -75,10 +76,29 @@ def write_training_status(
     )
 
 
+def _max_replicas(body: dict[str, Any], desired: int) -> int:
+    try:
+        autoscaling = AutoscalingSpec.model_validate(
+            (body.get("spec") or {}).get("autoscaling") or {}
+        )
+    except ValidationError:  # an InvalidSpec deployment: nothing scales it
+        return desired
+    return autoscaling.max_replicas if autoscaling.enabled else desired
+
+
 def write_deployment_status(
     api: KubeApi, body: dict[str, Any], desired: LLMDeploymentStatus
 ) -> bool:
-    DEPLOYMENT_PHASE_COUNTS.set(body["metadata"]["uid"], desired.phase)
+    meta = body["metadata"]
+    DEPLOYMENT_PHASE_COUNTS.set(meta["uid"], desired.phase)
+    wanted = desired.desired_replicas or 0
+    record_replicas(
+        meta["namespace"],
+        meta["name"],
+        ready=desired.ready_replicas or 0,
+        desired=wanted,
+        maximum=_max_replicas(body, wanted),
+    )
     return _write(
         api,
         DEPLOYMENTS,

@@ -369,5 +369,11 @@ def test_the_deployments_gauge_counts_phases(
         ]
         assert deploying, text
         assert float(deploying[0].split()[-1]) >= 1
+        labels = f'{{deployment="counted",namespace="{namespace}"}}'
+        assert f"llmkube_deployment_desired_replicas{labels} 2.0" in text
+        assert f"llmkube_deployment_max_replicas{labels} 2.0" in text  # no autoscaling
+        assert f"llmkube_deployment_ready_replicas{labels} 0.0" in text
 
     eventually(exported)
+    assert control_plane.kubectl("delete", "llmd", "counted", "-n", namespace).returncode == 0
+    eventually(lambda: 'deployment="counted"' not in operator.metrics())
