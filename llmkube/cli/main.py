@@ -1,5 +1,6 @@
 """`llmkube`: local runs, CRD export and manifest validation."""
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +45,24 @@ def crds(
     for name, text in rendered.items():
         (output_dir / name).write_text(text, encoding="utf-8")
         err.print(f"wrote {output_dir / name}")
+
+
+@app.command()
+def dashboards(
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Folder for the JSON and rules files.")
+    ],
+) -> None:
+    """Write the Grafana dashboards and the Prometheus alert rules."""
+    from llmkube import observability
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, board in observability.dashboards().items():
+        (output_dir / name).write_text(json.dumps(board, indent=2) + "\n", encoding="utf-8")
+        err.print(f"wrote {output_dir / name}")
+    rules = output_dir / "prometheus-rules.yaml"
+    rules.write_text(yaml.safe_dump(observability.alert_rules(), sort_keys=False))
+    err.print(f"wrote {rules}")
 
 
 @app.command()

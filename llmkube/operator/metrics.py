@@ -20,6 +20,8 @@ DEPLOYMENT_PHASES = ("Pending", "WaitingForModel", "Deploying", "Ready", "Degrad
 AUTOSCALER_DECISIONS = Counter(
     "llmkube_autoscaler_decisions_total", "Replica changes made by the autoscaler", ["direction"]
 )
+for _direction in ("up", "down"):  # both series exist from the start, at 0
+    AUTOSCALER_DECISIONS.labels(direction=_direction)
 
 
 DEPLOYMENT_LABELS = ["namespace", "deployment"]
@@ -33,17 +35,21 @@ DEPLOYMENT_DESIRED_REPLICAS = Gauge(
 )
 DEPLOYMENT_MAX_REPLICAS = Gauge(
     "llmkube_deployment_max_replicas",
-    "The autoscaler's maxReplicas (spec.replicas when autoscaling is off)",
+    "The autoscaler's maxReplicas (only for deployments the operator autoscales)",
     DEPLOYMENT_LABELS,
 )
 _REPLICA_GAUGES = (DEPLOYMENT_READY_REPLICAS, DEPLOYMENT_DESIRED_REPLICAS, DEPLOYMENT_MAX_REPLICAS)
 
 
 def record_replicas(
-    namespace: str, deployment: str, *, ready: int, desired: int, maximum: int
+    namespace: str, deployment: str, *, ready: int, desired: int, maximum: int | None
 ) -> None:
     for gauge, value in zip(_REPLICA_GAUGES, (ready, desired, maximum), strict=True):
-        gauge.labels(namespace=namespace, deployment=deployment).set(value)
+        if value is None:
+            with suppress(KeyError):
+                gauge.remove(namespace, deployment)
+        else:
+            gauge.labels(namespace=namespace, deployment=deployment).set(value)
 
 
 def forget_replicas(namespace: str, deployment: str) -> None:

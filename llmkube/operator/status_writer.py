@@ -76,14 +76,14 @@ def write_training_status(
     )
 
 
-def _max_replicas(body: dict[str, Any], desired: int) -> int:
+def _max_replicas(body: dict[str, Any]) -> int | None:
     try:
         autoscaling = AutoscalingSpec.model_validate(
             (body.get("spec") or {}).get("autoscaling") or {}
         )
     except ValidationError:  # an InvalidSpec deployment: nothing scales it
-        return desired
-    return autoscaling.max_replicas if autoscaling.enabled else desired
+        return None
+    return autoscaling.max_replicas if autoscaling.enabled else None
 
 
 def write_deployment_status(
@@ -97,7 +97,7 @@ def write_deployment_status(
         meta["name"],
         ready=desired.ready_replicas or 0,
         desired=wanted,
-        maximum=_max_replicas(body, wanted),
+        maximum=_max_replicas(body),
     )
     return _write(
         api,

@@ -371,7 +371,7 @@ def test_the_deployments_gauge_counts_phases(
         assert float(deploying[0].split()[-1]) >= 1
         labels = f'{{deployment="counted",namespace="{namespace}"}}'
         assert f"llmkube_deployment_desired_replicas{labels} 2.0" in text
-        assert f"llmkube_deployment_max_replicas{labels} 2.0" in text  # no autoscaling
+        assert f"llmkube_deployment_max_replicas{labels}" not in text  # not autoscaled
         assert f"llmkube_deployment_ready_replicas{labels} 0.0" in text
 
     eventually(exported)

@@ -13,7 +13,9 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_chart_lints() -> None:
-    result = helm("lint", str(CHART), "--strict", "--set", "serviceMonitor.enabled=true")
+    result = helm(
+        "lint", str(CHART), "--strict", "--set", "serviceMonitor.enabled=true,alerts.enabled=true"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -21,6 +23,7 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(control_plane: Contr
     rendered = render_chart(
         control_plane,
         "serviceMonitor.enabled=true",
+        "alerts.enabled=true",
         "watchNamespaces={team-a,team-b}",
         "prometheusUrl=http://prometheus.monitoring:9090",
     )
@@ -35,8 +38,13 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(control_plane: Contr
         "deployment.apps",
         "service",
         "servicemonitor.monitoring.coreos.com",
+        "prometheusrule.monitoring.coreos.com",
+        "configmap",
     }
     assert 'value: "team-a,team-b"' in rendered
+    assert "configmap/llmkube-serving-dashboard" in result.stdout
+    assert "configmap/llmkube-training-dashboard" in result.stdout
+    assert "{{ $labels.deployment }}" in rendered  # alert templates reach Prometheus as written
 
 
 def test_the_operator_pod_is_locked_down(control_plane: ControlPlane) -> None:
