@@ -1,0 +1,129 @@
+"""Every PromQL expression of the shipped dashboards and alerts, run against a real Prometheus
+scraping the real operator (on a real control plane), a real training run and a real Ray Serve
+app under a short load: no expression may fail, and every measured one must return series."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import httpx
+
+from llmkube import observability
+from llmkube.api.deployment import ServingSpec
+from llmkube.api.runconfig import JobIdentity, ServeRunConfig, StorageConfig
+from llmkube.storage import open_store
+from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.minio import MinioServer
+from llmkube.testing.models import publish_byte_model
+from llmkube.testing.operator import OperatorProcess
+from llmkube.testing.processes import free_port, wait_until
+from llmkube.testing.prometheus import PrometheusServer
+from llmkube.testing.serving import ServeProcess
+from llmkube.testing.training import TrainingProcess
+from tests.cluster.helpers import apply, eventually, get
+from tests.runtime.training_helpers import corpus, run_config, upload
+
+NAME = "observed"
+
+
+def load(url: str, stop: threading.Event, seconds: float = 600) -> None:
+    """A mixed load (plain, streamed and one bad request, repeated) until `stop`: Ray exports a
+    gauge only while it is being set."""
+    body = {"model": NAME, "prompt": "The import statement", "max_tokens": 16}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not stop.is_set():
+            assert http.post("/v1/completions", json=body).status_code == 200
+            streamed = http.post("/v1/completions", json={**body, "stream": True})
+            assert streamed.status_code == 200
+            assert http.post("/v1/completions", json={"model": NAME}).status_code == 400
+
+
+def test_every_dashboard_and_alert_query_returns_series(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    minio: MinioServer,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    storage = StorageConfig(endpoint=minio.endpoint, insecure=True)
+    model_uri = f"s3://{bucket}/served/model"
+    publish_byte_model(open_store(model_uri, storage, environ=minio.env), model_uri, steps=20)
+    upload(minio, bucket, "data/topics.txt", corpus().encode())
+    training = run_config(
+        NAME,
+        source=f"s3://{bucket}/data/",
+        output=f"s3://{bucket}/out/",
+        endpoint=minio.endpoint,
+        spec={"training": {"maxSteps": 150, "batchSize": 8, "learningRate": 3e-3}},
+    )
+    serving = ServeRunConfig(
+        deployment=JobIdentity(name=NAME, namespace=namespace),
+        model_uri=model_uri,
+        replicas=1,
+        gpus_per_replica=0,
+        cpus_per_replica=1,
+        serving=ServingSpec(max_batch_size=4, max_concurrent_requests=16),
+        storage=storage,
+    )
+    serve_metrics, train_metrics = free_port(), free_port()
+    targets = [
+        f"127.0.0.1:{port}" for port in (operator.metrics_port, serve_metrics, train_metrics)
+    ]
+    fast_export = {**minio.env, "RAY_metrics_report_interval_ms": "1000"}
+    with (
+        PrometheusServer.start(targets) as prometheus,
+        ServeProcess(
+            serving,
+            tmp_path / "serve",
+            {**fast_export, "LLMKUBE_RAY_METRICS_PORT": str(serve_metrics)},
+        ) as serve,
+        TrainingProcess(
+            training,
+            tmp_path / "train",
+            {**fast_export, "LLMKUBE_RAY_METRICS_PORT": str(train_metrics)},
+        ) as train,
+    ):
+        apply(
+            control_plane,
+            namespace,
+            {
+                "apiVersion": "llmkube.io/v1alpha1",
+                "kind": "LLMDeployment",
+                "metadata": {"name": NAME},
+                "spec": {
+                    "model": {"uri": model_uri},
+                    "replicas": 1,
+                    "autoscaling": {
+                        "enabled": True,
+                        "maxReplicas": 3,
+                        "prometheus": {"url": prometheus.url},
+                    },
+                },
+            },
+        )
+        eventually(lambda: get(control_plane, "rayservice", NAME, namespace))
+        serve.wait_ready()
+        stop = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(load, serve.url, stop)
+            try:
+                for expr in observability.measured_expressions():
+                    wait_until(
+                        partial(returns_series, prometheus, expr),
+                        timeout=120,
+                        what=f"series for {expr}",
+                    )
+                for expr in observability.alert_expressions():
+                    prometheus.query(expr)  # raises if Prometheus refuses it
+            finally:
+                stop.set()
+            loading.result()
+        assert train.wait(300) == 0, train.log[-3000:]
+
+
+def returns_series(prometheus: PrometheusServer, expr: str) -> bool:
+    return bool(prometheus.query(expr))
