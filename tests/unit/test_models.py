@@ -13,6 +13,8 @@ from llmkube.api.runconfig import TrainingRunConfig, training_run_config
 from tests.bad_manifests import BadManifest, corpus
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
+# The quickstart names the local data folder as llmkube run does.
+LOCAL = {"LLMKUBE_DATA_DIR": "/data"}
 
 
 def minimal_job(**spec: object) -> dict[str, object]:
@@ -30,7 +32,8 @@ def minimal_job(**spec: object) -> dict[str, object]:
 
 
 def example(kind: str) -> LLMTrainingJob | LLMDeployment:
-    for doc in manifests.load([EXAMPLES]):
+    """The shakespeare example of a kind (examples/*.yaml, not the sub-folders)."""
+    for doc in manifests.load(sorted(EXAMPLES.glob("*.yaml"))):
         if doc.kind == kind:
             assert doc.resource is not None, doc.problems
             return doc.resource
@@ -38,8 +41,17 @@ def example(kind: str) -> LLMTrainingJob | LLMDeployment:
 
 
 def test_examples_are_valid() -> None:
-    documents = manifests.load([EXAMPLES])
-    assert {doc.kind for doc in documents} == {"LLMTrainingJob", "LLMDeployment", "Secret"}
+    documents = manifests.load([EXAMPLES], LOCAL)
+    assert {doc.kind for doc in documents} == {
+        "LLMTrainingJob",
+        "LLMDeployment",
+        "Secret",
+        # examples/gitops/
+        "Application",
+        "GitRepository",
+        "HelmRelease",
+        "Kustomization",
+    }
     assert all(not doc.problems for doc in documents)
 
 
