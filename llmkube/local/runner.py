@@ -4,9 +4,7 @@ progress.json and metrics.jsonl — the files the operator reads in a cluster.""
 
 import contextlib
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,67 +14,15 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from llmkube.api.artifacts import METRICS_FILE, MODEL_DIR, PROGRESS_FILE
 from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
+from llmkube.local.child import Child
 from llmkube.storage import StorageError, open_store
 from llmkube.storage.uri import join
 
 POLL_SECONDS = 1.0
-STOP_SECONDS = 60.0
 
 
 class StoppedError(Exception):
     """Ctrl-C: the child was stopped; a re-run resumes."""
-
-
-class Child:
-    def __init__(self, command: list[str], log_path: Path) -> None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-
-    def poll(self) -> int | None:
-        return self.process.poll()
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_tail(self, lines: int = 25) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def stop(self) -> int:
-        """SIGTERM the child (it shuts its Ray cluster down), then SIGKILL whatever is left of
-        its session. Not SIGTERM to the whole session: a driver whose cluster died under it
-        hangs in its own shutdown."""
-        session = self.process.pid
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(STOP_SECONDS)
-        deadline = time.monotonic() + 15
-        while (alive := _session(session)) and time.monotonic() < deadline:
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
-        if self.process.poll() is None:
-            self.process.kill()
-        return self.process.wait()
-
-
-def _session(session: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.getsid(int(entry.name)) == session:
-                    found.append(int(entry.name))
-    return found
 
 
 def _read_json(config: TrainingRunConfig, name: str) -> dict[str, object] | None:

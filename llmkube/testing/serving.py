@@ -1,9 +1,5 @@
 """The local Serve entrypoint as a real subprocess in its own session."""
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -12,11 +8,11 @@ from types import TracebackType
 from typing import Self
 
 from llmkube.api.runconfig import ServeRunConfig
+from llmkube.local.child import Child
 from llmkube.testing.processes import free_port, http_get
-from llmkube.testing.training import session_processes
 
 
-class ServeProcess:
+class ServeProcess(Child):
     def __init__(
         self, config: ServeRunConfig, workdir: Path, env: Mapping[str, str] | None = None
     ) -> None:
@@ -24,24 +20,16 @@ class ServeProcess:
         self.port = free_port()
         config_path = workdir / "serve.json"
         config_path.write_text(config.model_dump_json(by_alias=True))
-        self.log_path = workdir / "serve.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "llmkube.runtime.serve",
-                    "--config",
-                    str(config_path),
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )
+        command = [
+            sys.executable,
+            "-m",
+            "llmkube.runtime.serve",
+            "--config",
+            str(config_path),
+            "--port",
+            str(self.port),
+        ]
+        super().__init__(command, workdir / "serve.log", env or {})
 
     @property
     def url(self) -> str:
@@ -49,7 +37,7 @@ class ServeProcess:
 
     @property
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_text()
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
@@ -60,26 +48,6 @@ class ServeProcess:
                 return
             time.sleep(0.5)
         raise AssertionError(f"serve not ready after {timeout}s:\n{self.log[-4000:]}")
-
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM (a clean shutdown), then make sure nothing of the session is left."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout)
-        code = self.process.poll()
-        deadline = time.monotonic() + 30
-        while (alive := session_processes(self.process.pid)) and time.monotonic() < deadline:
-            for pid in alive:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    continue
-            time.sleep(0.2)
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(5)
-        return -1 if code is None else code
 
     def __enter__(self) -> Self:
         return self

@@ -1,9 +1,6 @@
 """The training entrypoint as a real subprocess in its own session, so a test can kill the
 driver together with the local Ray cluster it started, exactly as a pod dies."""
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,23 +10,7 @@ from types import TracebackType
 from typing import Self
 
 from llmkube.api.runconfig import TrainingRunConfig
-
-
-def session_processes(session: int) -> list[int]:
-    """PIDs of the live processes of a session (zombies excluded)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) != session:
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            found.append(int(entry.name))
-    return found
+from llmkube.local.child import Child, session_processes
 
 
 def command_line(pid: int) -> str:
@@ -39,27 +20,19 @@ def command_line(pid: int) -> str:
         return ""
 
 
-class TrainingProcess:
+class TrainingProcess(Child):
     def __init__(
         self, config: TrainingRunConfig, workdir: Path, env: Mapping[str, str] | None = None
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "run.json"
         self.config_path.write_text(config.model_dump_json(by_alias=True))
-        self.log_path = workdir / f"train-{time.monotonic_ns()}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "llmkube.runtime.train", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )
+        command = [sys.executable, "-m", "llmkube.runtime.train", "--config", str(self.config_path)]
+        super().__init__(command, workdir / f"train-{time.monotonic_ns()}.log", env or {})
 
     @property
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_text()
 
     def wait(self, timeout: float) -> int:
         try:
@@ -77,20 +50,9 @@ class TrainingProcess:
             if "RayTrainWorker" in command_line(pid)
         ]
 
-    def kill(self, timeout: float = 30.0) -> None:
-        """SIGKILL the driver and everything it started; wait until all of it is gone."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            alive = session_processes(self.process.pid)
-            if self.process.poll() is None:
-                alive.append(self.process.pid)
-            if not alive:
-                break
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
-        self.process.wait(5)
+    def kill(self) -> None:
+        """SIGKILL the driver and everything it started, as when a pod dies."""
+        self.kill_session()
         leftover = session_processes(self.process.pid)
         if leftover:
             raise AssertionError(f"processes survived the kill: {leftover}")

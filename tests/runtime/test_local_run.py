@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmkube.local.child import session_processes
 from llmkube.testing.processes import free_port
-from llmkube.testing.training import command_line, session_processes
+from llmkube.testing.training import command_line
 
 ROOT = Path(__file__).parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"

@@ -1,0 +1,77 @@
+"""An entrypoint run as a child process in its own session, so that stopping it stops the local
+Ray cluster it started too. `llmkube run` and the test harnesses use it."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def session_processes(session: int) -> list[int]:
+    """PIDs of the live processes of a session (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+class Child:
+    def __init__(
+        self, command: list[str], log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=None if env is None else {**os.environ, **env},
+            )
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 25) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def kill_session(self, timeout: float = 30.0) -> None:
+        """SIGKILL the child and everything of its session; wait until all of it is gone."""
+        deadline = time.monotonic() + timeout
+        while (alive := session_processes(self.process.pid)) and time.monotonic() < deadline:
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM the child (it shuts its Ray cluster down), then SIGKILL whatever is left of
+        its session. Not SIGTERM to the whole session: a driver whose cluster died under it
+        hangs in its own shutdown."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+        code = self.process.poll()
+        self.kill_session()
+        return self.process.returncode if code is None else code
