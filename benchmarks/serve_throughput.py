@@ -2,7 +2,8 @@
 
 (a) the engine in-process without batching (one sequence at a time),
 (b) the engine in-process with continuous batching,
-(c) the full HTTP path: Ray Serve, the OpenAI API, streaming, through a real HTTP client,
+(c) the full HTTP path: Ray Serve, the OpenAI API, streaming, through a real HTTP client (with
+    `--stream-interval N`, also (c) again with serving.streamInterval N),
 (d) the ideal: the bare model's decode step at a static batch of 16 with a filled KV cache,
     which bounds what any batching can reach here.
 
@@ -11,6 +12,7 @@ inter-token latency. Then the goal ratios: (b)@16 / (d) >= 0.8; (c)@16 / (b)@16 
 (c)@1 p50 TTFT - (b)@1 p50 TTFT <= 10 ms.
 
     .venv/bin/python benchmarks/serve_throughput.py [--preset tiny|small] [--max-tokens 64]
+        [--stream-interval 4]
 """
 
 import argparse
@@ -156,6 +158,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--stream-interval",
+        type=int,
+        default=1,
+        help="also run (c) with this serving.streamInterval (tokens per streamed chunk)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -211,22 +219,25 @@ def main() -> None:
             evaluation={},
             card="",
         )
-        serve_config = ServeRunConfig(
-            deployment=JobIdentity(name=NAME),
-            model_uri=uri,
-            replicas=1,
-            gpus_per_replica=0,
-            cpus_per_replica=args.threads,
-            serving=ServingSpec(
-                max_batch_size=16, max_concurrent_requests=1024, max_tokens=args.max_tokens
-            ),
-            storage=StorageConfig(),
-        )
-        with ServeProcess(serve_config, root / "serve") as serve:
-            serve.wait_ready()
-            results["(c) HTTP via Ray Serve"] = http_runs(
-                serve.url, texts, args.max_tokens, args.requests
+        for interval in sorted({1, args.stream_interval}):
+            serve_config = ServeRunConfig(
+                deployment=JobIdentity(name=NAME),
+                model_uri=uri,
+                replicas=1,
+                gpus_per_replica=0,
+                cpus_per_replica=args.threads,
+                serving=ServingSpec(
+                    max_batch_size=16,
+                    max_concurrent_requests=1024,
+                    max_tokens=args.max_tokens,
+                    stream_interval=interval,
+                ),
+                storage=StorageConfig(),
             )
+            label = "(c) HTTP via Ray Serve" + (f", interval {interval}" if interval > 1 else "")
+            with ServeProcess(serve_config, root / f"serve-{interval}") as serve:
+                serve.wait_ready()
+                results[label] = http_runs(serve.url, texts, args.max_tokens, args.requests)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -234,16 +245,17 @@ def main() -> None:
         print(f"concurrency {concurrency}:")
         for label, runs in results.items():
             print("  " + runs[concurrency].row(label))
-    a, b, c = results.values()
-    ttft_b = statistics.median(b[1].ttft)
-    ttft_c = statistics.median(c[1].ttft)
+    a, b, *http = results.values()
     print()
     print(f"(b)@16 / (d)          : {b[16].tokens_per_second / ideal:6.2f}   (goal >= 0.80)")
-    print(
-        f"(c)@16 / (b)@16       : {c[16].tokens_per_second / b[16].tokens_per_second:6.2f}"
-        "   (goal >= 0.90)"
-    )
-    print(f"(c)@1 - (b)@1 TTFT p50: {1000 * (ttft_c - ttft_b):6.1f} ms (goal <= 10 ms)")
+    for label, c in zip(list(results)[2:], http, strict=True):
+        ttft = statistics.median(c[1].ttft) - statistics.median(b[1].ttft)
+        print(f"{label}:")
+        print(
+            f"  (c)@16 / (b)@16       : {c[16].tokens_per_second / b[16].tokens_per_second:6.2f}"
+            "   (goal >= 0.90)"
+        )
+        print(f"  (c)@1 - (b)@1 TTFT p50: {1000 * ttft:6.1f} ms (goal <= 10 ms)")
     print(
         f"(b)@16 / (a)@16       : {b[16].tokens_per_second / a[16].tokens_per_second:6.2f}"
         "   (what batching buys)"

@@ -27,7 +27,7 @@ from llmkube.api.runconfig import ServeRunConfig
 from llmkube.runtime.artifact import CONFIG_FILE, load_artifact
 from llmkube.runtime.serving.engine import Engine
 from llmkube.runtime.serving.metrics import ServingMetrics
-from llmkube.runtime.serving.openai_api import Limits, OpenAIService
+from llmkube.runtime.serving.openai_api import OpenAIService, ServiceOptions
 from llmkube.runtime.serving.protocol import ApiError
 from llmkube.runtime.tokenizer import END_OF_TEXT
 from llmkube.storage import StorageError, open_store
@@ -80,9 +80,10 @@ class LLMServer:
             self.engine,
             loaded.tokenizer,
             model_name=name,
-            limits=Limits(
+            options=ServiceOptions(
                 max_prompt_tokens=min(run.serving.max_prompt_tokens or context, context),
                 max_tokens=run.serving.max_tokens,
+                stream_interval=run.serving.stream_interval,
             ),
             api_key=api_key,
             metrics=self.metrics,

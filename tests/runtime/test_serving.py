@@ -24,6 +24,7 @@ from llmkube.testing.serving import ServeProcess
 API_KEY = "sk-test-llmkube"
 NAME = "pydoc"
 MAX_CONCURRENT = 32
+STREAM_INTERVAL = 3
 
 
 class Server:
@@ -64,6 +65,7 @@ def server(minio: MinioServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
             max_concurrent_requests=MAX_CONCURRENT,
             max_prompt_tokens=200,
             max_tokens=480,
+            stream_interval=STREAM_INTERVAL,
         ),
         api_key_env="LLMKUBE_API_KEY",
         storage=storage,
@@ -121,6 +123,8 @@ def test_streaming_equals_the_whole_answer(server: Server) -> None:
     )
     text = "".join(chunk.choices[0].text for chunk in chunks if chunk.choices)
     assert text == whole.choices[0].text
+    # serving.streamInterval: the first token alone, then STREAM_INTERVAL tokens per chunk.
+    assert len([c for c in chunks if c.choices]) <= 1 + -(-29 // STREAM_INTERVAL)
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 30
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
@@ -253,8 +257,15 @@ def test_api_key_is_required(server: Server) -> None:
 
 def test_overload_answers_429_and_the_server_survives(server: Server) -> None:
     body = {"model": NAME, "prompt": "The import system", "max_tokens": 120, "temperature": 0}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    def one_user(_: int) -> httpx.Response:
+        # Each user its own connection: 200 threads sharing one httpx pool race on its sockets.
+        url = f"{server.serve.url}/v1/completions"
+        return httpx.post(url, json=body, headers=headers, timeout=120)
+
     with ThreadPoolExecutor(200) as pool:
-        answers = list(pool.map(lambda _: server.post("/v1/completions", body), range(200)))
+        answers = list(pool.map(one_user, range(200)))
     statuses = [answer.status_code for answer in answers]
     assert set(statuses) <= {200, 429}, statuses
     refused = [answer for answer in answers if answer.status_code == 429]

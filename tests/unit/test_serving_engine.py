@@ -87,6 +87,30 @@ def test_stop_sequences_cut_the_text(engine: Engine) -> None:
     assert events[-1].finish_reason == "stop"
 
 
+def test_stream_interval_sends_fewer_larger_events_with_the_same_tokens(engine: Engine) -> None:
+    prompt = list(b"interval")
+
+    async def run(interval: int) -> list[GenerationEvent]:
+        return await collect(
+            engine, GenerationRequest(prompt, max_tokens=30, stream_interval=interval)
+        )
+
+    every = asyncio.run(run(1))
+    grouped = asyncio.run(run(4))
+    whole = asyncio.run(run(30))
+    for events in (grouped, whole):
+        assert [t for e in events for t in e.tokens] == [t for e in every for t in e.tokens]
+        assert text_of(events) == text_of(every)
+        assert events[-1].completion_tokens == 30
+    assert len(every) > 20
+    assert len(grouped) <= 30 // 4 + 3
+    assert all(
+        e.completion_tokens - grouped[0].completion_tokens in range(0, 30, 4) for e in grouped[1:-1]
+    )
+    assert len(whole) <= 3  # the first text, then the end
+    assert grouped[0].completion_tokens <= 2  # the first text is never held back
+
+
 def test_context_end_finishes_with_length(engine: Engine) -> None:
     events = asyncio.run(collect(engine, GenerationRequest(list(b"x" * 40), max_tokens=100)))
     assert events[-1].finish_reason == "length"

@@ -41,6 +41,9 @@ class GenerationRequest:
     params: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.0))
     stop: Sequence[str] = ()
     seed: int | None = None
+    stream_interval: int = 1
+    """Deliver an event at most every this many tokens; the first token and the end always go
+    at once. Fewer, larger events cost less per token on every hop to the client."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,15 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     tokens: tuple[int, ...] = ()
     """The tokens this event is for (a stop token is not reported)."""
+
+    def then(self, following: "GenerationEvent") -> "GenerationEvent":
+        """This event and the one after it, as one."""
+        return GenerationEvent(
+            self.text + following.text,
+            following.completion_tokens,
+            following.finish_reason,
+            self.tokens + following.tokens,
+        )
 
 
 @dataclass
@@ -66,6 +78,9 @@ class _Sequence:
     last_token: int = 0
     generated: list[int] = field(default_factory=list)
     last_token_time: float = 0.0
+    held: GenerationEvent | None = None
+    """Tokens not delivered yet (see GenerationRequest.stream_interval)."""
+    delivered: int = 0
     cancelled: bool = False
     finished: bool = False
 
@@ -95,12 +110,7 @@ class Generation:
                     if isinstance(following, BaseException):
                         event = following
                         break
-                    event = GenerationEvent(
-                        event.text + following.text,
-                        following.completion_tokens,
-                        following.finish_reason,
-                        event.tokens + following.tokens,
-                    )
+                    event = event.then(following)
                 if isinstance(event, BaseException):
                     raise event
                 yield event
@@ -316,9 +326,23 @@ class Engine:
             ):
                 finish = "length"
         text = sequence.assembler.flush() if finish else sequence.assembler.take()
-        self._send(sequence, GenerationEvent(text, len(sequence.generated), finish, kept))
+        self._send_or_hold(sequence, GenerationEvent(text, len(sequence.generated), finish, kept))
         if finish:
             sequence.finished = True
+
+    def _send_or_hold(self, sequence: _Sequence, event: GenerationEvent) -> None:
+        """Send now, or hold until the request's stream interval is due."""
+        if sequence.held is not None:
+            event = sequence.held.then(event)
+        count = event.completion_tokens
+        due = count - sequence.delivered >= sequence.request.stream_interval
+        if event.finish_reason or due or sequence.delivered == 0:
+            sequence.held = None
+            if event.text or sequence.delivered:  # the first text goes out as soon as it exists
+                sequence.delivered = count
+            self._send(sequence, event)
+        else:
+            sequence.held = event
 
     def _send(self, sequence: _Sequence, event: GenerationEvent | BaseException) -> None:
         self._outbox.append((sequence, event))

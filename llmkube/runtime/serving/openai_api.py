@@ -36,9 +36,10 @@ from llmkube.runtime.tokenizer import separator_ids
 
 
 @dataclass(frozen=True)
-class Limits:
+class ServiceOptions:
     max_prompt_tokens: int
     max_tokens: int
+    stream_interval: int = 1
 
 
 @dataclass
@@ -57,14 +58,14 @@ class OpenAIService:
         tokenizer: Tokenizer,
         *,
         model_name: str,
-        limits: Limits,
+        options: ServiceOptions,
         api_key: str | None,
         metrics: ServingMetrics | None,
     ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.model_name = model_name
-        self.limits = limits
+        self.options = options
         self.api_key = api_key
         self.metrics = metrics
         self.created = int(time.time())
@@ -150,29 +151,36 @@ class OpenAIService:
                 body.limit(),
             )
         prompt = self.tokenizer.encode(text).ids or separator_ids(self.tokenizer)
-        if len(prompt) > self.limits.max_prompt_tokens:
+        if len(prompt) > self.options.max_prompt_tokens:
             raise ApiError(
                 400,
-                f"This model's maximum prompt length is {self.limits.max_prompt_tokens} tokens; "
+                f"This model's maximum prompt length is {self.options.max_prompt_tokens} tokens; "
                 f"your prompt has {len(prompt)} tokens. Shorten the prompt.",
                 param="prompt" if kind == "completion" else "messages",
                 code="context_length_exceeded",
             )
-        if requested is not None and requested > self.limits.max_tokens:
+        if requested is not None and requested > self.options.max_tokens:
             raise ApiError(
                 400,
                 f"max_tokens is {requested}, above this server's limit of "
-                f"{self.limits.max_tokens}; ask for fewer tokens",
+                f"{self.options.max_tokens}; ask for fewer tokens",
                 param="max_tokens",
                 code="max_tokens_exceeded",
             )
         room = self.engine.context_length - len(prompt) + 1
-        max_tokens = min(requested or self.limits.max_tokens, max(room, 1))
+        max_tokens = min(requested or self.options.max_tokens, max(room, 1))
         params = SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k)
+        # A whole answer needs only the end; a stream gets text at the configured interval.
+        interval = self.options.stream_interval if body.stream else max_tokens
         try:
             generation = self.engine.submit(
                 GenerationRequest(
-                    prompt=prompt, max_tokens=max_tokens, params=params, stop=stops, seed=body.seed
+                    prompt=prompt,
+                    max_tokens=max_tokens,
+                    params=params,
+                    stop=stops,
+                    seed=body.seed,
+                    stream_interval=interval,
                 )
             )
         except EngineOverloadedError as error:
