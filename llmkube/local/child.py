@@ -8,6 +8,8 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 
 def session_processes(session: int) -> list[int]:
@@ -42,6 +44,17 @@ class Child:
                 start_new_session=True,
                 env=None if env is None else {**os.environ, **env},
             )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def poll(self) -> int | None:
         return self.process.poll()

@@ -4,8 +4,6 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from llmkube.api.runconfig import ServeRunConfig
 from llmkube.local.child import Child
@@ -48,14 +46,3 @@ class ServeProcess(Child):
                 return
             time.sleep(0.5)
         raise AssertionError(f"serve not ready after {timeout}s:\n{self.log[-4000:]}")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -7,7 +7,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
 
 from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.local.child import Child, session_processes
@@ -56,9 +55,6 @@ class TrainingProcess(Child):
         leftover = session_processes(self.process.pid)
         if leftover:
             raise AssertionError(f"processes survived the kill: {leftover}")
-
-    def __enter__(self) -> Self:
-        return self
 
     def __exit__(
         self,
