@@ -234,7 +234,7 @@ def main() -> None:
                 ),
                 storage=StorageConfig(),
             )
-            label = "(c) HTTP via Ray Serve" + (f", interval {interval}" if interval > 1 else "")
+            label = f"(c) HTTP, interval {interval}" if interval > 1 else "(c) HTTP via Ray Serve"
             with ServeProcess(serve_config, root / f"serve-{interval}") as serve:
                 serve.wait_ready()
                 results[label] = http_runs(serve.url, texts, args.max_tokens, args.requests)
