@@ -69,6 +69,17 @@ def test_masked_batch_with_explicit_positions_matches_each_row_alone() -> None:
     torch.testing.assert_close(batched[1], alone_long[0], atol=1e-4, rtol=1e-4)
 
 
+def test_logits_at_gives_one_step_per_row_as_the_full_output_would() -> None:
+    net = model()
+    tokens = torch.tensor([[4, 8, 15, 16, 23], [42, 7, 1, 9, 3]])
+    at = torch.tensor([2, 4])
+    with torch.no_grad():
+        full = net(tokens)
+        picked = net(tokens, logits_at=at)
+    assert picked.shape == (2, 1, CONFIG.vocab_size)
+    torch.testing.assert_close(picked[:, 0], full[torch.arange(2), at], atol=1e-5, rtol=1e-5)
+
+
 def test_context_overflow_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="exceed the context length 32"):
         model()(torch.zeros(1, 33, dtype=torch.long))

@@ -49,8 +49,12 @@ class CausalLM(nn.Module, ABC):
         *,
         positions: Tensor | None = None,
         mask: Tensor | None = None,
+        logits_at: Tensor | None = None,
     ) -> Tensor:
         """Logits for every position of `tokens` [batch, steps]. With a cache, attends to what it
         holds and appends the new keys and values. `positions` [batch, steps] and a boolean
         attention `mask` [batch, 1, steps, cached + steps] let rows of different lengths share a
-        batch; without them positions continue from the cache and attention is causal."""
+        batch; without them positions continue from the cache and attention is causal.
+        `logits_at` [batch] picks one step per row: logits [batch, 1, vocab] for it alone (a
+        prefill needs only the last prompt token's, and the output projection is the costly
+        part of a wide vocabulary)."""

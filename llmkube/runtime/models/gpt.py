@@ -156,8 +156,10 @@ class GPT(CausalLM):
         *,
         positions: Tensor | None = None,
         mask: Tensor | None = None,
+        logits_at: Tensor | None = None,
     ) -> Tensor:
-        """Logits for every position of `tokens` [batch, steps]; with a cache, appends to it."""
+        """Logits for every position of `tokens` [batch, steps] (or only at `logits_at`); with a
+        cache, appends to it."""
         steps = tokens.shape[1]
         start = cache.length if cache is not None else 0
         if positions is None:
@@ -172,5 +174,7 @@ class GPT(CausalLM):
             x = block(x, cache, layer, mask, positions)
         if cache is not None and cache.first_row is None:
             cache.length += steps
+        if logits_at is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), logits_at][:, None]
         logits: Tensor = self.lm_head(self.ln_f(x))
         return logits

@@ -228,6 +228,7 @@ class Engine:
                 except Exception as error:
                     for sequence in admitted:
                         self._fail(sequence, error)
+                self._deliver()  # first tokens now, not after the next decode step
             self._drop_done()
             if self._running:
                 began = time.monotonic()
@@ -265,9 +266,9 @@ class Engine:
             self.cache,
             positions=torch.arange(steps, device=device)[None].expand(len(admitted), -1),
             mask=mask[:, None],
-        )
-        last = logits[torch.arange(len(admitted)), torch.tensor(lengths) - 1]
-        for sequence, token in zip(admitted, self._choose(last, admitted), strict=True):
+            logits_at=torch.tensor(lengths, device=device) - 1,
+        )[:, -1]
+        for sequence, token in zip(admitted, self._choose(logits, admitted), strict=True):
             self._accept(sequence, token)
 
     def _decode_step(self) -> None:
