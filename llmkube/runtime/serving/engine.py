@@ -81,6 +81,7 @@ class _Sequence:
     held: GenerationEvent | None = None
     """Tokens not delivered yet (see GenerationRequest.stream_interval)."""
     delivered: int = 0
+    """Tokens generated when text last went out (0: no text yet)."""
     cancelled: bool = False
     finished: bool = False
 

@@ -170,7 +170,8 @@ class OpenAIService:
         room = self.engine.context_length - len(prompt) + 1
         max_tokens = min(requested or self.options.max_tokens, max(room, 1))
         params = SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k)
-        # A whole answer needs only the end; a stream gets text at the configured interval.
+        # A whole answer crosses threads only for its first text and its end; a stream gets
+        # text at the configured interval.
         interval = self.options.stream_interval if body.stream else max_tokens
         try:
             generation = self.engine.submit(
