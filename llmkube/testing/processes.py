@@ -3,7 +3,6 @@
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -13,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from llmkube.net import free_port as free_port  # re-exported for the test harnesses
 
 _PR_SET_PDEATHSIG = 1
 
@@ -29,13 +30,6 @@ def http_get(url: str, timeout: float = 2.0) -> str | None:
             return str(response.read().decode()) if response.status == 200 else None
     except (urllib.error.URLError, OSError):
         return None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:

@@ -12,7 +12,12 @@ from llmkube.testing.processes import free_port, http_get
 
 class ServeProcess(Child):
     def __init__(
-        self, config: ServeRunConfig, workdir: Path, env: Mapping[str, str] | None = None
+        self,
+        config: ServeRunConfig,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        via_proxy: bool = False,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -26,6 +31,7 @@ class ServeProcess(Child):
             str(config_path),
             "--port",
             str(self.port),
+            *(["--via-proxy"] if via_proxy else []),
         ]
         super().__init__(command, workdir / "serve.log", env or {})
 

@@ -3,6 +3,9 @@ entrypoint, driven with the official openai client and raw HTTP, scraped by a re
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +28,7 @@ API_KEY = "sk-test-llmkube"
 NAME = "pydoc"
 MAX_CONCURRENT = 32
 STREAM_INTERVAL = 3
+SERVE = [sys.executable, "-m", "llmkube.runtime.serve"]
 
 
 class Server:
@@ -92,6 +96,8 @@ def test_models_and_health(server: Server) -> None:
     assert [model.id for model in server.client.models.list()] == [NAME]
     assert server.http.get("/readyz").status_code == 200
     assert server.health()["running"] == 0
+    # One replica answers on the served port itself, not behind Serve's proxy.
+    assert "Direct ingress enabled" in server.serve.log
 
 
 def test_completion_with_usage(server: Server) -> None:
@@ -256,7 +262,8 @@ def test_api_key_is_required(server: Server) -> None:
 
 
 def test_overload_answers_429_and_the_server_survives(server: Server) -> None:
-    body = {"model": NAME, "prompt": "The import system", "max_tokens": 120, "temperature": 0}
+    # Long answers keep the batch full while the 200 requests are still arriving.
+    body = {"model": NAME, "prompt": "The import system", "max_tokens": 480, "temperature": 0}
     headers = {"Authorization": f"Bearer {API_KEY}"}
 
     def one_user(_: int) -> httpx.Response:
@@ -339,3 +346,29 @@ def test_missing_model_is_a_clear_error(minio: MinioServer, tmp_path: Path) -> N
         assert serve.process.returncode == 2
     assert "no model artifact at s3://serving-tests/no-such-model/model" in serve.log
     assert "Traceback" not in serve.log
+
+
+def test_a_port_in_use_is_a_clear_error(server: Server, minio: MinioServer, tmp_path: Path) -> None:
+    config = ServeRunConfig(
+        deployment=JobIdentity(name=NAME),
+        model_uri=f"s3://serving-tests/{NAME}/model",
+        replicas=1,
+        gpus_per_replica=0,
+        cpus_per_replica=1,
+        serving=ServingSpec(),
+        storage=StorageConfig(endpoint=minio.endpoint, insecure=True),
+    )
+    config_path = tmp_path / "serve.json"
+    config_path.write_text(config.model_dump_json(by_alias=True))
+    taken = server.serve.port
+    result = subprocess.run(
+        [*SERVE, "--config", str(config_path), "--port", str(taken)],
+        env={**os.environ, **minio.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"port {taken} on 127.0.0.1 is in use" in result.stderr
+    assert "Traceback" not in result.stderr
