@@ -2,8 +2,10 @@
 
 (a) the engine in-process without batching (one sequence at a time),
 (b) the engine in-process with continuous batching,
-(c) the full HTTP path: Ray Serve, the OpenAI API, streaming, through a real HTTP client (with
-    `--stream-interval N`, also (c) again with serving.streamInterval N),
+(c) the full HTTP path: Ray Serve as `llmkube run` starts it (the replica answering on its own
+    port), the OpenAI API, streaming, through a real HTTP client (with `--stream-interval N`,
+    also (c) again with serving.streamInterval N; with `--via-proxy`, also (c) through Serve's
+    proxy, as on a cluster, at interval 1 and N),
 (d) the ideal: the bare model's decode step at a static batch of 16 with a filled KV cache,
     which bounds what any batching can reach here.
 
@@ -11,8 +13,13 @@ For (a)-(c) at concurrency 1, 4 and 16: generated tokens/s, p50/p99 time to firs
 inter-token latency. Then the goal ratios: (b)@16 / (d) >= 0.8; (c)@16 / (b)@16 >= 0.9; and
 (c)@1 p50 TTFT - (b)@1 p50 TTFT <= 10 ms.
 
+To split (c)'s loss into what Ray's own processes cost by being there and what the HTTP path
+costs on top, (b)@16 also runs while Ray Serve is up and idle ("(b) beside idle Ray"),
+alternating with (c)@16 at interval 1 for `--pairs` rounds; their ratio is the median of the
+pairs, which drift on a noisy machine moves much less than the one-shot ratios.
+
     .venv/bin/python benchmarks/serve_throughput.py [--preset tiny|small] [--max-tokens 64]
-        [--stream-interval 4]
+        [--stream-interval 4] [--via-proxy]
 """
 
 import argparse
@@ -90,7 +97,11 @@ async def drive(
 
 
 def engine_runs(
-    engine: Engine, prompts: list[list[int]], max_tokens: int, requests: int
+    engine: Engine,
+    prompts: list[list[int]],
+    max_tokens: int,
+    requests: int,
+    levels: tuple[int, ...] = CONCURRENCY,
 ) -> dict[int, Run]:
     async def one(index: int) -> tuple[int, list[float]]:
         request = GenerationRequest(prompt=prompts[index % len(prompts)], max_tokens=max_tokens)
@@ -100,10 +111,16 @@ def engine_runs(
             tokens = event.completion_tokens
         return tokens, times
 
-    return {c: asyncio.run(drive(c, max(requests, 2 * c), one)) for c in CONCURRENCY}
+    return {c: asyncio.run(drive(c, max(requests, 2 * c), one)) for c in levels}
 
 
-def http_runs(url: str, texts: list[str], max_tokens: int, requests: int) -> dict[int, Run]:
+def http_runs(
+    url: str,
+    texts: list[str],
+    max_tokens: int,
+    requests: int,
+    levels: tuple[int, ...] = CONCURRENCY,
+) -> dict[int, Run]:
     async def all_levels() -> dict[int, Run]:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
@@ -130,7 +147,7 @@ def http_runs(url: str, texts: list[str], max_tokens: int, requests: int) -> dic
                 return tokens, times
 
             await drive(1, 2, one)  # warm-up
-            return {c: await drive(c, max(requests, 2 * c), one) for c in CONCURRENCY}
+            return {c: await drive(c, max(requests, 2 * c), one) for c in levels}
 
     return asyncio.run(all_levels())
 
@@ -164,6 +181,17 @@ def main() -> None:
         default=1,
         help="also run (c) with this serving.streamInterval (tokens per streamed chunk)",
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="alternating rounds of (b)@16 beside idle Ray and (c)@16 at interval 1",
+    )
+    parser.add_argument(
+        "--via-proxy",
+        action="store_true",
+        help="also run (c) through Serve's proxy, as on a cluster",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -196,17 +224,25 @@ def main() -> None:
     print(f"(d) bare decode, static batch 16: {ideal:10,.0f} tok/s\n")
 
     results: dict[str, dict[int, Run]] = {}
+    engines = {}
     for label, batch in (("(a) engine, no batching", 1), ("(b) engine, batching", 16)):
-        engine = Engine(
+        engines[label] = Engine(
             model,
             tokenizer,
             max_batch_size=batch,
             max_concurrent_requests=1024,
             stop_token_ids=stop,
         )
-        results[label] = engine_runs(engine, prompts, args.max_tokens, args.requests)
-        engine.close()
+        results[label] = engine_runs(engines[label], prompts, args.max_tokens, args.requests)
+    batching = engines.pop("(b) engine, batching")
+    engines.pop("(a) engine, no batching").close()
 
+    intervals = sorted({1, args.stream_interval})
+    variants = [(f"(c) HTTP, interval {n}", n, False) for n in intervals]
+    if args.via_proxy:
+        variants += [(f"(c) via proxy, interval {n}", n, True) for n in intervals]
+    # (b)@16 beside idle Ray and (c)@16, alternating, so that drift on a noisy machine hits both.
+    pairs: list[tuple[Run, Run]] = []
     root = Path(tempfile.mkdtemp(prefix="llmkube-bench-"))
     try:
         uri = f"file://{root}/model"
@@ -219,7 +255,7 @@ def main() -> None:
             evaluation={},
             card="",
         )
-        for interval in sorted({1, args.stream_interval}):
+        for label, interval, via_proxy in variants:
             serve_config = ServeRunConfig(
                 deployment=JobIdentity(name=NAME),
                 model_uri=uri,
@@ -234,17 +270,25 @@ def main() -> None:
                 ),
                 storage=StorageConfig(),
             )
-            label = f"(c) HTTP, interval {interval}" if interval > 1 else "(c) HTTP via Ray Serve"
-            with ServeProcess(serve_config, root / f"serve-{interval}") as serve:
+            workdir = root / f"serve-{len(results)}"
+            with ServeProcess(serve_config, workdir, via_proxy=via_proxy) as serve:
                 serve.wait_ready()
                 results[label] = http_runs(serve.url, texts, args.max_tokens, args.requests)
+                for _ in range(max(1, args.pairs) if interval == 1 and not via_proxy else 0):
+                    beside = engine_runs(batching, prompts, args.max_tokens, 32, levels=(16,))
+                    served = http_runs(serve.url, texts, args.max_tokens, 32, levels=(16,))
+                    pairs.append((beside[16], served[16]))
     finally:
+        batching.close()
         shutil.rmtree(root, ignore_errors=True)
+    beside_ray = pairs[0][0]
 
     for concurrency in CONCURRENCY:
         print(f"concurrency {concurrency}:")
         for label, runs in results.items():
             print("  " + runs[concurrency].row(label))
+            if concurrency == 16 and label == "(b) engine, batching":
+                print("  " + beside_ray.row("(b) beside idle Ray"))
     a, b, *http = results.values()
     print()
     print(f"(b)@16 / (d)          : {b[16].tokens_per_second / ideal:6.2f}   (goal >= 0.80)")
@@ -256,6 +300,17 @@ def main() -> None:
             "   (goal >= 0.90)"
         )
         print(f"  (c)@1 - (b)@1 TTFT p50: {1000 * ttft:6.1f} ms (goal <= 10 ms)")
+    print(
+        f"(b)@16 beside idle Ray / (b)@16: "
+        f"{beside_ray.tokens_per_second / b[16].tokens_per_second:6.2f}"
+        "   (what Ray's own processes cost by being there)"
+    )
+    paired = [c.tokens_per_second / beside.tokens_per_second for beside, c in pairs]
+    print(
+        f"{list(results)[2]}, {len(pairs)} pairs alternating with (b) beside idle Ray:\n"
+        f"  (c)@16 / (b)@16 beside idle Ray: median {statistics.median(paired):.2f}, "
+        f"range {min(paired):.2f}-{max(paired):.2f}   (what the HTTP path costs beyond Ray)"
+    )
     print(
         f"(b)@16 / (a)@16       : {b[16].tokens_per_second / a[16].tokens_per_second:6.2f}"
         "   (what batching buys)"
