@@ -17,11 +17,7 @@ import sys
 import time
 
 import torch
-from serve_throughput import ideal_decode  # the script's folder is on sys.path
-
-from llmkube.api.presets import PRESETS
-from llmkube.api.runconfig import GptConfig
-from llmkube.runtime.models import build_model
+from serve_throughput import ideal_decode, preset_model  # the script's folder is on sys.path
 
 CORUNNER = """
 import sys, time
@@ -42,17 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=128)
     args = parser.parse_args()
 
-    dims = PRESETS[args.preset]
-    config = GptConfig(
-        n_layer=dims.n_layer,
-        n_head=dims.n_head,
-        d_model=dims.d_model,
-        context_length=dims.context_length,
-        dropout=0.0,
-        vocab_size=8192,
-    )
-    torch.manual_seed(0)
-    model = build_model(config).eval()
+    _, model = preset_model(args.preset, vocab_size=8192)
     print(f"model {args.preset}, bare decode at batch 16, {torch.get_num_threads()} threads")
     print(f"{'co-runner share of one core':>28}  {'alone':>10}  {'beside':>10}  ratio")
     for share in args.shares:

@@ -152,6 +152,21 @@ def http_runs(
     return asyncio.run(all_levels())
 
 
+def preset_model(preset: str, vocab_size: int) -> tuple[GptConfig, CausalLM]:
+    """The preset's GPT, randomly initialised with a fixed seed, in eval mode."""
+    dims = PRESETS[preset]
+    config = GptConfig(
+        n_layer=dims.n_layer,
+        n_head=dims.n_head,
+        d_model=dims.d_model,
+        context_length=dims.context_length,
+        dropout=0.0,
+        vocab_size=vocab_size,
+    )
+    torch.manual_seed(0)
+    return config, build_model(config).eval()
+
+
 @torch.inference_mode()
 def ideal_decode(model: CausalLM, prompt_length: int, steps: int, batch: int = 16) -> float:
     """Tokens/s of the bare decode step at a static batch with a filled KV cache."""
@@ -195,19 +210,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    dims = PRESETS[args.preset]
     text = list(pydoc_data.topics.topics.values())
     tokenizer = train_bpe(text, args.vocab_size)
-    config = GptConfig(
-        n_layer=dims.n_layer,
-        n_head=dims.n_head,
-        d_model=dims.d_model,
-        context_length=dims.context_length,
-        dropout=0.0,
-        vocab_size=tokenizer.get_vocab_size(),
-    )
-    torch.manual_seed(0)
-    model = build_model(config).eval()
+    config, model = preset_model(args.preset, tokenizer.get_vocab_size())
     prompts = [tokenizer.encode(t).ids[: args.prompt_tokens] for t in text[:16]]
     texts = [tokenizer.decode(p) for p in prompts]
     prompts = [tokenizer.encode(t).ids for t in texts]  # what the HTTP path will see
