@@ -5,8 +5,9 @@ Locally: `python -m llmkube.runtime.serve --config serve.json [--port 8000]` sta
 Serve on this machine and serves until interrupted. With one replica, the replica itself answers
 on that port (Ray Serve's throughput-optimised mode with direct ingress): each request and each
 streamed chunk skips the hop through Serve's proxy, which moves to a spare port. On two cores that
-hop cost a third of the streamed throughput and ~20 ms of time to first token (see
-benchmarks/README.md).
+hop cost a third of the streamed throughput and ~20 ms of time to first token. Once the app is
+up, Ray's own daemons move to SCHED_IDLE (llmkube.runtime.daemons), so that they run on spare CPU
+instead of interrupting the model's threads (see benchmarks/README.md).
 """
 
 import argparse
@@ -30,6 +31,7 @@ from llmkube.api.errors import describe
 from llmkube.api.runconfig import ServeRunConfig
 from llmkube.net import free_port, port_is_free
 from llmkube.runtime.artifact import CONFIG_FILE, load_artifact
+from llmkube.runtime.daemons import idle_ray_daemons
 from llmkube.runtime.serving.engine import Engine
 from llmkube.runtime.serving.metrics import ServingMetrics
 from llmkube.runtime.serving.openai_api import OpenAIService, ServiceOptions
@@ -171,7 +173,8 @@ def serve_locally(
     if not port_is_free(host, port):
         raise PortInUseError(f"port {port} on {host} is in use; pass another with --port")
     proxy_port = port
-    if config.replicas == 1 and not via_proxy:
+    direct = config.replicas == 1 and not via_proxy
+    if direct:
         # Set before ray.init: Ray's processes read these when they start.
         os.environ.update(direct_ingress_env(port, free_port(host)))
         proxy_port = free_port(host)
@@ -182,6 +185,7 @@ def serve_locally(
         signal.signal(sig, lambda *_: stop.set())
     serve.start(http_options={"host": host, "port": proxy_port})
     serve.run(app({"config": config.model_dump(mode="json")}), name=APP_NAME, route_prefix="/")
+    idle_ray_daemons(keep=() if direct else ("ray::ProxyActor",))
 
 
 def main(argv: list[str] | None = None) -> int:

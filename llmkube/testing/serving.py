@@ -48,7 +48,9 @@ class ServeProcess(Child):
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log}")
-            if http_get(f"{self.url}/readyz") is not None:
+            # The entrypoint's own line comes last, after it set up Ray's processes; /readyz
+            # answers as soon as the replica does.
+            if f"at {self.url}/v1" in self.log and http_get(f"{self.url}/readyz") is not None:
                 return
             time.sleep(0.5)
         raise AssertionError(f"serve not ready after {timeout}s:\n{self.log[-4000:]}")

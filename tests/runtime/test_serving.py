@@ -17,6 +17,7 @@ import pytest
 
 from llmkube.api.deployment import ServingSpec
 from llmkube.api.runconfig import JobIdentity, ServeRunConfig, StorageConfig
+from llmkube.runtime.daemons import running_processes
 from llmkube.storage import open_store
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.models import publish_byte_model
@@ -98,6 +99,27 @@ def test_models_and_health(server: Server) -> None:
     assert server.health()["running"] == 0
     # One replica answers on the served port itself, not behind Serve's proxy.
     assert "Direct ingress enabled" in server.serve.log
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_rays_daemons_run_only_on_spare_cpu(server: Server) -> None:
+    processes = running_processes()
+    tree, pending = {}, [server.serve.process.pid]
+    while pending:
+        pid = pending.pop()
+        tree[pid] = processes[pid].command
+        pending.extend(child for child, entry in processes.items() if entry.parent == pid)
+
+    def policies(prefix: str) -> set[int]:
+        pids = [pid for pid, command in tree.items() if Path(command).name.startswith(prefix)]
+        assert pids, f"no {prefix} under the serve entrypoint: {sorted(tree.values())}"
+        return {os.sched_getscheduler(int(t)) for p in pids for t in os.listdir(f"/proc/{p}/task")}
+
+    for daemon in ("gcs_server", "ray::ServeController", "ray::DashboardAgent", "ray::ProxyActor"):
+        assert policies(daemon) == {os.SCHED_IDLE}, daemon
+    # The model's threads, and the raylet whose policy every new worker inherits.
+    assert policies("ray::ServeReplica") == {os.SCHED_OTHER}
+    assert policies("raylet") == {os.SCHED_OTHER}
 
 
 def test_completion_with_usage(server: Server) -> None:
