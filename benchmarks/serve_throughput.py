@@ -48,7 +48,7 @@ from llmkube.api.deployment import ServingSpec
 from llmkube.api.presets import PRESETS
 from llmkube.api.runconfig import GptConfig, JobIdentity, ServeRunConfig, StorageConfig
 from llmkube.runtime.artifact import save_artifact
-from llmkube.runtime.daemons import running_processes
+from llmkube.runtime.daemons import descendants, running_processes
 from llmkube.runtime.models import CausalLM, build_model
 from llmkube.runtime.serving.engine import Engine, GenerationRequest
 from llmkube.runtime.tokenizer import END_OF_TEXT, train_bpe
@@ -98,12 +98,7 @@ class Round:
 @contextmanager
 def paused(pid: int) -> Iterator[None]:
     """Every process in the tree under `pid` stopped (SIGSTOP) for the block."""
-    processes = running_processes()
-    tree, pending = [], [pid]
-    while pending:
-        parent = pending.pop()
-        tree.append(parent)
-        pending.extend(child for child, entry in processes.items() if entry.parent == parent)
+    tree = descendants(running_processes(), pid)
     for member in tree:
         os.kill(member, signal.SIGSTOP)
     try:

@@ -27,15 +27,20 @@ class ProcessEntry:
     command: str  # the program name, or the title Ray gives a worker (`ray::ServeController`)
 
 
+def children_of(processes: Mapping[int, ProcessEntry]) -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for pid, entry in processes.items():
+        children.setdefault(entry.parent, []).append(pid)
+    return children
+
+
 def daemons_to_idle(
     processes: Mapping[int, ProcessEntry], driver: int, keep: Iterable[str] = ()
 ) -> list[int]:
     """The driver and its descendants, less the raylet itself (not its children), the workers
     and any process whose command starts with one of `keep`, together with its descendants."""
     kept = (*ALWAYS_KEPT, *keep)
-    children: dict[int, list[int]] = {}
-    for pid, entry in processes.items():
-        children.setdefault(entry.parent, []).append(pid)
+    children = children_of(processes)
     chosen, pending = [], [driver]
     while pending:
         pid = pending.pop()
@@ -46,6 +51,16 @@ def daemons_to_idle(
             chosen.append(pid)
         pending.extend(children.get(pid, []))
     return sorted(chosen)
+
+
+def descendants(processes: Mapping[int, ProcessEntry], pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    children = children_of(processes)
+    found, pending = [], [pid]
+    while pending:
+        found.append(pending.pop())
+        pending.extend(children.get(found[-1], []))
+    return found
 
 
 def running_processes() -> dict[int, ProcessEntry]:

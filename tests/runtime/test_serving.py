@@ -17,7 +17,7 @@ import pytest
 
 from llmkube.api.deployment import ServingSpec
 from llmkube.api.runconfig import JobIdentity, ServeRunConfig, StorageConfig
-from llmkube.runtime.daemons import running_processes
+from llmkube.runtime.daemons import descendants, running_processes
 from llmkube.storage import open_store
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.models import publish_byte_model
@@ -104,11 +104,7 @@ def test_models_and_health(server: Server) -> None:
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
 def test_rays_daemons_run_only_on_spare_cpu(server: Server) -> None:
     processes = running_processes()
-    tree, pending = {}, [server.serve.process.pid]
-    while pending:
-        pid = pending.pop()
-        tree[pid] = processes[pid].command
-        pending.extend(child for child, entry in processes.items() if entry.parent == pid)
+    tree = {pid: processes[pid].command for pid in descendants(processes, server.serve.process.pid)}
 
     def policies(prefix: str) -> set[int]:
         pids = [pid for pid, command in tree.items() if Path(command).name.startswith(prefix)]

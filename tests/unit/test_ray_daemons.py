@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from llmkube.runtime.daemons import ProcessEntry, daemons_to_idle, running_processes
+from llmkube.runtime.daemons import ProcessEntry, daemons_to_idle, descendants, running_processes
 
 RAYLET = "/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet"
 DRIVER = 100
@@ -55,3 +55,9 @@ def test_this_process_is_found_with_its_parent() -> None:
     entry = running_processes()[os.getpid()]
     assert entry.parent == os.getppid()
     assert Path(entry.command).name.startswith("python")
+
+
+def test_descendants_are_the_whole_subtree() -> None:
+    assert sorted(descendants(TREE, 102)) == [102, 103]
+    assert sorted(descendants(TREE, 105)) == [105, *range(106, 113)]
+    assert descendants(TREE, 113) == [113]
