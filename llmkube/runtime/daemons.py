@@ -3,8 +3,8 @@
 On a small machine torch runs each decode step on every core in lockstep. Whenever a Ray daemon
 wakes up (GCS, log monitor, metrics agent, Serve's controller and proxy: about a thousand
 wake-ups a second between them, idle), it takes a core from one of torch's threads, and the
-whole step waits for that thread. A SCHED_IDLE process runs only on CPU nothing else wants, so it no
-longer interrupts the model (benchmarks/README.md, "Serving on two cores").
+whole step waits for that thread. A SCHED_IDLE process runs only on CPU nothing else wants, so
+it no longer interrupts the model (benchmarks/README.md, "Serving on two cores").
 
 Kept at normal priority: the raylet, because every worker it starts later inherits its policy
 and no unprivileged process can leave SCHED_IDLE again; the replicas and idle workers (a
@@ -81,18 +81,15 @@ def running_processes() -> dict[int, ProcessEntry]:
     return processes
 
 
-def idle_ray_daemons(keep: Iterable[str] = ()) -> list[int]:
-    """Move this driver's Ray daemons to SCHED_IDLE, every thread of each; return their pids.
+def idle_ray_daemons(keep: Iterable[str] = ()) -> None:
+    """Move this driver's Ray daemons to SCHED_IDLE, every thread of each.
 
     Does nothing where the policy does not exist (outside Linux)."""
     if not hasattr(os, "SCHED_IDLE"):
-        return []
-    moved = []
+        return
     for pid in daemons_to_idle(running_processes(), os.getpid(), keep):
         try:
             for thread in os.listdir(f"/proc/{pid}/task"):
                 os.sched_setscheduler(int(thread), os.SCHED_IDLE, os.sched_param(0))
-        except (ProcessLookupError, FileNotFoundError):
+        except (ProcessLookupError, FileNotFoundError):  # it exited meanwhile
             continue
-        moved.append(pid)
-    return moved
