@@ -1,5 +1,8 @@
 """Files the runtime writes under a job's output and the operator and CLI read (design.md §3)."""
 
+import re
+from collections.abc import Iterable
+
 from pydantic import ConfigDict
 
 from llmkube.api.base import WireModel
@@ -7,6 +10,27 @@ from llmkube.api.base import WireModel
 PROGRESS_FILE = "progress.json"
 METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_STATE_FILE = "state.json"
+"""Written last into `<output>/checkpoints/step-NNNNNNNN/`: a folder without it is ignored."""
+_COMPLETE_CHECKPOINT = re.compile(
+    rf"/{CHECKPOINTS_DIR}/step-(\d+)/" + re.escape(CHECKPOINT_STATE_FILE) + "$"
+)
+
+
+def checkpoint_folder(step: int) -> str:
+    return f"{CHECKPOINTS_DIR}/step-{step:08d}"
+
+
+def complete_checkpoints_among(uris: Iterable[str]) -> list[tuple[int, str]]:
+    """(step, folder URI) of every complete checkpoint among a listing of object URIs, oldest
+    first. What a resumed run starts from is the last of them."""
+    found = []
+    for uri in uris:
+        match = _COMPLETE_CHECKPOINT.search(uri)
+        if match:
+            found.append((int(match.group(1)), uri.removesuffix("/" + CHECKPOINT_STATE_FILE)))
+    return sorted(found)
 
 
 class ProgressRecord(WireModel):

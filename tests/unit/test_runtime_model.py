@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from llmkube.api.artifacts import complete_checkpoints_among
 from llmkube.api.runconfig import GptConfig
 from llmkube.api.training import TrainingSpec
 from llmkube.runtime.artifact import load_artifact, save_artifact
@@ -182,3 +183,29 @@ def test_only_complete_checkpoints_count_and_the_newest_are_kept(tmp_path: Path)
     prune_checkpoints(store, output, keep=2)
     assert [step for step, _ in complete_checkpoints(store, output)] == [20, 30]
     assert not (tmp_path / "out" / "checkpoints" / "step-00000010").exists()
+
+
+@pytest.mark.parametrize(
+    ("listing", "expected"),
+    [
+        ([], []),
+        (
+            [
+                "s3://b/out/checkpoints/step-00000200/state.json",
+                "s3://b/out/checkpoints/step-00000100/model.safetensors",
+                "s3://b/out/checkpoints/step-00000100/state.json",
+                "s3://b/out/checkpoints/step-00000300/model.safetensors",  # still being written
+            ],
+            [
+                (100, "s3://b/out/checkpoints/step-00000100"),
+                (200, "s3://b/out/checkpoints/step-00000200"),
+            ],
+        ),
+        (["file:///d/out/checkpoints/step-00000050/state.json.tmp"], []),
+        (["file:///d/out/model/state.json", "file:///d/out/step-00000050/state.json"], []),
+    ],
+)
+def test_complete_checkpoints_from_a_listing(
+    listing: list[str], expected: list[tuple[int, str]]
+) -> None:
+    assert complete_checkpoints_among(listing) == expected

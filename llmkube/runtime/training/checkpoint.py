@@ -5,23 +5,25 @@ step is its whole state. state.json is written last: a folder without it is igno
 import io
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from llmkube.api.artifacts import (
+    CHECKPOINT_STATE_FILE,
+    CHECKPOINTS_DIR,
+    checkpoint_folder,
+    complete_checkpoints_among,
+)
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import join
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
 WEIGHTS_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
-STATE_FILE = "state.json"
-_STEP_DIR = re.compile(r"/step-(\d+)/" + re.escape(STATE_FILE) + "$")
 
 
 @dataclass
@@ -35,17 +37,12 @@ class CheckpointState:
 
 
 def checkpoint_uri(output: str, step: int) -> str:
-    return join(output, CHECKPOINTS_DIR, f"step-{step:08d}")
+    return join(output, checkpoint_folder(step))
 
 
 def complete_checkpoints(store: ObjectStore, output: str) -> list[tuple[int, str]]:
     """(step, uri) of every checkpoint whose state.json exists, oldest first."""
-    found = []
-    for uri in store.list(join(output, CHECKPOINTS_DIR) + "/"):
-        match = _STEP_DIR.search(uri)
-        if match:
-            found.append((int(match.group(1)), uri.removesuffix("/" + STATE_FILE)))
-    return sorted(found)
+    return complete_checkpoints_among(store.list(join(output, CHECKPOINTS_DIR) + "/"))
 
 
 def save_checkpoint(
@@ -60,19 +57,19 @@ def save_checkpoint(
     store.write_bytes(join(uri, WEIGHTS_FILE), weights)
     store.write_bytes(join(uri, OPTIMIZER_FILE), _torch_bytes(optimizer))
     store.write_bytes(join(uri, RNG_FILE), _torch_bytes(rng_states))
-    store.write_bytes(join(uri, STATE_FILE), json.dumps(state.__dict__).encode())
+    store.write_bytes(join(uri, CHECKPOINT_STATE_FILE), json.dumps(state.__dict__).encode())
 
 
 def prune_checkpoints(store: ObjectStore, output: str, keep: int) -> None:
     for _, uri in complete_checkpoints(store, output)[:-keep]:
         # state.json first: a half-deleted checkpoint is then simply incomplete.
-        store.delete(join(uri, STATE_FILE))
+        store.delete(join(uri, CHECKPOINT_STATE_FILE))
         for leftover in store.list(uri + "/"):
             store.delete(leftover)
 
 
 def load_state(store: ObjectStore, uri: str) -> CheckpointState:
-    return CheckpointState(**json.loads(store.read_bytes(join(uri, STATE_FILE))))
+    return CheckpointState(**json.loads(store.read_bytes(join(uri, CHECKPOINT_STATE_FILE))))
 
 
 def load_torch(store: ObjectStore, uri: str, name: str) -> Any:
