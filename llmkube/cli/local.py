@@ -12,6 +12,8 @@ from rich.console import Console
 from llmkube import manifests
 from llmkube.api import LLMDeployment, LLMTrainingJob
 from llmkube.local.plan import DATA_DIR_ENV, MAX_STEPS_ENV, PlanError, data_dir, plan
+from llmkube.local.stop_requests import StopRequests
+from llmkube.stopping import Stopped
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -41,8 +43,20 @@ def run(
 
     Training jobs run first (resuming from their last checkpoint if a previous run was
     stopped), then the deployment is served on localhost until Ctrl-C. `${LLMKUBE_DATA_DIR}` in
-    the manifests stands for the local data folder.
+    the manifests stands for the local data folder. Ctrl-C, SIGTERM and SIGHUP each stop
+    everything it started and exit 128 + the signal's number; a second one kills at once.
     """
+    stops = StopRequests.install()
+    try:
+        _run(paths, port, max_steps, serve, stops)
+    except Stopped as stopped:
+        err.print(f"[yellow]stopped by {stopped}[/]")
+        raise typer.Exit(stopped.exit_code) from None
+
+
+def _run(
+    paths: list[Path], port: int, max_steps: int | None, serve: bool, stops: StopRequests
+) -> None:
     from llmkube.local import runner
 
     root = data_dir()
@@ -74,23 +88,25 @@ def run(
         err.print(f"[yellow]warning:[/] {warning}")
     try:
         for config in local.training:
-            evaluation = runner.train(config, root / "runs" / config.job.name, out)
+            evaluation = runner.train(config, root / "runs" / config.job.name, out, stops)
             if evaluation:
                 out.print(
                     f"[green]✓[/] {config.job.name}: eval loss {evaluation['eval_loss']:.4f}, "
                     f"perplexity {evaluation['perplexity']:.2f}, "
                     f"accuracy {evaluation['accuracy']:.3f} → {config.output.rstrip('/')}/model"
                 )
+        code = None
+        if local.serving is not None and serve:
+            code = runner.serve(
+                local.serving, root / "serve" / local.serving.deployment.name, port, out, stops
+            )
     except runner.StoppedError as stopped:
         err.print(f"[yellow]{stopped}[/]")
-        raise typer.Exit(130) from None
+        raise typer.Exit(stopped.exit_code) from None
     except RuntimeError as error:
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
-    if local.serving is not None and serve:
-        code = runner.serve(
-            local.serving, root / "serve" / local.serving.deployment.name, port, out
-        )
+    if code is not None:
         raise typer.Exit(code)
 
 

@@ -1,5 +1,6 @@
 """An entrypoint run as a child process in its own session, so that stopping it stops the local
-Ray cluster it started too. `llmkube run` and the test harnesses use it."""
+Ray cluster it started too. `llmkube run` and the test harnesses use it. The child also stops
+when its parent dies, however it dies (llmkube.stopping)."""
 
 import contextlib
 import os
@@ -10,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from llmkube.stopping import parent_env
 
 
 def session_processes(session: int) -> list[int]:
@@ -30,6 +33,9 @@ def session_processes(session: int) -> list[int]:
 
 
 class Child:
+    """Start it from the main thread: the kernel tells the child when the thread that started
+    it exits, not the process."""
+
     def __init__(
         self, command: list[str], log_path: Path, env: Mapping[str, str] | None = None
     ) -> None:
@@ -42,7 +48,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=None if env is None else {**os.environ, **env},
+                env={**os.environ, **(env or {}), **parent_env()},
             )
 
     def __enter__(self) -> Self:
@@ -65,13 +71,18 @@ class Child:
     def log_tail(self, lines: int = 25) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
+    def kill_now(self) -> None:
+        """SIGKILL every process of the child's session once, without waiting (safe in a
+        signal handler): what a second stop signal does while the child is being stopped."""
+        for pid in session_processes(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def kill_session(self, timeout: float = 30.0) -> None:
         """SIGKILL the child and everything of its session; wait until all of it is gone."""
         deadline = time.monotonic() + timeout
-        while (alive := session_processes(self.process.pid)) and time.monotonic() < deadline:
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        while session_processes(self.process.pid) and time.monotonic() < deadline:
+            self.kill_now()
             time.sleep(0.2)
         if self.process.poll() is None:
             self.process.kill()

@@ -1,20 +1,28 @@
 """Running the planned entrypoints as child processes (each in its own session, so stopping one
 stops the local Ray cluster it started), with live progress read from the output's
-progress.json and metrics.jsonl — the files the operator reads in a cluster."""
+progress.json and metrics.jsonl — the files the operator reads in a cluster. A stop signal
+(llmkube.local.stop_requests) stops the running child and raises StoppedError."""
 
 import contextlib
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from llmkube.api.artifacts import METRICS_FILE, MODEL_DIR, PROGRESS_FILE
+from llmkube.api.artifacts import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    MODEL_DIR,
+    PROGRESS_FILE,
+    complete_checkpoints_among,
+)
 from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
 from llmkube.local.child import Child
+from llmkube.local.stop_requests import StopRequests
+from llmkube.stopping import exit_code, signal_name
 from llmkube.storage import StorageError, open_store
 from llmkube.storage.uri import join
 
@@ -22,7 +30,11 @@ POLL_SECONDS = 1.0
 
 
 class StoppedError(Exception):
-    """Ctrl-C: the child was stopped; a re-run resumes."""
+    """A stop signal: the child was stopped; a re-run resumes. The message says how."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code(signum)
 
 
 def _read_json(config: TrainingRunConfig, name: str) -> dict[str, object] | None:
@@ -35,6 +47,18 @@ def _read_json(config: TrainingRunConfig, name: str) -> dict[str, object] | None
     except (StorageError, ValueError):
         return None
     return loaded
+
+
+def _newest_checkpoint(config: TrainingRunConfig) -> int | None:
+    """The step a re-run resumes from. Not progress.json's checkpoint: it is updated a moment
+    after a checkpoint completes, and a stop in that moment would name the one before."""
+    prefix = join(config.output, CHECKPOINTS_DIR) + "/"
+    try:
+        listing = open_store(prefix, config.storage, retry_for_seconds=0).list(prefix)
+    except StorageError:
+        return None
+    complete = complete_checkpoints_among(listing)
+    return complete[-1][0] if complete else None
 
 
 def _latest_loss(config: TrainingRunConfig) -> tuple[float | None, float | None]:
@@ -53,14 +77,14 @@ def _latest_loss(config: TrainingRunConfig) -> tuple[float | None, float | None]
     return loss, rate
 
 
-def train(config: TrainingRunConfig, workdir: Path, console: Console) -> dict[str, object]:
+def train(
+    config: TrainingRunConfig, workdir: Path, console: Console, stops: StopRequests
+) -> dict[str, object]:
     """Run one training job to the end; returns its eval.json."""
     config_path = workdir / "run.json"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(config.model_dump_json(by_alias=True, indent=2))
     command = [sys.executable, "-m", "llmkube.runtime.train", "--config", str(config_path)]
-    child = Child(command, workdir / "train.log")
-    console.print(f"training [bold]{config.job.name}[/] → {config.output} (log: {child.log_path})")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -68,27 +92,33 @@ def train(config: TrainingRunConfig, workdir: Path, console: Console) -> dict[st
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    try:
+    stops.check()
+    # Whichever way this block is left, the child and its session are stopped.
+    with stops.watch(Child(command, workdir / "train.log")) as child:
+        console.print(
+            f"training [bold]{config.job.name}[/] → {config.output} (log: {child.log_path})"
+        )
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("preparing data", total=None, detail="")
-            while child.poll() is None:
+            while child.poll() is None and not stops.wait(POLL_SECONDS):
                 _show(progress, task, config)
-                time.sleep(POLL_SECONDS)
             _show(progress, task, config)
-    except KeyboardInterrupt:
-        child.stop()
-        state = _read_json(config, PROGRESS_FILE) or {}
-        step = state.get("checkpoint_step")
-        where = f" (last checkpoint: step {step})" if step else ""
-        raise StoppedError(
-            f"training stopped; run the same command again to resume{where}"
-        ) from None
-    code = child.poll()
-    if code != 0:
-        console.print(child.log_tail(), markup=False, highlight=False)
-        raise RuntimeError(
-            f"training {config.job.name} failed (exit code {code}); see {child.log_path}"
-        )
+        if stops.signum is not None:
+            console.print("stopping training…")
+            child.stop()
+            step = _newest_checkpoint(config)
+            where = f" (last checkpoint: step {step})" if step is not None else ""
+            raise StoppedError(
+                f"training stopped by {signal_name(stops.signum)}; run the same command again "
+                f"to resume{where}",
+                stops.signum,
+            )
+        code = child.poll()
+        if code != 0:
+            console.print(child.log_tail(), markup=False, highlight=False)
+            raise RuntimeError(
+                f"training {config.job.name} failed (exit code {code}); see {child.log_path}"
+            )
     evaluation = _read_json(config, f"{MODEL_DIR}/eval.json") or {}
     return evaluation
 
@@ -117,8 +147,10 @@ def _show(progress: Progress, task: TaskID, config: TrainingRunConfig) -> None:
     )
 
 
-def serve(config: ServeRunConfig, workdir: Path, port: int, console: Console) -> int:
-    """Serve until Ctrl-C or until the server stops; returns the server's exit code."""
+def serve(
+    config: ServeRunConfig, workdir: Path, port: int, console: Console, stops: StopRequests
+) -> int:
+    """Serve until a stop signal or until the server stops; returns the server's exit code."""
     config_path = workdir / "serve.json"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(config.model_dump_json(by_alias=True, indent=2))
@@ -131,28 +163,35 @@ def serve(config: ServeRunConfig, workdir: Path, port: int, console: Console) ->
         "--port",
         str(port),
     ]
-    child = Child(command, workdir / "serve.log")
     url = f"http://127.0.0.1:{port}/v1"
-    try:
+    stops.check()
+    with stops.watch(Child(command, workdir / "serve.log")) as child:
         with console.status(
             f"starting Ray Serve for {config.deployment.name} (log: {child.log_path})"
         ):
             while child.poll() is None and "serving " not in child.log_text():
-                time.sleep(0.5)
-        if child.poll() is not None:
-            console.print(child.log_tail(), markup=False, highlight=False)
-            return child.poll() or 1
-        console.print(f"[green]serving[/] [bold]{config.deployment.name}[/] at {url}")
-        console.print(
-            f"  try: llmkube chat --endpoint {url}\n"
-            f"       curl {url}/completions -H 'Content-Type: application/json' "
-            f'-d \'{{"model": "{config.deployment.name}", "prompt": "The ", '
-            f'"max_tokens": 40}}\'\n  Ctrl-C stops.'
-        )
-        while child.poll() is None:
-            time.sleep(0.5)
+                if stops.wait(0.5):
+                    break
+        if child.poll() is None and stops.signum is None:
+            console.print(f"[green]serving[/] [bold]{config.deployment.name}[/] at {url}")
+            console.print(
+                f"  try: llmkube chat --endpoint {url}\n"
+                f"       curl {url}/completions -H 'Content-Type: application/json' "
+                f'-d \'{{"model": "{config.deployment.name}", "prompt": "The ", '
+                f'"max_tokens": 40}}\'\n  Ctrl-C stops.'
+            )
+            while child.poll() is None and not stops.wait(0.5):
+                pass
+        if stops.signum is not None:
+            console.print("stopping the server…")
+            code = child.stop()
+            unclean = (
+                "" if code in (0, -signal.SIGTERM) else f" (it exited {code}; see {child.log_path})"
+            )
+            raise StoppedError(
+                f"serving stopped by {signal_name(stops.signum)}{unclean}; run the same command "
+                "again to serve again (a published model is not trained again)",
+                stops.signum,
+            )
         console.print(child.log_tail(), markup=False, highlight=False)
         return child.poll() or 1
-    except KeyboardInterrupt:
-        console.print("stopping the server…")
-        return 0 if child.stop() in (0, -signal.SIGTERM) else 1

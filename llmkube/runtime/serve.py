@@ -2,19 +2,21 @@
 config as its `config` argument (the operator writes it into the RayService's serveConfigV2).
 
 Locally: `python -m llmkube.runtime.serve --config serve.json [--port 8000]` starts Ray and
-Serve on this machine and serves until interrupted. With one replica, the replica itself answers
-on that port (Ray Serve's throughput-optimised mode with direct ingress): each request and each
-streamed chunk skips the hop through Serve's proxy, which moves to a spare port. On two cores that
-hop cost a third of the streamed throughput and ~20 ms of time to first token. Once the app is
-up, Ray's own daemons move to SCHED_IDLE (llmkube.runtime.daemons), so that they run on spare CPU
-instead of interrupting the model's threads (see benchmarks/README.md).
+Serve on this machine and serves until SIGINT, SIGTERM or SIGHUP (or, when `llmkube run` started
+it, until that process dies), then shuts Serve and Ray down and exits 0.
+
+With one replica, the replica itself answers on that port (Ray Serve's throughput-optimised mode
+with direct ingress): each request and each streamed chunk skips the hop through Serve's proxy,
+which moves to a spare port. On two cores that hop cost a third of the streamed throughput and
+~20 ms of time to first token. Once the app is up, Ray's own daemons move to SCHED_IDLE
+(llmkube.runtime.daemons), so that they run on spare CPU instead of interrupting the model's
+threads (see benchmarks/README.md).
 """
 
 import argparse
 import os
-import signal
 import sys
-import threading
+import time
 from typing import Any
 
 import ray
@@ -37,6 +39,13 @@ from llmkube.runtime.serving.metrics import ServingMetrics
 from llmkube.runtime.serving.openai_api import OpenAIService, ServiceOptions
 from llmkube.runtime.serving.protocol import ApiError
 from llmkube.runtime.tokenizer import END_OF_TEXT
+from llmkube.stopping import (
+    ignore_stop_signals,
+    raise_on_stop_signals,
+    signal_name,
+    stop_signal,
+    stop_with_parent,
+)
 from llmkube.storage import StorageError, open_store
 from llmkube.storage.uri import join
 
@@ -166,9 +175,7 @@ def direct_ingress_env(http_port: int, grpc_port: int) -> dict[str, str]:
     }
 
 
-def serve_locally(
-    config: ServeRunConfig, host: str, port: int, stop: threading.Event, *, via_proxy: bool = False
-) -> None:
+def serve_locally(config: ServeRunConfig, host: str, port: int, *, via_proxy: bool = False) -> None:
     check_model(config)
     if not port_is_free(host, port):
         raise PortInUseError(f"port {port} on {host} is in use; pass another with --port")
@@ -185,15 +192,14 @@ def serve_locally(
         # metrics export (the per-node agent) run without it.
         include_dashboard=False,
     )
-    # Right after Ray starts: its own handlers would turn SIGTERM into a crash report.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    raise_on_stop_signals()  # ray.init replaced our SIGTERM handler with its own
     serve.start(http_options={"host": host, "port": proxy_port})
     serve.run(app({"config": config.model_dump(mode="json")}), name=APP_NAME, route_prefix="/")
     idle_ray_daemons(keep=() if direct else ("ray::ProxyActor",))
 
 
 def main(argv: list[str] | None = None) -> int:
+    raise_on_stop_signals()
     parser = argparse.ArgumentParser(prog="python -m llmkube.runtime.serve", description=__doc__)
     parser.add_argument("--config", required=True, help="the serve run config (JSON)")
     parser.add_argument("--host", default="127.0.0.1")
@@ -214,16 +220,24 @@ def main(argv: list[str] | None = None) -> int:
         lines = "\n".join(describe(error))
         print(f"error: {args.config} is not a valid serve config:\n{lines}", file=sys.stderr)
         return 2
-    stop = threading.Event()
+    serving = False
     try:
-        serve_locally(config, args.host, args.port, stop, via_proxy=args.via_proxy)
+        stop_with_parent()
+        serve_locally(config, args.host, args.port, via_proxy=args.via_proxy)
+        serving = True
+        print(f"serving {config.deployment.name} at http://{args.host}:{args.port}/v1", flush=True)
+        while True:
+            # Short sleeps: a signal taken by one of Ray's threads still reaches us in a second.
+            time.sleep(1.0)
     except (StorageError, PortInUseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"serving {config.deployment.name} at http://{args.host}:{args.port}/v1", flush=True)
-    stop.wait()
-    serve.shutdown()  # type: ignore[no-untyped-call]
-    ray.shutdown()
+    except KeyboardInterrupt as interrupt:
+        ignore_stop_signals()
+        print(f"stopping on {signal_name(stop_signal(interrupt))}", flush=True)
+        if serving:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
     return 0
 
 

@@ -2,7 +2,9 @@
 `llmkube run` starts locally. Exit code 0 only once the model artifact is published.
 
 Exit codes: 0 published; 1 training failed (after the allowed worker restarts); 2 the config,
-data or storage is wrong (the message says what to change).
+data or storage is wrong (the message says what to change); 128 + N stopped by signal N
+(SIGINT, SIGTERM, SIGHUP, or SIGTERM from the kernel when the process that started it died):
+Ray is shut down, and the newest complete checkpoint is what the same command resumes from.
 """
 
 import argparse
@@ -27,6 +29,14 @@ from llmkube.runtime.artifact import CONFIG_FILE
 from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.prepare import base_tokenizer_json, check_dataset, prepare_dataset
 from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
+from llmkube.stopping import (
+    exit_code,
+    ignore_stop_signals,
+    raise_on_stop_signals,
+    signal_name,
+    stop_signal,
+    stop_with_parent,
+)
 from llmkube.storage import StorageError, open_store
 from llmkube.storage.uri import join
 
@@ -35,6 +45,15 @@ log = logging.getLogger("llmkube.train")
 RUN_CONFIG_FILE = "run.json"
 # Set to expose Ray's metrics (training gauges included) on this port when Ray starts locally.
 METRICS_PORT_ENV = "LLMKUBE_RAY_METRICS_PORT"
+
+
+class Trainer(TorchTrainer):
+    """Ray Train's TorchTrainer, except that SIGINT during `fit` stops the driver the way SIGTERM
+    does (llmkube.stopping): Ray Train's own handler aborts the run and exits 0, as if
+    training had ended."""
+
+    def _register_sigint_handler(self, controller: object) -> None:
+        pass
 
 
 def total_steps(config: TrainingRunConfig, sequences: int) -> int:
@@ -69,9 +88,18 @@ def start_ray() -> None:
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
-        return
-    port = os.environ.get(METRICS_PORT_ENV)
-    ray.init(_metrics_export_port=int(port) if port else None)
+    else:
+        port = os.environ.get(METRICS_PORT_ENV)
+        ray.init(_metrics_export_port=int(port) if port else None)
+    raise_on_stop_signals()  # ray.init replaced our SIGTERM handler with its own
+
+
+def stop_ray() -> None:
+    """On a stop signal: the local cluster goes with its workers (on a cluster, the driver
+    disconnects and Ray ends the job's actors). A checkpoint being written is incomplete
+    without its state.json, and ignored."""
+    ignore_stop_signals()
+    ray.shutdown()
 
 
 def run(config: TrainingRunConfig) -> int:
@@ -101,7 +129,7 @@ def run(config: TrainingRunConfig) -> int:
     )
     scratch = Path(tempfile.mkdtemp(prefix="llmkube-train-"))
     try:
-        trainer = TorchTrainer(
+        trainer = Trainer(
             train_loop_per_worker,
             train_loop_config=LoopConfig(
                 run=config.model_dump(mode="json", by_alias=True),
@@ -126,6 +154,9 @@ def run(config: TrainingRunConfig) -> int:
     except ray.train.TrainingFailedError as error:
         log.error("training failed after %d allowed restart(s): %s", config.max_failures, error)
         return 1
+    except KeyboardInterrupt:
+        stop_ray()  # before the scratch folder goes: the workers still read their shards from it
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if not store.exists(published):
@@ -135,6 +166,7 @@ def run(config: TrainingRunConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    raise_on_stop_signals()
     parser = argparse.ArgumentParser(prog="python -m llmkube.runtime.train", description=__doc__)
     parser.add_argument("--config", required=True, type=Path, help="the run config (run.json)")
     args = parser.parse_args(argv)
@@ -152,10 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.monotonic()
     try:
+        stop_with_parent()
         code = run(config)
     except (DataError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        stop_ray()
+        signum = stop_signal(interrupt)
+        log.info(
+            "stopped by %s; the same command resumes from the newest checkpoint",
+            signal_name(signum),
+        )
+        return exit_code(signum)
     log.info("done in %.0fs", time.monotonic() - started)
     return code
 

@@ -1,6 +1,5 @@
 """Starting and stopping server processes that cannot outlive the test run that started them."""
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -13,14 +12,42 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from llmkube.local.child import Child, session_processes
 from llmkube.net import free_port as free_port  # re-exported for the test harnesses
-
-_PR_SET_PDEATHSIG = 1
+from llmkube.stopping import parent_death_signal
 
 
 def _die_with_parent() -> None:
     # If the test runner is killed outright, the kernel kills the servers too: nothing leaks.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    parent_death_signal(signal.SIGKILL)
+
+
+def as_background_job(command: Sequence[str]) -> list[str]:
+    """`command` started as a script's background job (`cmd &` in a non-interactive shell)
+    starts it: with SIGINT and SIGQUIT ignored. Whatever runs this way still has to stop on a
+    signal, so the tests cannot pass or fail by how pytest itself was launched."""
+    return ["sh", "-c", 'trap "" INT QUIT; exec "$@"', "sh", *command]
+
+
+def stop_by_signal(child: Child, signum: int, timeout: float = 60.0) -> int:
+    """Send `signum` to the child alone, as `kill` would; wait for it to exit and then for its
+    session to empty *by itself* (no session kill); return its exit code. Fails, after killing
+    whatever is left, when either takes longer than `timeout`."""
+    child.process.send_signal(signum)
+    deadline = time.monotonic() + timeout
+    try:
+        code = child.process.wait(timeout)
+        while (left := session_processes(child.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    except subprocess.TimeoutExpired:
+        code, left = None, session_processes(child.process.pid)
+    if code is None or left:
+        child.kill_session()
+        raise AssertionError(
+            f"after {signal.Signals(signum).name}: exit code {code}, processes left {left}; "
+            f"log {child.log_path}:\n{child.log_tail()}"
+        )
+    return code
 
 
 def http_get(url: str, timeout: float = 2.0) -> str | None:
