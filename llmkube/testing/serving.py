@@ -1,4 +1,5 @@
-"""The local Serve entrypoint as a real subprocess in its own session."""
+"""The local Serve entrypoint as a real subprocess in its own session, started with SIGINT
+ignored, as a script's background job would start it."""
 
 import sys
 import time
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from llmkube.api.runconfig import ServeRunConfig
 from llmkube.local.child import Child
-from llmkube.testing.processes import free_port, http_get
+from llmkube.testing.processes import as_background_job, free_port, http_get
 
 
 class ServeProcess(Child):
@@ -33,7 +34,7 @@ class ServeProcess(Child):
             str(self.port),
             *(["--via-proxy"] if via_proxy else []),
         ]
-        super().__init__(command, workdir / "serve.log", env or {})
+        super().__init__(as_background_job(command), workdir / "serve.log", env or {})
 
     @property
     def url(self) -> str:

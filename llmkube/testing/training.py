@@ -1,5 +1,6 @@
 """The training entrypoint as a real subprocess in its own session, so a test can kill the
-driver together with the local Ray cluster it started, exactly as a pod dies."""
+driver together with the local Ray cluster it started, exactly as a pod dies. Started with
+SIGINT ignored, as a script's background job would start it."""
 
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from types import TracebackType
 
 from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.local.child import Child, session_processes
+from llmkube.testing.processes import as_background_job
 
 
 def command_line(pid: int) -> str:
@@ -27,7 +29,9 @@ class TrainingProcess(Child):
         self.config_path = workdir / "run.json"
         self.config_path.write_text(config.model_dump_json(by_alias=True))
         command = [sys.executable, "-m", "llmkube.runtime.train", "--config", str(self.config_path)]
-        super().__init__(command, workdir / f"train-{time.monotonic_ns()}.log", env or {})
+        super().__init__(
+            as_background_job(command), workdir / f"train-{time.monotonic_ns()}.log", env or {}
+        )
 
     @property
     def log(self) -> str:

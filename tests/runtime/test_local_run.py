@@ -1,18 +1,25 @@
-"""`llmkube run` on the quickstart, as a user runs it: a real subprocess, Ctrl-C included."""
+"""`llmkube run` on the quickstart, as a user runs it: a real subprocess, started as a script's
+background job would start it (SIGINT ignored), and stopped by every signal a user, a terminal or
+a supervisor sends — SIGKILL included."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from llmkube.api.artifacts import complete_checkpoints_among
 from llmkube.local.child import session_processes
-from llmkube.testing.processes import free_port
+from llmkube.storage import open_store
+from llmkube.testing.models import publish_byte_model
+from llmkube.testing.processes import as_background_job, free_port
 from llmkube.testing.training import command_line
 
 ROOT = Path(__file__).parents[2]
@@ -38,7 +45,7 @@ class Run:
         self.data_dir = data_dir
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [*LLMKUBE, "run", *args],
+                as_background_job([*LLMKUBE, "run", *args]),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -59,24 +66,44 @@ class Run:
             if str(self.data_dir) in command and "llmkube.runtime." in command:
                 self.sessions.add(int(entry.name))
 
-    def wait_for(self, text: str, timeout: float) -> None:
+    def _wait(self, done: Callable[[], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.watch_children()
-            if text in self.log:
+            if done():
                 return
             if self.process.poll() is not None:
                 raise AssertionError(f"llmkube run exited {self.process.returncode}:\n{self.log}")
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} not printed in {timeout}s:\n{self.log}")
+        raise AssertionError(f"no {what} in {timeout}s:\n{self.log}")
 
-    def interrupt(self, timeout: float = 120) -> int:
-        self.process.send_signal(signal.SIGINT)
+    def wait_for(self, text: str, timeout: float) -> None:
+        self._wait(lambda: text in self.log, repr(text), timeout)
+
+    def wait_for_checkpoint(self, output: Path, timeout: float) -> None:
+        progress = output / "progress.json"  # written atomically
+        self._wait(
+            lambda: progress.exists() and bool(json.loads(progress.read_text())["checkpoint_step"]),
+            "checkpoint",
+            timeout,
+        )
+
+    def wait_for_training(self, timeout: float) -> None:
+        """Until the training workers run: their step-0 evaluation is logged."""
+        self._wait(lambda: "eval at step 0" in self.train_log, "training", timeout)
+
+    @property
+    def train_log(self) -> str:
+        path = self.data_dir / "runs" / "pydoc" / "train.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def interrupt(self, signum: int = signal.SIGINT, timeout: float = 120) -> int:
+        self.process.send_signal(signum)
         return self.process.wait(timeout)
 
-    def assert_nothing_left(self) -> None:
+    def assert_nothing_left(self, timeout: float = 20) -> None:
         assert self.sessions, "the test never saw the entrypoints"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             left = [pid for session in self.sessions for pid in session_processes(session)]
             if not left:
@@ -148,7 +175,8 @@ def test_quickstart_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
         assert status.returncode == 0, status.stderr
         assert "step 30/30" in status.stdout
         assert f"eval loss {evaluation['eval_loss']:.4f}" in status.stdout
-        assert run.interrupt() == 0, run.log
+        assert run.interrupt() == 130, run.log
+        assert "serving stopped by SIGINT" in run.log
         run.assert_nothing_left()
     finally:
         run.close()
@@ -156,27 +184,107 @@ def test_quickstart_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
 
 def test_stopped_training_resumes_from_its_checkpoint(data_dir: Path) -> None:
     job = str(QUICKSTART / "training-job.yaml")
-    first = Run(data_dir, job, "--max-steps", "150")
+    # So many steps that no machine finishes them before the stop: the test cannot race the end
+    # of training. The stop comes after the first checkpoint (step 100) and maybe later ones.
+    first = Run(data_dir, job, "--max-steps", "1000000")
     output = data_dir / "models" / "pydoc"
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            first.watch_children()
-            progress = output / "progress.json"
-            if progress.exists() and json.loads(progress.read_text()).get("checkpoint_step"):
-                break
-            time.sleep(0.2)
+        first.wait_for_checkpoint(output, timeout=600)
         assert first.interrupt() == 130, first.log
-        assert "run the same command again to resume (last checkpoint: step 100)" in first.log
         first.assert_nothing_left()
     finally:
         first.close()
-    second = Run(data_dir, job, "--max-steps", "150")
+    hint = re.search(
+        r"training stopped by SIGINT; run the same command again to resume "
+        r"\(last checkpoint: step (\d+)\)",
+        first.log,
+    )
+    assert hint, first.log
+    checkpointed = int(hint.group(1))
+    newest, _ = complete_checkpoints_among(str(path) for path in output.rglob("*"))[-1]
+    assert checkpointed == newest >= 100
+    second = Run(data_dir, job, "--max-steps", str(checkpointed + 50))
     try:
         assert second.process.wait(600) == 0, second.log
     finally:
         second.close()
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r["kind"] == "resume"] == [100]
-    assert max(r["step"] for r in records if r["kind"] == "train") == 150
+    assert [r["step"] for r in records if r["kind"] == "resume"] == [checkpointed]
+    assert max(r["step"] for r in records if r["kind"] == "train") == checkpointed + 50
     assert (output / "model" / "eval.json").exists()
+
+
+def published_model(data_dir: Path) -> Path:
+    """A model artifact and a deployment manifest serving it, without training."""
+    model = data_dir / "models" / "byte" / "model"
+    publish_byte_model(open_store(f"file://{model}"), f"file://{model}", steps=10)
+    manifest = data_dir / "deployment.yaml"
+    manifest.write_text(
+        "apiVersion: llmkube.io/v1alpha1\n"
+        "kind: LLMDeployment\n"
+        "metadata: {name: byte}\n"
+        f"spec: {{model: {{uri: 'file://{model}'}}, replicas: 1, "
+        "resources: {gpusPerReplica: 0, cpusPerReplica: 2}}\n"
+    )
+    return manifest
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
+)
+def test_a_stop_signal_while_serving_stops_everything(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    run = Run(tmp_path, str(published_model(tmp_path)), "--port", str(free_port()))
+    try:
+        run.wait_for("serving byte at", timeout=300)
+        assert run.interrupt(signum) == code, run.log
+        assert f"serving stopped by {signal.Signals(signum).name}" in run.log
+        run.assert_nothing_left()
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "twice"),
+    [(signal.SIGTERM, 143, False), (signal.SIGHUP, 129, True)],
+    ids=["SIGTERM", "SIGHUP-twice"],
+)
+def test_a_stop_signal_while_training_stops_everything(
+    data_dir: Path, signum: int, code: int, twice: bool
+) -> None:
+    run = Run(data_dir, str(QUICKSTART / "training-job.yaml"), "--max-steps", "1000000")
+    try:
+        run.wait_for_training(timeout=600)
+        if twice:
+            # The second signal, once stopping has begun, kills the sessions at once.
+            run.process.send_signal(signum)
+            run.wait_for("stopping training", timeout=10)
+        assert run.interrupt(signum) == code, run.log
+        assert f"training stopped by {signal.Signals(signum).name}" in run.log
+        run.assert_nothing_left()
+    finally:
+        run.close()
+
+
+def test_killing_llmkube_run_while_training_leaves_nothing(data_dir: Path) -> None:
+    run = Run(data_dir, str(QUICKSTART / "training-job.yaml"), "--max-steps", "1000000")
+    try:
+        run.wait_for_training(timeout=600)
+        run.process.kill()
+        run.process.wait()
+        # No code of llmkube run ran: the entrypoint saw its parent die and shut Ray down.
+        run.assert_nothing_left(timeout=30)
+    finally:
+        run.close()
+
+
+def test_killing_llmkube_run_while_serving_leaves_nothing(tmp_path: Path) -> None:
+    run = Run(tmp_path, str(published_model(tmp_path)), "--port", str(free_port()))
+    try:
+        run.wait_for("serving byte at", timeout=300)
+        run.process.kill()
+        run.process.wait()
+        run.assert_nothing_left(timeout=30)
+    finally:
+        run.close()

@@ -4,6 +4,7 @@ entrypoint, driven with the official openai client and raw HTTP, scraped by a re
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from llmkube.runtime.daemons import descendants, running_processes
 from llmkube.storage import open_store
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.models import publish_byte_model
-from llmkube.testing.processes import free_port, wait_until
+from llmkube.testing.processes import free_port, stop_by_signal, wait_until
 from llmkube.testing.prometheus import PrometheusServer
 from llmkube.testing.serving import ServeProcess
 
@@ -89,8 +90,11 @@ def server(minio: MinioServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
             serve.wait_ready()
             yield Server(serve, prometheus)
         finally:
-            code = serve.stop()
+            # SIGTERM alone: Serve and the Ray cluster must go by themselves, with nobody
+            # killing the session afterwards.
+            code = stop_by_signal(serve, signal.SIGTERM)
         assert code == 0, f"serve did not shut down cleanly ({code}):\n{serve.log[-3000:]}"
+        assert "stopping on SIGTERM" in serve.log
 
 
 def test_models_and_health(server: Server) -> None:

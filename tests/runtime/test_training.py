@@ -7,17 +7,25 @@ import time
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.runtime.artifact import EVAL_FILE, load_artifact
 from llmkube.runtime.data.manifest import MANIFEST_FILE, DataManifest
 from llmkube.runtime.data.shards import open_splits
-from llmkube.runtime.training.checkpoint import complete_checkpoints
+from llmkube.runtime.training.checkpoint import (
+    OPTIMIZER_FILE,
+    RNG_FILE,
+    WEIGHTS_FILE,
+    complete_checkpoints,
+    load_state,
+    load_torch,
+)
 from llmkube.runtime.training.evaluate import evaluate
 from llmkube.storage.uri import join
 from llmkube.testing.minio import MinioServer
-from llmkube.testing.processes import free_port, wait_until
+from llmkube.testing.processes import free_port, stop_by_signal, wait_until
 from llmkube.testing.prometheus import PrometheusServer
 from llmkube.testing.training import TrainingProcess
 from tests.runtime.training_helpers import (
@@ -210,3 +218,26 @@ def test_a_storage_outage_mid_run_is_retried_without_corruption(
     assert steps[-1] == 600
     assert [step for step, _ in complete_checkpoints(store, config.output)] == [550, 600]
     load_artifact(store, join(config.output, "model"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_driver_shuts_ray_down_and_keeps_its_checkpoint(
+    minio: MinioServer, bucket: str, dataset: str, tmp_path: Path, signum: int
+) -> None:
+    # TrainingProcess starts the driver with SIGINT ignored, as a script's background job would;
+    # during fit, Ray Train's own SIGINT handler would abort the run and exit 0.
+    config = config_for(
+        minio, bucket, dataset, training={"maxSteps": 100_000, "batchSize": 8, "learningRate": 3e-3}
+    )
+    store = store_for(config, minio)
+    with TrainingProcess(config, tmp_path, minio.env) as run:
+        wait_for_checkpoint(store, config.output, 50, RUN_TIMEOUT, run.log_path)
+        assert stop_by_signal(run, signum) == 128 + signum, run.log[-4000:]
+    assert f"stopped by {signal.Signals(signum).name}" in run.log
+    assert not store.exists(join(config.output, "model", "config.json"))
+    step, uri = complete_checkpoints(store, config.output)[-1]
+    assert load_state(store, uri).step == step
+    weights = safetensors.torch.load(store.read_bytes(join(uri, WEIGHTS_FILE)))
+    assert weights
+    assert load_torch(store, uri, OPTIMIZER_FILE)["state"]
+    assert len(load_torch(store, uri, RNG_FILE)) == 2
