@@ -9,6 +9,23 @@ the operator's own (`llmkube_*`) and the runtimes' through Ray (`ray_llmkube_*`)
 from dataclasses import dataclass
 from typing import Any
 
+from llmkube.api.contract import (
+    BATCH_SIZE,
+    EVAL_LOSS,
+    GENERATED_TOKENS,
+    INTER_TOKEN_LATENCY,
+    PROMPT_TOKENS,
+    QUEUE_DEPTH,
+    REQUEST_DURATION,
+    REQUESTS,
+    REQUESTS_IN_FLIGHT,
+    TIME_TO_FIRST_TOKEN,
+    TRAIN_LOSS,
+    TRAIN_STEP,
+    TRAIN_TOKENS_PER_SECOND,
+    exported,
+)
+
 # Grafana template variables, and what the test puts in their place.
 VARIABLES = {"$job": ".+", "$deployment": ".+"}
 
@@ -53,12 +70,12 @@ TRAINING_PANELS = (
     Panel(
         "Training loss",
         "none",
-        (("{{training_job}}", f"max by (training_job) (ray_llmkube_train_loss{{{TRAIN}}})"),),
+        (("{{training_job}}", f"max by (training_job) ({exported(TRAIN_LOSS)}{{{TRAIN}}})"),),
     ),
     Panel(
         "Validation loss",
         "none",
-        (("{{training_job}}", f"max by (training_job) (ray_llmkube_eval_loss{{{TRAIN}}})"),),
+        (("{{training_job}}", f"max by (training_job) ({exported(EVAL_LOSS)}{{{TRAIN}}})"),),
     ),
     Panel(
         "Training throughput",
@@ -66,14 +83,14 @@ TRAINING_PANELS = (
         (
             (
                 "{{training_job}}",
-                f"max by (training_job) (ray_llmkube_train_tokens_per_second{{{TRAIN}}})",
+                f"max by (training_job) ({exported(TRAIN_TOKENS_PER_SECOND)}{{{TRAIN}}})",
             ),
         ),
     ),
     Panel(
         "Progress (optimizer steps)",
         "none",
-        (("{{training_job}}", f"max by (training_job) (ray_llmkube_train_step{{{TRAIN}}})"),),
+        (("{{training_job}}", f"max by (training_job) ({exported(TRAIN_STEP)}{{{TRAIN}}})"),),
     ),
     Panel(
         "Training jobs by phase", "none", (("{{phase}}", "sum by (phase) (llmkube_trainingjobs)"),)
@@ -97,7 +114,7 @@ SERVING_PANELS = (
         (
             (
                 "{{status}}",
-                f"sum by (status) (rate(ray_llmkube_requests_total{{{SERVE}}}[1m]))",
+                f"sum by (status) (rate({exported(REQUESTS)}{{{SERVE}}}[1m]))",
             ),
         ),
     ),
@@ -107,46 +124,46 @@ SERVING_PANELS = (
         (
             (
                 "errors",
-                f'sum(rate(ray_llmkube_requests_total{{{SERVE},status!="200"}}[1m])) / '
-                f"sum(rate(ray_llmkube_requests_total{{{SERVE}}}[1m]))",
+                f'sum(rate({exported(REQUESTS)}{{{SERVE},status!="200"}}[1m])) / '
+                f"sum(rate({exported(REQUESTS)}{{{SERVE}}}[1m]))",
             ),
         ),
     ),
     Panel(
         "Time to first token",
         "s",
-        _quantiles("ray_llmkube_time_to_first_token_seconds", SERVE),
+        _quantiles(exported(TIME_TO_FIRST_TOKEN), SERVE),
     ),
     Panel(
         "Inter-token latency",
         "s",
-        _quantiles("ray_llmkube_inter_token_latency_seconds", SERVE),
+        _quantiles(exported(INTER_TOKEN_LATENCY), SERVE),
     ),
     Panel(
         "Request duration",
         "s",
-        _quantiles("ray_llmkube_request_duration_seconds", SERVE),
+        _quantiles(exported(REQUEST_DURATION), SERVE),
     ),
     Panel(
         "Tokens per second",
         "tokens/s",
         (
-            ("generated", f"sum(rate(ray_llmkube_generated_tokens_total{{{SERVE}}}[1m]))"),
-            ("prompt", f"sum(rate(ray_llmkube_prompt_tokens_total{{{SERVE}}}[1m]))"),
+            ("generated", f"sum(rate({exported(GENERATED_TOKENS)}{{{SERVE}}}[1m]))"),
+            ("prompt", f"sum(rate({exported(PROMPT_TOKENS)}{{{SERVE}}}[1m]))"),
         ),
     ),
     Panel(
         "In flight and queued",
         "none",
         (
-            ("in flight", f"sum(ray_llmkube_requests_in_flight{{{SERVE}}})"),
-            ("queued", f"sum(ray_llmkube_queue_depth{{{SERVE}}})"),
+            ("in flight", f"sum({exported(REQUESTS_IN_FLIGHT)}{{{SERVE}}})"),
+            ("queued", f"sum({exported(QUEUE_DEPTH)}{{{SERVE}}})"),
         ),
     ),
     Panel(
         "Batch size (per replica)",
         "none",
-        (("{{WorkerId}}", f"max by (WorkerId) (ray_llmkube_batch_size{{{SERVE}}})"),),
+        (("{{WorkerId}}", f"max by (WorkerId) ({exported(BATCH_SIZE)}{{{SERVE}}})"),),
     ),
     Panel(
         "Replicas",
@@ -188,7 +205,7 @@ ALERTS = (
     Alert(
         "LLMKubeHighTimeToFirstToken",
         "histogram_quantile(0.95, sum by (namespace, deployment, le) "
-        "(rate(ray_llmkube_time_to_first_token_seconds_bucket[5m])))",
+        f"(rate({exported(TIME_TO_FIRST_TOKEN)}_bucket[5m])))",
         "> 2",
         "10m",
         "p95 time to first token of {{ $labels.deployment }} is above 2 s; add replicas or "
@@ -270,13 +287,13 @@ def dashboards() -> dict[str, dict[str, Any]]:
             "llmkube-training",
             "llmkube / training",
             TRAINING_PANELS,
-            _variable("job", "training_job", "ray_llmkube_train_step"),
+            _variable("job", "training_job", exported(TRAIN_STEP)),
         ),
         "llmkube-serving.json": dashboard(
             "llmkube-serving",
             "llmkube / serving",
             SERVING_PANELS,
-            _variable("deployment", "deployment", "ray_llmkube_requests_total"),
+            _variable("deployment", "deployment", exported(REQUESTS)),
         ),
     }
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmkube.api.base import API_GROUP, API_VERSION
+from llmkube.api.contract import DEPLOYMENTS, TRAINING_JOBS
 from llmkube.api.deployment import LLMDeployment
 from llmkube.api.training import LLMTrainingJob
 
@@ -163,7 +164,7 @@ _AGE = _printer_column("Age", ".metadata.creationTimestamp", "date", "Time since
 def training_job_crd() -> dict[str, Any]:
     return _crd(
         LLMTrainingJob,
-        plural="llmtrainingjobs",
+        plural=TRAINING_JOBS.plural,
         singular="llmtrainingjob",
         short_names=["ltj"],
         columns=[
@@ -179,7 +180,7 @@ def training_job_crd() -> dict[str, Any]:
 def deployment_crd() -> dict[str, Any]:
     return _crd(
         LLMDeployment,
-        plural="llmdeployments",
+        plural=DEPLOYMENTS.plural,
         singular="llmdeployment",
         short_names=["llmd"],
         columns=[
@@ -196,6 +197,6 @@ def deployment_crd() -> dict[str, Any]:
 def all_crds() -> dict[str, dict[str, Any]]:
     """Every CRD llmkube defines, keyed by the file name it is checked in under crds/."""
     return {
-        f"{API_GROUP}_llmtrainingjobs.yaml": training_job_crd(),
-        f"{API_GROUP}_llmdeployments.yaml": deployment_crd(),
+        f"{API_GROUP}_{TRAINING_JOBS.plural}.yaml": training_job_crd(),
+        f"{API_GROUP}_{DEPLOYMENTS.plural}.yaml": deployment_crd(),
     }

@@ -11,6 +11,13 @@ import json
 from typing import Any
 
 from llmkube.api import LLMDeployment
+from llmkube.api.contract import (
+    SERVE_APP,
+    SERVE_DEPLOYMENT,
+    SERVE_IMPORT_PATH,
+    max_ongoing_requests,
+    replica_actor_options,
+)
 from llmkube.api.runconfig import API_KEY_ENV, ServeRunConfig
 from llmkube.operator.naming import (
     DEPLOYMENT_LABEL,
@@ -22,9 +29,6 @@ from llmkube.operator.naming import (
 )
 from llmkube.operator.pods import resources, scheduling, storage_env
 
-SERVE_APP = "llm"
-SERVE_DEPLOYMENT = "LLMServer"
-SERVE_IMPORT_PATH = "llmkube.runtime.serve:app"
 SERVE_PORT = 8000
 METRICS_PORT = 8080
 
@@ -57,13 +61,8 @@ def serve_config(run_config: ServeRunConfig) -> dict[str, Any]:
                     {
                         "name": SERVE_DEPLOYMENT,
                         "num_replicas": run_config.replicas,
-                        # Above the replica's own limit, so the excess reaches it and is
-                        # answered 429 with Retry-After instead of waiting in Serve's queue.
-                        "max_ongoing_requests": 2 * run_config.serving.max_concurrent_requests,
-                        "ray_actor_options": {
-                            "num_cpus": run_config.cpus_per_replica,
-                            "num_gpus": run_config.gpus_per_replica,
-                        },
+                        "max_ongoing_requests": max_ongoing_requests(run_config),
+                        "ray_actor_options": replica_actor_options(run_config),
                     }
                 ],
             }

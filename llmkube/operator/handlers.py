@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from llmkube.api import contract
 from llmkube.operator.background import BackgroundLoop
 from llmkube.operator.deployment import reconcile_deployment, refresh_deployment_status
 from llmkube.operator.kube import DEPLOYMENTS, ApiError, KubeApi
@@ -33,10 +34,6 @@ from llmkube.operator.training import (
 )
 
 log = logging.getLogger(__name__)
-TRAINING = ("llmkube.io", "v1alpha1", "llmtrainingjobs")
-RAYJOBS = ("ray.io", "v1", "rayjobs")
-DEPLOYMENT = ("llmkube.io", "v1alpha1", "llmdeployments")
-RAYSERVICES = ("ray.io", "v1", "rayservices")
 SETTINGS = OperatorSettings.from_env()
 REGISTRY = JobRegistry()
 DEPLOYMENT_REGISTRY = DeploymentRegistry()
@@ -109,7 +106,7 @@ def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.background.stop()
 
 
-@kopf.on.event(*TRAINING)
+@kopf.on.event(*contract.TRAINING_JOBS)
 def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     meta = body["metadata"]
     if type == "DELETED":
@@ -136,7 +133,7 @@ def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
     reconcile(dict(body), memo.api)
 
 
-@kopf.on.event(*DEPLOYMENT)
+@kopf.on.event(*contract.DEPLOYMENTS)
 def deployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     meta = body["metadata"]
     if type == "DELETED":
@@ -152,7 +149,7 @@ def deployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
     reconcile(dict(body), memo.api)
 
 
-@kopf.on.event(*RAYSERVICES, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+@kopf.on.event(*contract.RAYSERVICES, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
 def rayservice_event(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -163,7 +160,7 @@ def rayservice_event(
     refresh_deployment_status(memo.api, namespace, owner, dict(body))
 
 
-@kopf.on.event(*RAYJOBS, labels={TRAINING_JOB_LABEL: kopf.PRESENT})
+@kopf.on.event(*contract.RAYJOBS, labels={TRAINING_JOB_LABEL: kopf.PRESENT})
 def rayjob_event(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:

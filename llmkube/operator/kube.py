@@ -16,6 +16,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from llmkube.api import contract
+
 Body = dict[str, Any]
 COMPONENT = "llmkube-operator"
 log = logging.getLogger(__name__)
@@ -40,11 +42,11 @@ class Resource:
 CONFIGMAPS = Resource("", "v1", "configmaps")
 EVENTS = Resource("", "v1", "events")
 SECRETS = Resource("", "v1", "secrets")
-RAYJOBS = Resource("ray.io", "v1", "rayjobs")
-TRAINING_JOBS = Resource("llmkube.io", "v1alpha1", "llmtrainingjobs")
-DEPLOYMENTS = Resource("llmkube.io", "v1alpha1", "llmdeployments")
-RAYSERVICES = Resource("ray.io", "v1", "rayservices")
-RAYCLUSTERS = Resource("ray.io", "v1", "rayclusters")
+RAYJOBS = Resource(*contract.RAYJOBS)
+TRAINING_JOBS = Resource(*contract.TRAINING_JOBS)
+DEPLOYMENTS = Resource(*contract.DEPLOYMENTS)
+RAYSERVICES = Resource(*contract.RAYSERVICES)
+RAYCLUSTERS = Resource(*contract.RAYCLUSTERS)
 SERVICES = Resource("", "v1", "services")
 SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
 

@@ -29,6 +29,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from llmkube.api.contract import (
+    METRICS_PORT_ENV,
+    SERVE_APP,
+    SERVE_DEPLOYMENT,
+    max_ongoing_requests,
+    replica_actor_options,
+)
 from llmkube.api.errors import describe
 from llmkube.api.runconfig import ServeRunConfig
 from llmkube.net import free_port, port_is_free
@@ -49,10 +56,6 @@ from llmkube.stopping import (
 from llmkube.storage import StorageError, open_store
 from llmkube.storage.uri import join
 
-APP_NAME = "llm"
-DEPLOYMENT_NAME = "LLMServer"
-METRICS_PORT_ENV = "LLMKUBE_RAY_METRICS_PORT"
-
 api = FastAPI(title="llmkube", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -63,7 +66,7 @@ async def _http_error(request: Request, error: HTTPException) -> Response:
     ).response()
 
 
-@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.deployment(name=SERVE_DEPLOYMENT)
 @serve.ingress(api)
 class LLMServer:
     def __init__(self, config: dict[str, Any]) -> None:
@@ -134,13 +137,10 @@ class LLMServer:
 def app(args: dict[str, Any]) -> Application:
     """The application builder Ray Serve calls with the serveConfigV2 `args`."""
     config = ServeRunConfig.model_validate(args["config"])
-    resources = {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica}
     application: Application = LLMServer.options(  # type: ignore[attr-defined]
         num_replicas=config.replicas,
-        # Above the engine's own limit, so the excess reaches it and gets a 429 with Retry-After
-        # instead of waiting in Serve's queue.
-        max_ongoing_requests=2 * config.serving.max_concurrent_requests,
-        ray_actor_options=resources,
+        max_ongoing_requests=max_ongoing_requests(config),
+        ray_actor_options=replica_actor_options(config),
     ).bind(config.model_dump(mode="json", by_alias=True))
     return application
 
@@ -194,7 +194,7 @@ def serve_locally(config: ServeRunConfig, host: str, port: int, *, via_proxy: bo
     )
     raise_on_stop_signals()  # ray.init replaced our SIGTERM handler with its own
     serve.start(http_options={"host": host, "port": proxy_port})
-    serve.run(app({"config": config.model_dump(mode="json")}), name=APP_NAME, route_prefix="/")
+    serve.run(app({"config": config.model_dump(mode="json")}), name=SERVE_APP, route_prefix="/")
     idle_ray_daemons(keep=() if direct else ("ray::ProxyActor",))
 
 

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from ray.train.torch import TorchTrainer
 
 from llmkube.api.artifacts import MODEL_DIR
+from llmkube.api.contract import METRICS_PORT_ENV
 from llmkube.api.errors import describe
 from llmkube.api.runconfig import GptConfig, TrainingRunConfig
 from llmkube.runtime.artifact import CONFIG_FILE
@@ -43,8 +44,6 @@ from llmkube.storage.uri import join
 log = logging.getLogger("llmkube.train")
 
 RUN_CONFIG_FILE = "run.json"
-# Set to expose Ray's metrics (training gauges included) on this port when Ray starts locally.
-METRICS_PORT_ENV = "LLMKUBE_RAY_METRICS_PORT"
 
 
 class Trainer(TorchTrainer):

@@ -1,6 +1,13 @@
-"""The PromQL behind each built-in autoscaling metric: design.md §5 names as Ray exports them
-(with its `ray_` prefix; see llmkube/runtime/serving/metrics.py)."""
+"""The PromQL behind each built-in autoscaling metric: the runtime's metrics (llmkube.api.contract)
+as Ray exports them, with its `ray_` prefix."""
 
+from llmkube.api.contract import (
+    GENERATED_TOKENS,
+    QUEUE_DEPTH,
+    REQUESTS_IN_FLIGHT,
+    TIME_TO_FIRST_TOKEN,
+    exported,
+)
 from llmkube.api.deployment import AutoscalingMetric
 
 
@@ -11,11 +18,11 @@ def promql(metric: AutoscalingMetric, namespace: str, deployment: str) -> str:
         return metric.query
     match = f'namespace="{namespace}",deployment="{deployment}"'
     return {
-        "inflightRequests": f"sum(ray_llmkube_requests_in_flight{{{match}}})",
-        "queueDepth": f"sum(ray_llmkube_queue_depth{{{match}}})",
-        "tokensPerSecond": f"sum(rate(ray_llmkube_generated_tokens_total{{{match}}}[1m]))",
+        "inflightRequests": f"sum({exported(REQUESTS_IN_FLIGHT)}{{{match}}})",
+        "queueDepth": f"sum({exported(QUEUE_DEPTH)}{{{match}}})",
+        "tokensPerSecond": f"sum(rate({exported(GENERATED_TOKENS)}{{{match}}}[1m]))",
         "ttftP95": (
             "histogram_quantile(0.95, sum by (le) "
-            f"(rate(ray_llmkube_time_to_first_token_seconds_bucket{{{match}}}[1m])))"
+            f"(rate({exported(TIME_TO_FIRST_TOKEN)}_bucket{{{match}}}[1m])))"
         ),
     }[metric.type]

@@ -1,4 +1,4 @@
-"""Serving metrics (design.md §5 names), recorded through Ray's metrics agent.
+"""Serving metrics (names in llmkube.api.contract), recorded through Ray's metrics agent.
 
 Each replica is its own process; Ray's per-node agent aggregates them and exports on the Ray
 metrics port (8080 under KubeRay, which the operator's Service and ServiceMonitor scrape). Ray
@@ -6,6 +6,18 @@ prefixes application metrics with `ray_`, so Prometheus sees e.g. `ray_llmkube_r
 """
 
 from ray.util.metrics import Counter, Gauge, Histogram
+
+from llmkube.api.contract import (
+    BATCH_SIZE,
+    GENERATED_TOKENS,
+    INTER_TOKEN_LATENCY,
+    PROMPT_TOKENS,
+    QUEUE_DEPTH,
+    REQUEST_DURATION,
+    REQUESTS,
+    REQUESTS_IN_FLIGHT,
+    TIME_TO_FIRST_TOKEN,
+)
 
 LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 TOKEN_LATENCY_BOUNDARIES = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
@@ -18,46 +30,46 @@ class ServingMetrics:
     def __init__(self, deployment: str, model: str) -> None:
         self.tags = {"deployment": deployment, "model": model}
         self.requests = Counter(
-            "llmkube_requests_total",
+            REQUESTS,
             description="Requests answered, by HTTP status.",
             tag_keys=(*TAGS, "status"),
         )
         self.duration = Histogram(
-            "llmkube_request_duration_seconds",
+            REQUEST_DURATION,
             description="Time from a request's arrival to its last byte.",
             boundaries=LATENCY_BOUNDARIES,
             tag_keys=TAGS,
         )
         self.ttft = Histogram(
-            "llmkube_time_to_first_token_seconds",
+            TIME_TO_FIRST_TOKEN,
             description="Time from a request's arrival to its first generated token.",
             boundaries=LATENCY_BOUNDARIES,
             tag_keys=TAGS,
         )
         self.itl = Histogram(
-            "llmkube_inter_token_latency_seconds",
+            INTER_TOKEN_LATENCY,
             description="Time between consecutive generated tokens of a request.",
             boundaries=TOKEN_LATENCY_BOUNDARIES,
             tag_keys=TAGS,
         )
         self.prompt_tokens = Counter(
-            "llmkube_prompt_tokens_total", description="Prompt tokens processed.", tag_keys=TAGS
+            PROMPT_TOKENS, description="Prompt tokens processed.", tag_keys=TAGS
         )
         self.generated_tokens = Counter(
-            "llmkube_generated_tokens_total", description="Tokens generated.", tag_keys=TAGS
+            GENERATED_TOKENS, description="Tokens generated.", tag_keys=TAGS
         )
         self.in_flight = Gauge(
-            "llmkube_requests_in_flight",
+            REQUESTS_IN_FLIGHT,
             description="Requests being answered (queued or decoding).",
             tag_keys=TAGS,
         )
         self.queue = Gauge(
-            "llmkube_queue_depth",
+            QUEUE_DEPTH,
             description="Requests waiting for a batch slot.",
             tag_keys=TAGS,
         )
         self.batch = Gauge(
-            "llmkube_batch_size", description="Sequences in the latest decode step.", tag_keys=TAGS
+            BATCH_SIZE, description="Sequences in the latest decode step.", tag_keys=TAGS
         )
         self._in_flight = 0
         for gauge in (self.in_flight, self.queue, self.batch):

@@ -1,6 +1,6 @@
 """What the driver worker (rank 0) tells the world: a log line per logged step, progress.json
-and metrics.jsonl under the output (design.md §3), and Prometheus gauges through Ray's metrics
-agent (Ray exports them with its `ray_` prefix, e.g. `ray_llmkube_train_loss`)."""
+and metrics.jsonl under the output (docs/architecture.md), and Prometheus gauges through Ray's
+metrics agent (Ray exports them with its `ray_` prefix, e.g. `ray_llmkube_train_loss`)."""
 
 import json
 import logging
@@ -11,6 +11,7 @@ from typing import Any
 from ray.util.metrics import Gauge
 
 from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE, ProgressRecord
+from llmkube.api.contract import EVAL_LOSS, TRAIN_LOSS, TRAIN_STEP, TRAIN_TOKENS_PER_SECOND
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import join
 
@@ -51,10 +52,10 @@ class Reporter:
         self.gauges = {
             name: Gauge(name, description=text, tag_keys=("training_job",))
             for name, text in (
-                ("llmkube_train_loss", "Training loss at the latest logged step."),
-                ("llmkube_eval_loss", "Validation loss at the latest evaluation."),
-                ("llmkube_train_tokens_per_second", "Training throughput over all workers."),
-                ("llmkube_train_step", "Optimizer steps done."),
+                (TRAIN_LOSS, "Training loss at the latest logged step."),
+                (EVAL_LOSS, "Validation loss at the latest evaluation."),
+                (TRAIN_TOKENS_PER_SECOND, "Training throughput over all workers."),
+                (TRAIN_STEP, "Optimizer steps done."),
             )
         }
 
@@ -119,9 +120,9 @@ class Reporter:
                 "updated_at": self._now(),
             }
         )
-        self.gauges["llmkube_train_loss"].set(loss, tags=self.tags)
-        self.gauges["llmkube_train_tokens_per_second"].set(tokens_per_second, tags=self.tags)
-        self.gauges["llmkube_train_step"].set(step, tags=self.tags)
+        self.gauges[TRAIN_LOSS].set(loss, tags=self.tags)
+        self.gauges[TRAIN_TOKENS_PER_SECOND].set(tokens_per_second, tags=self.tags)
+        self.gauges[TRAIN_STEP].set(step, tags=self.tags)
         if time.monotonic() - self.last_flush >= FLUSH_SECONDS or step == self.total_steps:
             self.flush()
 
@@ -136,7 +137,7 @@ class Reporter:
         for sample in results.get("samples", []):
             log.info("sample %r -> %r", sample["prompt"], sample["completion"])
         self.records.append({"step": step, "kind": "eval", **results})
-        self.gauges["llmkube_eval_loss"].set(results["eval_loss"], tags=self.tags)
+        self.gauges[EVAL_LOSS].set(results["eval_loss"], tags=self.tags)
         self.flush()
 
     def checkpoint(self, step: int, uri: str) -> None:
