@@ -1,4 +1,5 @@
-"""Files the runtime writes under a job's output and the operator and CLI read (design.md §3)."""
+"""Files the runtime writes under a job's output and the operator and CLI read (the layout:
+docs/architecture.md)."""
 
 import re
 from collections.abc import Iterable

@@ -109,7 +109,7 @@ class TrainingRunConfig(WireModel):
     storage: StorageConfig
     """Object-storage access."""
     output: StorageUri
-    """Output prefix (design.md §3 layout)."""
+    """Output prefix (layout: docs/architecture.md)."""
 
 
 def training_run_config(

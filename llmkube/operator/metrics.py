@@ -1,4 +1,4 @@
-"""The operator's own Prometheus metrics (design.md §5 names)."""
+"""The operator's own Prometheus metrics (their names are in docs/operator.md)."""
 
 import threading
 import time

@@ -1,5 +1,5 @@
-"""The published model artifact (design.md §3): config.json, model.safetensors, tokenizer.json,
-eval.json and card.md under one folder, on any store."""
+"""The published model artifact (docs/architecture.md): config.json, model.safetensors,
+tokenizer.json, eval.json and card.md under one folder, on any store."""
 
 import json
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
-"""The package boundaries of design.md §1, checked on the source and on what importing pulls in."""
+"""The package boundaries in docs/architecture.md, checked on the source and on what importing
+pulls in."""
 
 import ast
 import subprocess
