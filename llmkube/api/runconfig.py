@@ -17,6 +17,7 @@ from llmkube.api.training import (
     EvaluationSpec,
     LLMTrainingJob,
     TokenizerSpec,
+    TrainingResources,
     TrainingSpec,
 )
 
@@ -97,7 +98,7 @@ class TrainingRunConfig(WireModel):
     dataset: DatasetSpec
     """Dataset, with its cache location resolved."""
     training: TrainingSpec
-    """Optimization settings."""
+    """Optimization settings, every default resolved (warmupSteps, minLearningRate)."""
     evaluation: EvaluationSpec
     """Evaluation schedule."""
     checkpoint: CheckpointSpec
@@ -110,6 +111,15 @@ class TrainingRunConfig(WireModel):
     """Object-storage access."""
     output: StorageUri
     """Output prefix (layout: docs/architecture.md)."""
+
+
+def scaling_config(resources: TrainingResources) -> ScalingConfig:
+    """The workers Ray Train starts, and what the RayJob's worker pods request for them."""
+    return ScalingConfig(
+        workers=resources.workers,
+        gpus_per_worker=resources.gpus_per_worker,
+        cpus_per_worker=resources.cpus_per_worker,
+    )
 
 
 def training_run_config(
@@ -135,19 +145,10 @@ def training_run_config(
         base=spec.model.base,
         tokenizer=spec.tokenizer,
         dataset=dataset,
-        training=spec.training.model_copy(
-            update={
-                "warmup_steps": spec.training.resolved_warmup_steps(),
-                "min_learning_rate": spec.training.resolved_min_learning_rate(),
-            }
-        ),
+        training=spec.training.resolved(),
         evaluation=spec.evaluation,
         checkpoint=spec.checkpoint,
-        scaling=ScalingConfig(
-            workers=spec.resources.workers,
-            gpus_per_worker=spec.resources.gpus_per_worker,
-            cpus_per_worker=spec.resources.cpus_per_worker,
-        ),
+        scaling=scaling_config(spec.resources),
         max_failures=spec.backoff_limit,
         storage=StorageConfig(
             endpoint=spec.storage.endpoint or default_endpoint,

@@ -225,6 +225,26 @@ class TrainingSpec(WireModel):
             return self.learning_rate / 10
         return self.min_learning_rate
 
+    def resolved(self) -> Self:
+        """These settings with every default filled in: what a run config carries."""
+        return self.model_copy(
+            update={
+                "warmup_steps": self.resolved_warmup_steps(),
+                "min_learning_rate": self.resolved_min_learning_rate(),
+            }
+        )
+
+    def cut_to(self, max_steps: int) -> Self:
+        """Resolved settings for a run cut short to `max_steps` (`llmkube run --max-steps`): the
+        warmup shrinks to a tenth of the run when it was longer."""
+        return self.resolved().model_copy(
+            update={
+                "max_steps": max_steps,
+                "epochs": None,
+                "warmup_steps": min(self.resolved_warmup_steps(), max_steps // 10),
+            }
+        )
+
 
 class EvaluationSpec(WireModel):
     """How and how often the model is evaluated."""

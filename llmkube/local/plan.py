@@ -65,11 +65,7 @@ def fit_training(
         )
     }
     if max_steps is not None:
-        training = config.training
-        warmup = min(training.warmup_steps or 0, max_steps // 10)
-        updates["training"] = training.model_copy(
-            update={"max_steps": max_steps, "epochs": None, "warmup_steps": warmup}
-        )
+        updates["training"] = config.training.cut_to(max_steps)
         warnings.append(f"{config.job.name}: training cut to {max_steps} steps (--max-steps)")
     return config.model_copy(update=updates), warnings
 

@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from llmkube.api import LLMTrainingJob
-from llmkube.api.runconfig import TrainingRunConfig
+from llmkube.api.runconfig import TrainingRunConfig, scaling_config
 from llmkube.operator.naming import (
     APPLIED_SPEC_ANNOTATION,
     TRAINING_JOB_LABEL,
@@ -72,9 +72,11 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
     ]
     volumes = [{"name": "run-config", "configMap": {"name": run_configmap_name(job.metadata.name)}}]
 
+    # The same numbers Ray Train's ScalingConfig gets from the run config.
+    scaling = scaling_config(resources)
     head_resources = pod_resources(resources.head.cpus, resources.head.memory, 0)
     worker_resources = pod_resources(
-        resources.cpus_per_worker, resources.memory_per_worker, resources.gpus_per_worker
+        scaling.cpus_per_worker, resources.memory_per_worker, scaling.gpus_per_worker
     )
 
     metadata = _metadata(job, rayjob_name(job.metadata.name))
@@ -119,9 +121,9 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
                 "workerGroupSpecs": [
                     {
                         "groupName": "workers",
-                        "replicas": resources.workers,
-                        "minReplicas": resources.workers,
-                        "maxReplicas": resources.workers,
+                        "replicas": scaling.workers,
+                        "minReplicas": scaling.workers,
+                        "maxReplicas": scaling.workers,
                         "rayStartParams": {},
                         "template": {
                             "metadata": {"labels": _labels(job)},

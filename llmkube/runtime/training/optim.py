@@ -36,10 +36,11 @@ def make_optimizer(model: nn.Module, spec: TrainingSpec, *, fused: bool) -> torc
 
 
 def learning_rate(spec: TrainingSpec, step: int, total_steps: int) -> float:
-    """The rate for optimizer step `step` (0-based) of `total_steps`."""
-    peak = spec.learning_rate
-    low = spec.resolved_min_learning_rate()
-    warmup = spec.resolved_warmup_steps()
+    """The rate for optimizer step `step` (0-based) of `total_steps`, from a run config's
+    settings (their defaults are resolved there, once)."""
+    peak, low, warmup = spec.learning_rate, spec.min_learning_rate, spec.warmup_steps
+    assert low is not None, "the run config resolves minLearningRate"
+    assert warmup is not None, "the run config resolves warmupSteps"
     if step < warmup:
         return peak * (step + 1) / warmup
     if spec.schedule == "constant" or total_steps <= warmup:
