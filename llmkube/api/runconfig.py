@@ -5,12 +5,14 @@ same object locally. It holds resolved values (preset dimensions, defaults, stor
 the *names* of the environment variables carrying credentials, never the credentials themselves.
 """
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from llmkube.api.base import StorageUri, WireModel
 from llmkube.api.deployment import LLMDeployment, ServingSpec
+from llmkube.api.errors import describe
 from llmkube.api.training import (
     CheckpointSpec,
     DatasetSpec,
@@ -208,3 +210,21 @@ def serve_run_config(
             insecure=spec.storage.insecure,
         ),
     )
+
+
+class RunConfigError(Exception):
+    """A run config file that cannot be read or is not valid; the message says which field."""
+
+
+RunConfig = TypeVar("RunConfig", TrainingRunConfig, ServeRunConfig)
+
+
+def read_run_config(path: Path, kind: type[RunConfig]) -> RunConfig:
+    """What an entrypoint does first with its `--config` file."""
+    try:
+        return kind.model_validate_json(path.read_bytes())
+    except OSError as error:
+        raise RunConfigError(f"cannot read {path}: {error.strerror}") from None
+    except ValidationError as error:
+        lines = "\n".join(describe(error))
+        raise RunConfigError(f"{path} is not a valid run config:\n{lines}") from None

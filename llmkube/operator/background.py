@@ -11,7 +11,7 @@ from typing import Any
 
 from llmkube.operator.autoscaler.runner import Autoscaler
 from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi
-from llmkube.operator.registry import DeploymentRegistry, JobRegistry
+from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training import refresh_training_status
 
@@ -24,7 +24,7 @@ class BackgroundLoop(threading.Thread):
         self,
         api: KubeApi,
         settings: OperatorSettings,
-        registry: JobRegistry,
+        registry: TrainingPhasesAndRetries,
         reconcile: Callable[[dict[str, Any]], None],
         deployments: DeploymentRegistry,
     ) -> None:

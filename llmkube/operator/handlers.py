@@ -24,7 +24,7 @@ from llmkube.operator.metrics import (
     serve,
 )
 from llmkube.operator.naming import DEPLOYMENT_LABEL, TRAINING_JOB_LABEL
-from llmkube.operator.registry import DeploymentRegistry, JobRegistry
+from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training import (
     InvalidSpecError,
@@ -35,7 +35,7 @@ from llmkube.operator.training import (
 
 log = logging.getLogger(__name__)
 SETTINGS = OperatorSettings.from_env()
-REGISTRY = JobRegistry()
+REGISTRY = TrainingPhasesAndRetries()
 DEPLOYMENT_REGISTRY = DeploymentRegistry()
 # Retry delays: a missing Secret is usually being created right now; apiserver hiccups pass;
 # anything else (RBAC, a rejected object) needs a human, so it is retried slowly.

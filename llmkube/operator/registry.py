@@ -18,7 +18,10 @@ class _Entry:
     retry_at: float | None = None
 
 
-class JobRegistry:
+class TrainingPhasesAndRetries:
+    """The phase of every training job (for the phase metric and progress polling), and when a
+    blocked object of either kind is to be reconciled again."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Entry] = {}

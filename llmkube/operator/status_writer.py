@@ -12,7 +12,7 @@ from llmkube.operator.conditions import find
 from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi, Resource
 from llmkube.operator.metrics import DEPLOYMENT_PHASE_COUNTS, record_replicas
 from llmkube.operator.patches import merge_patch
-from llmkube.operator.registry import JobRegistry
+from llmkube.operator.registry import TrainingPhasesAndRetries
 
 
 def current_status(body: dict[str, Any]) -> LLMTrainingJobStatus:
@@ -60,7 +60,10 @@ def _write(
 
 
 def write_training_status(
-    api: KubeApi, body: dict[str, Any], desired: LLMTrainingJobStatus, registry: JobRegistry
+    api: KubeApi,
+    body: dict[str, Any],
+    desired: LLMTrainingJobStatus,
+    registry: TrainingPhasesAndRetries,
 ) -> bool:
     """Patch the status subresource if `desired` differs from the body's status. True if written."""
     metadata = body["metadata"]

@@ -14,7 +14,7 @@ from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, SECRETS, TRAINING_JOBS, K
 from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
 from llmkube.operator.patches import changed_paths
 from llmkube.operator.progress import credentials_env, read_snapshot
-from llmkube.operator.registry import JobRegistry
+from llmkube.operator.registry import TrainingPhasesAndRetries
 from llmkube.operator.secret_refs import find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_status, write_training_status
@@ -38,7 +38,7 @@ def utcnow() -> str:
 
 
 def _validated(
-    body: dict[str, Any], api: KubeApi, registry: JobRegistry, now: str
+    body: dict[str, Any], api: KubeApi, registry: TrainingPhasesAndRetries, now: str
 ) -> LLMTrainingJob:
     try:
         return LLMTrainingJob.model_validate(body)
@@ -57,7 +57,11 @@ def _validated(
 
 
 def _credentials(
-    body: dict[str, Any], job: LLMTrainingJob, api: KubeApi, registry: JobRegistry, now: str
+    body: dict[str, Any],
+    job: LLMTrainingJob,
+    api: KubeApi,
+    registry: TrainingPhasesAndRetries,
+    now: str,
 ) -> dict[str, str]:
     reference = job.spec.storage.credentials_secret
     if reference is None:
@@ -115,7 +119,10 @@ def _ensure_children(
 
 
 def reconcile_training_job(
-    body: dict[str, Any], api: KubeApi, settings: OperatorSettings, registry: JobRegistry
+    body: dict[str, Any],
+    api: KubeApi,
+    settings: OperatorSettings,
+    registry: TrainingPhasesAndRetries,
 ) -> None:
     """Idempotent: safe to run again at any point, after any crash."""
     now = utcnow()
@@ -148,7 +155,7 @@ def refresh_training_status(
     namespace: str,
     job_name: str,
     settings: OperatorSettings,
-    registry: JobRegistry,
+    registry: TrainingPhasesAndRetries,
     *,
     rayjob: dict[str, Any] | None = None,
     read_progress: bool,

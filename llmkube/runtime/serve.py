@@ -17,12 +17,12 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
 import torch
 from fastapi import FastAPI
-from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 from starlette.exceptions import HTTPException
@@ -36,8 +36,7 @@ from llmkube.api.contract import (
     max_ongoing_requests,
     replica_actor_options,
 )
-from llmkube.api.errors import describe
-from llmkube.api.runconfig import ServeRunConfig
+from llmkube.api.runconfig import RunConfigError, ServeRunConfig, read_run_config
 from llmkube.net import free_port, port_is_free
 from llmkube.runtime.artifact import CONFIG_FILE, load_artifact
 from llmkube.runtime.daemons import idle_ray_daemons
@@ -201,7 +200,7 @@ def serve_locally(config: ServeRunConfig, host: str, port: int, *, via_proxy: bo
 def main(argv: list[str] | None = None) -> int:
     raise_on_stop_signals()
     parser = argparse.ArgumentParser(prog="python -m llmkube.runtime.serve", description=__doc__)
-    parser.add_argument("--config", required=True, help="the serve run config (JSON)")
+    parser.add_argument("--config", required=True, type=Path, help="the serve run config (JSON)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
@@ -211,14 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        with open(args.config, "rb") as file:
-            config = ServeRunConfig.model_validate_json(file.read())
-    except OSError as error:
-        print(f"error: cannot read {args.config}: {error.strerror}", file=sys.stderr)
-        return 2
-    except ValidationError as error:
-        lines = "\n".join(describe(error))
-        print(f"error: {args.config} is not a valid serve config:\n{lines}", file=sys.stderr)
+        config = read_run_config(args.config, ServeRunConfig)
+    except RunConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     serving = False
     try:

@@ -19,13 +19,11 @@ from pathlib import Path
 
 import ray
 import ray.train
-from pydantic import ValidationError
 from ray.train.torch import TorchTrainer
 
 from llmkube.api.artifacts import MODEL_DIR
 from llmkube.api.contract import METRICS_PORT_ENV
-from llmkube.api.errors import describe
-from llmkube.api.runconfig import GptConfig, TrainingRunConfig
+from llmkube.api.runconfig import GptConfig, RunConfigError, TrainingRunConfig, read_run_config
 from llmkube.runtime.artifact import CONFIG_FILE
 from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.prepare import base_tokenizer_json, check_dataset, prepare_dataset
@@ -173,13 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
     )
     try:
-        config = TrainingRunConfig.model_validate_json(args.config.read_bytes())
-    except OSError as error:
-        print(f"error: cannot read {args.config}: {error.strerror}", file=sys.stderr)
-        return 2
-    except ValidationError as error:
-        lines = "\n".join(describe(error))
-        print(f"error: {args.config} is not a valid run config:\n{lines}", file=sys.stderr)
+        config = read_run_config(args.config, TrainingRunConfig)
+    except RunConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     started = time.monotonic()
     try:
