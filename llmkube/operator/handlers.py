@@ -34,7 +34,6 @@ from llmkube.operator.training import (
 )
 
 log = logging.getLogger(__name__)
-SETTINGS = OperatorSettings.from_env()
 REGISTRY = TrainingPhasesAndRetries()
 DEPLOYMENT_REGISTRY = DeploymentRegistry()
 # Retry delays: a missing Secret is usually being created right now; apiserver hiccups pass;
@@ -66,36 +65,37 @@ def _handle_failures(kind: str, body: dict[str, Any], work: Callable[[], object]
         REGISTRY.retry_later(uid, namespace, name, OTHER_ERROR_RETRY_SECONDS, kind)
 
 
-def reconcile(body: dict[str, Any], api: KubeApi) -> None:
+def reconcile(body: dict[str, Any], api: KubeApi, settings: OperatorSettings) -> None:
     """Reconcile whichever kind `body` is (the background loop retries both)."""
     if body.get("kind") == "LLMDeployment":
-        _handle_failures("LLMDeployment", body, lambda: _reconcile_deployment(body, api))
+        _handle_failures("LLMDeployment", body, lambda: _reconcile_deployment(body, api, settings))
     else:
         _handle_failures(
-            "LLMTrainingJob", body, lambda: reconcile_training_job(body, api, SETTINGS, REGISTRY)
+            "LLMTrainingJob", body, lambda: reconcile_training_job(body, api, settings, REGISTRY)
         )
 
 
-def _reconcile_deployment(body: dict[str, Any], api: KubeApi) -> None:
+def _reconcile_deployment(body: dict[str, Any], api: KubeApi, settings: OperatorSettings) -> None:
     meta = body["metadata"]
     job_ref = ((body.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}
     autoscaled = bool(((body.get("spec") or {}).get("autoscaling") or {}).get("enabled"))
     DEPLOYMENT_REGISTRY.observe(meta["namespace"], meta["name"], job_ref.get("name"), autoscaled)
-    reconcile_deployment(body, api, SETTINGS)
+    reconcile_deployment(body, api, settings)
 
 
 @kopf.on.startup()
 def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """`memo.settings` is what `python -m llmkube.operator` read from the environment."""
     settings.posting.level = logging.WARNING
     # Handler threads mostly wait on the apiserver, so more of them keep more requests in flight.
     settings.execution.max_workers = 32
     memo.api = KubeApi.from_environment()
-    serve(SETTINGS.metrics_port)
+    serve(memo.settings.metrics_port)
     memo.background = BackgroundLoop(
         memo.api,
-        SETTINGS,
+        memo.settings,
         REGISTRY,
-        lambda body: reconcile(body, memo.api),
+        lambda body: reconcile(body, memo.api, memo.settings),
         DEPLOYMENT_REGISTRY,
     )
     memo.background.start()
@@ -126,11 +126,11 @@ def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
         for deployment in DEPLOYMENT_REGISTRY.following(meta["namespace"], meta["name"]):
             fresh = memo.api.get(DEPLOYMENTS, meta["namespace"], deployment)
             if fresh is not None:
-                reconcile(fresh, memo.api)
+                reconcile(fresh, memo.api, memo.settings)
     # None is the initial listing (an operator restart), ADDED a new object: always reconcile.
     if type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation"):
         return
-    reconcile(dict(body), memo.api)
+    reconcile(dict(body), memo.api, memo.settings)
 
 
 @kopf.on.event(*contract.DEPLOYMENTS)
@@ -146,7 +146,7 @@ def deployment_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: An
     status = body.get("status") or {}
     if type == "MODIFIED" and status.get("observedGeneration") == meta.get("generation"):
         return
-    reconcile(dict(body), memo.api)
+    reconcile(dict(body), memo.api, memo.settings)
 
 
 @kopf.on.event(*contract.RAYSERVICES, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
@@ -174,7 +174,7 @@ def rayjob_event(
         memo.api,
         namespace,
         owner,
-        SETTINGS,
+        memo.settings,
         REGISTRY,
         rayjob=dict(body),
         read_progress=status.get("jobDeploymentStatus") in PROGRESS_STATES,
