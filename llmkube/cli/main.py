@@ -8,9 +8,9 @@ import typer
 import yaml
 from rich.console import Console
 
-from llmkube import __version__, manifests
+from llmkube import __version__
 from llmkube.api.crd import all_crds
-from llmkube.cli import local
+from llmkube.cli import manifests, model_commands, run
 from llmkube.local.plan import DATA_DIR_ENV, data_dir
 
 app = typer.Typer(
@@ -54,7 +54,7 @@ def dashboards(
     ],
 ) -> None:
     """Write the Grafana dashboards and the Prometheus alert rules."""
-    from llmkube import observability
+    from llmkube.cli import observability
 
     output_dir.mkdir(parents=True, exist_ok=True)
     for name, board in observability.dashboards().items():
@@ -96,11 +96,11 @@ def validate(
         raise typer.Exit(1)
 
 
-app.command()(local.run)
-app.add_typer(local.data_app, name="data")
-app.command()(local.generate)
-app.command()(local.status)
-app.command()(local.chat)
+app.command()(run.run)
+app.add_typer(run.data_app, name="data")
+app.command()(model_commands.generate)
+app.command()(model_commands.status)
+app.command()(model_commands.chat)
 
 if __name__ == "__main__":
     app()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llmkube import manifests
+from llmkube.cli import manifests
 from llmkube.testing.controlplane import ControlPlane
 from tests.bad_manifests import BadManifest, corpus
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from llmkube import observability
 from llmkube.api.deployment import ServingSpec
 from llmkube.api.runconfig import JobIdentity, ServeRunConfig, StorageConfig
+from llmkube.cli import observability
 from llmkube.storage import open_store
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.minio import MinioServer

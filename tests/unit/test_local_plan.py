@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from llmkube import manifests
 from llmkube.api import LLMDeployment, LLMTrainingJob
+from llmkube.cli import manifests
 from llmkube.local.plan import PlanError, data_dir, plan
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart"

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from llmkube import manifests
 from llmkube.api import LLMDeployment, LLMTrainingJob
 from llmkube.api.errors import describe, field_path
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
+from llmkube.cli import manifests
 from tests.bad_manifests import BadManifest, corpus
 
 EXAMPLES = Path(__file__).parents[2] / "examples"

@@ -1,4 +1,4 @@
-"""The shipped dashboards and alert rules are generated from llmkube/observability.py."""
+"""The shipped dashboards and alert rules are generated from llmkube/cli/observability.py."""
 
 import json
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmkube import observability
+from llmkube.cli import observability
 
 ROOT = Path(__file__).parents[2]
 COPIES = (ROOT / "dashboards", ROOT / "helm" / "llmkube" / "files" / "dashboards")

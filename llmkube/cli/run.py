@@ -1,0 +1,125 @@
+"""`llmkube run` (LLMTrainingJob and LLMDeployment manifests on this machine) and `llmkube data
+sample` (the corpus the quickstart trains on)."""
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from llmkube.api import LLMDeployment, LLMTrainingJob
+from llmkube.cli import manifests
+from llmkube.local.plan import DATA_DIR_ENV, MAX_STEPS_ENV, PlanError, data_dir, plan
+from llmkube.local.stop_requests import StopRequests
+from llmkube.stopping import Stopped
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+data_app = typer.Typer(help="Datasets for local runs.", no_args_is_help=True)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
+    port: Annotated[int, typer.Option(help="Port of the OpenAI API.")] = 8000,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps",
+            envvar=MAX_STEPS_ENV,
+            help="Cut every training job to this many steps (for a quick try or a test).",
+        ),
+    ] = None,
+    serve: Annotated[bool, typer.Option(help="Serve the LLMDeployment after training.")] = True,
+) -> None:
+    """Run LLMTrainingJob and LLMDeployment manifests on this machine, without Kubernetes.
+
+    Training jobs run first (resuming from their last checkpoint if a previous run was
+    stopped), then the deployment is served on localhost until Ctrl-C. `${LLMKUBE_DATA_DIR}` in
+    the manifests stands for the local data folder. Ctrl-C, SIGTERM and SIGHUP each stop
+    everything it started and exit 128 + the signal's number; a second one kills at once.
+    """
+    stops = StopRequests.install()
+    try:
+        _run(paths, port, max_steps, serve, stops)
+    except Stopped as stopped:
+        err.print(f"[yellow]stopped by {stopped}[/]")
+        raise typer.Exit(stopped.exit_code) from None
+
+
+def _run(
+    paths: list[Path], port: int, max_steps: int | None, serve: bool, stops: StopRequests
+) -> None:
+    from llmkube.local import runner
+
+    root = data_dir()
+    try:
+        documents = manifests.load(paths, {DATA_DIR_ENV: str(root)})
+    except FileNotFoundError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    invalid = [doc for doc in documents if doc.problems]
+    for doc in invalid:
+        err.print(f"[red]✗[/] {doc.source} {doc.kind or '?'}/{doc.name or '?'}")
+        for problem in doc.problems:
+            err.print(f"    {problem}", markup=False, highlight=False)
+    if invalid:
+        raise typer.Exit(1)
+    jobs = [d.resource for d in documents if isinstance(d.resource, LLMTrainingJob)]
+    deployments = [d.resource for d in documents if isinstance(d.resource, LLMDeployment)]
+    if not jobs and not deployments:
+        err.print("[red]error:[/] no LLMTrainingJob or LLMDeployment in the manifests given")
+        raise typer.Exit(1)
+    try:
+        local = plan(
+            jobs, deployments, cpus=os.cpu_count() or 1, has_gpu=_has_gpu(), max_steps=max_steps
+        )
+    except PlanError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    for warning in local.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    try:
+        for config in local.training:
+            evaluation = runner.train(config, root / "runs" / config.job.name, out, stops)
+            if evaluation:
+                out.print(
+                    f"[green]✓[/] {config.job.name}: eval loss {evaluation['eval_loss']:.4f}, "
+                    f"perplexity {evaluation['perplexity']:.2f}, "
+                    f"accuracy {evaluation['accuracy']:.3f} → {config.output.rstrip('/')}/model"
+                )
+        code = None
+        if local.serving is not None and serve:
+            code = runner.serve(
+                local.serving, root / "serve" / local.serving.deployment.name, port, out, stops
+            )
+    except runner.StoppedError as stopped:
+        err.print(f"[yellow]{stopped}[/]")
+        raise typer.Exit(stopped.exit_code) from None
+    except RuntimeError as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    if code is not None:
+        raise typer.Exit(code)
+
+
+@data_app.command("sample")
+def data_sample(
+    destination: Annotated[
+        Path | None,
+        typer.Argument(help="Folder to write to. Default: <data dir>/datasets/pydoc"),
+    ] = None,
+) -> None:
+    """Write a real English corpus (~1 MB: the Python reference and standard-library
+    docstrings) that needs no network: the quickstart trains on it."""
+    from llmkube.local.sample import write_sample
+
+    target = destination or data_dir() / "datasets" / "pydoc"
+    for path in write_sample(target):
+        out.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
