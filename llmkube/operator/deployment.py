@@ -4,23 +4,17 @@ report status. Idempotent, like the training reconcile."""
 import hashlib
 from typing import Any
 
-from pydantic import ValidationError
-
 from llmkube.api import LLMDeployment
 from llmkube.api.deployment import ServedModel
-from llmkube.api.errors import describe
 from llmkube.api.runconfig import serve_run_config
+from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, validated_or_blocked
 from llmkube.operator.conditions import ConditionStatus, set_condition
 from llmkube.operator.deployment_builders import (
     build_rayservice,
     build_service,
     build_service_monitor,
 )
-from llmkube.operator.deployment_status import (
-    ModelChoice,
-    blocked_deployment_status,
-    deployment_status,
-)
+from llmkube.operator.deployment_status import ModelChoice, deployment_status
 from llmkube.operator.kube import (
     DEPLOYMENTS,
     RAYCLUSTERS,
@@ -35,7 +29,7 @@ from llmkube.operator.naming import MODEL_VERSION_ANNOTATION, rayservice_name
 from llmkube.operator.secret_refs import find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
-from llmkube.operator.training import InvalidSpecError, MissingSecretError, utcnow
+from llmkube.operator.training import utcnow
 
 
 def model_version(uri: str, published_at: str | None) -> str:
@@ -95,23 +89,6 @@ def live_version(api: KubeApi, namespace: str, rayservice: dict[str, Any] | None
     return version
 
 
-def _validated(body: dict[str, Any], api: KubeApi, now: str) -> LLMDeployment:
-    try:
-        return LLMDeployment.model_validate(body)
-    except ValidationError as error:
-        message = "; ".join(describe(error))
-        status = blocked_deployment_status(
-            current_deployment_status(body),
-            phase="Failed",
-            reason="InvalidSpec",
-            message=f"invalid spec: {message}",
-            generation=body["metadata"].get("generation"),
-            now=now,
-        )
-        write_deployment_status(api, body, status)
-        raise InvalidSpecError(message) from None
-
-
 def _check_secrets(body: dict[str, Any], deployment: LLMDeployment, api: KubeApi, now: str) -> None:
     namespace = deployment.metadata.namespace or "default"
     wanted = []
@@ -124,17 +101,13 @@ def _check_secrets(body: dict[str, Any], deployment: LLMDeployment, api: KubeApi
     for name, keys in wanted:
         _, problem = find_secret(api, namespace, name, keys)
         if problem is not None:
-            message = f"{problem}. The deployment starts as soon as it exists."
-            status = blocked_deployment_status(
+            block(
+                MissingSecretError(f"{problem}. The deployment starts as soon as it exists."),
                 current_deployment_status(body),
-                phase="Pending",
-                reason="MissingSecret",
-                message=message,
+                lambda status: write_deployment_status(api, body, status),
                 generation=deployment.metadata.generation,
                 now=now,
             )
-            write_deployment_status(api, body, status)
-            raise MissingSecretError(message)
 
 
 def _apply(
@@ -158,7 +131,13 @@ def reconcile_deployment(
     body: dict[str, Any], api: KubeApi, settings: OperatorSettings
 ) -> LLMDeployment:
     now = utcnow()
-    deployment = _validated(body, api, now)
+    deployment = validated_or_blocked(
+        body,
+        LLMDeployment,
+        current_deployment_status(body),
+        lambda status: write_deployment_status(api, body, status),
+        now,
+    )
     _check_secrets(body, deployment, api, now)
     namespace = deployment.metadata.namespace or "default"
     name = rayservice_name(deployment.metadata.name)
@@ -244,13 +223,10 @@ def refresh_deployment_status(
     api: KubeApi, namespace: str, name: str, rayservice: dict[str, Any]
 ) -> None:
     """Re-derive status from a RayService event (no children are touched)."""
-    body = api.get(DEPLOYMENTS, namespace, name)
-    if body is None:
+    found = fetch_valid(api, DEPLOYMENTS, LLMDeployment, namespace, name)
+    if found is None:
         return
-    try:
-        deployment = LLMDeployment.model_validate(body)
-    except ValidationError:
-        return
+    body, deployment = found
     current = current_deployment_status(body)
     status = deployment_status(
         current,

@@ -157,20 +157,3 @@ def deployment_status(
         status, "Ready", "True" if phase == "Ready" else "False", reason, message, generation, now
     )
     return status
-
-
-def blocked_deployment_status(
-    current: LLMDeploymentStatus,
-    *,
-    phase: DeploymentPhase,
-    reason: str,
-    message: str,
-    generation: int | None,
-    now: str,
-) -> LLMDeploymentStatus:
-    status = current.model_copy(deep=True)
-    status.phase = phase
-    status.observed_generation = generation
-    status.message = message
-    _condition(status, "Ready", "False", reason, message, generation, now)
-    return status

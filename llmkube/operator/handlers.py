@@ -15,6 +15,7 @@ import kopf
 
 from llmkube.api import contract
 from llmkube.operator.background import BackgroundLoop
+from llmkube.operator.blocked import InvalidSpecError, MissingSecretError
 from llmkube.operator.deployment import reconcile_deployment, refresh_deployment_status
 from llmkube.operator.kube import DEPLOYMENTS, ApiError, KubeApi
 from llmkube.operator.metrics import (
@@ -26,12 +27,7 @@ from llmkube.operator.metrics import (
 from llmkube.operator.naming import DEPLOYMENT_LABEL, TRAINING_JOB_LABEL
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
-from llmkube.operator.training import (
-    InvalidSpecError,
-    MissingSecretError,
-    reconcile_training_job,
-    refresh_training_status,
-)
+from llmkube.operator.training import reconcile_training_job, refresh_training_status
 
 log = logging.getLogger(__name__)
 REGISTRY = TrainingPhasesAndRetries()

@@ -5,11 +5,9 @@ import json
 import logging
 from typing import Any
 
-from pydantic import ValidationError
-
 from llmkube.api import LLMTrainingJob
-from llmkube.api.errors import describe
 from llmkube.api.runconfig import training_run_config
+from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, validated_or_blocked
 from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, SECRETS, TRAINING_JOBS, KubeApi
 from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
 from llmkube.operator.patches import changed_paths
@@ -19,41 +17,14 @@ from llmkube.operator.secret_refs import find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_status, write_training_status
 from llmkube.operator.training_builders import applied_spec, build_rayjob, build_run_configmap
-from llmkube.operator.training_status import blocked_status, training_status
+from llmkube.operator.training_status import training_status
 from llmkube.storage import StorageError
 
 log = logging.getLogger(__name__)
 
 
-class InvalidSpecError(Exception):
-    """The spec fails validation; retrying cannot help until the user changes it."""
-
-
-class MissingSecretError(Exception):
-    """A referenced Secret (or key in it) does not exist yet; retry until it does."""
-
-
 def utcnow() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _validated(
-    body: dict[str, Any], api: KubeApi, registry: TrainingPhasesAndRetries, now: str
-) -> LLMTrainingJob:
-    try:
-        return LLMTrainingJob.model_validate(body)
-    except ValidationError as error:
-        message = "; ".join(describe(error))
-        status = blocked_status(
-            current_status(body),
-            phase="Failed",
-            reason="InvalidSpec",
-            message=f"invalid spec: {message}",
-            generation=body["metadata"].get("generation"),
-            now=now,
-        )
-        write_training_status(api, body, status, registry)
-        raise InvalidSpecError(message) from None
 
 
 def _credentials(
@@ -69,20 +40,16 @@ def _credentials(
     keys = [reference.access_key_id_key, reference.secret_access_key_key]
     secret, problem = find_secret(api, job.metadata.namespace or "default", reference.name, keys)
     if secret is None:
-        message = (
-            f"{problem} with the S3 access key pair (see examples/minio-credentials.yaml). "
-            "The job starts as soon as it exists."
-        )
-        status = blocked_status(
+        block(
+            MissingSecretError(
+                f"{problem} with the S3 access key pair (see examples/minio-credentials.yaml). "
+                "The job starts as soon as it exists."
+            ),
             current_status(body),
-            phase="Pending",
-            reason="MissingSecret",
-            message=message,
+            lambda status: write_training_status(api, body, status, registry),
             generation=job.metadata.generation,
             now=now,
         )
-        write_training_status(api, body, status, registry)
-        raise MissingSecretError(message)
     return credentials_env(secret, job)
 
 
@@ -126,7 +93,13 @@ def reconcile_training_job(
 ) -> None:
     """Idempotent: safe to run again at any point, after any crash."""
     now = utcnow()
-    job = _validated(body, api, registry, now)
+    job = validated_or_blocked(
+        body,
+        LLMTrainingJob,
+        current_status(body),
+        lambda status: write_training_status(api, body, status, registry),
+        now,
+    )
     _credentials(body, job, api, registry, now)
     namespace = job.metadata.namespace or "default"
     name = rayjob_name(job.metadata.name)
@@ -162,13 +135,10 @@ def refresh_training_status(
 ) -> None:
     """Re-derive a job's status from its RayJob (and progress files). A no-op for jobs the
     reconcile has not set up yet: it owns that path."""
-    body = api.get(TRAINING_JOBS, namespace, job_name)
-    if body is None:
+    found = fetch_valid(api, TRAINING_JOBS, LLMTrainingJob, namespace, job_name)
+    if found is None:
         return
-    try:
-        job = LLMTrainingJob.model_validate(body)
-    except ValidationError:
-        return
+    body, job = found
     rayjob = rayjob or api.get(RAYJOBS, namespace, rayjob_name(job_name))
     if rayjob is None:
         return

@@ -179,29 +179,3 @@ def training_status(
         )
     status.conditions = conditions
     return status
-
-
-def blocked_status(
-    current: LLMTrainingJobStatus,
-    *,
-    phase: TrainingPhase,
-    reason: str,
-    message: str,
-    generation: int | None,
-    now: str,
-) -> LLMTrainingJobStatus:
-    """The status of a job that cannot start: invalid spec, missing Secret."""
-    status = current.model_copy(deep=True)
-    status.phase = phase
-    status.observed_generation = generation
-    status.message = message
-    status.conditions = set_condition(
-        status.conditions,
-        type="Ready",
-        status="False",
-        reason=reason,
-        message=message,
-        generation=generation,
-        now=now,
-    )
-    return status

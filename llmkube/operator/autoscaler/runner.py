@@ -4,13 +4,12 @@ import datetime
 import logging
 import time
 
-from pydantic import ValidationError
-
 from llmkube.api import LLMDeployment
 from llmkube.api.deployment import AutoscalingStatus, ScaleDecision
 from llmkube.operator.autoscaler.policy import Recommendation, decide, raw_recommendation
 from llmkube.operator.autoscaler.prometheus import PrometheusError, query
 from llmkube.operator.autoscaler.queries import promql
+from llmkube.operator.blocked import fetch_valid
 from llmkube.operator.conditions import ConditionStatus, set_condition
 from llmkube.operator.kube import DEPLOYMENTS, KubeApi
 from llmkube.operator.metrics import AUTOSCALER_DECISIONS
@@ -52,13 +51,10 @@ class Autoscaler:
 
     def evaluate(self, namespace: str, name: str, *, now: float) -> None:
         key = (namespace, name)
-        body = self.api.get(DEPLOYMENTS, namespace, name)
-        if body is None:
+        found = fetch_valid(self.api, DEPLOYMENTS, LLMDeployment, namespace, name)
+        if found is None:
             return
-        try:
-            deployment = LLMDeployment.model_validate(body)
-        except ValidationError:
-            return
+        body, deployment = found
         spec = deployment.spec.autoscaling
         self.next_at[key] = now + spec.interval_seconds
         status = current_deployment_status(body)
