@@ -29,6 +29,29 @@ from llmkube.storage.uri import join
 POLL_SECONDS = 1.0
 
 
+def write_run_config(config: TrainingRunConfig | ServeRunConfig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.model_dump_json(by_alias=True, indent=2))
+    return path
+
+
+def train_command(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "llmkube.runtime.train", "--config", str(config_path)]
+
+
+def serve_command(config_path: Path, port: int, *, via_proxy: bool = False) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "llmkube.runtime.serve",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+        *(["--via-proxy"] if via_proxy else []),
+    ]
+
+
 class StoppedError(Exception):
     """A stop signal: the child was stopped; a re-run resumes. The message says how."""
 
@@ -81,10 +104,7 @@ def train(
     config: TrainingRunConfig, workdir: Path, console: Console, stops: StopRequests
 ) -> dict[str, object]:
     """Run one training job to the end; returns its eval.json."""
-    config_path = workdir / "run.json"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(config.model_dump_json(by_alias=True, indent=2))
-    command = [sys.executable, "-m", "llmkube.runtime.train", "--config", str(config_path)]
+    command = train_command(write_run_config(config, workdir / "run.json"))
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -151,18 +171,7 @@ def serve(
     config: ServeRunConfig, workdir: Path, port: int, console: Console, stops: StopRequests
 ) -> int:
     """Serve until a stop signal or until the server stops; returns the server's exit code."""
-    config_path = workdir / "serve.json"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(config.model_dump_json(by_alias=True, indent=2))
-    command = [
-        sys.executable,
-        "-m",
-        "llmkube.runtime.serve",
-        "--config",
-        str(config_path),
-        "--port",
-        str(port),
-    ]
+    command = serve_command(write_run_config(config, workdir / "serve.json"), port)
     url = f"http://127.0.0.1:{port}/v1"
     stops.check()
     with stops.watch(Child(command, workdir / "serve.log")) as child:

@@ -1,13 +1,13 @@
 """The local Serve entrypoint as a real subprocess in its own session, started with SIGINT
 ignored, as a script's background job would start it."""
 
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from llmkube.api.runconfig import ServeRunConfig
 from llmkube.local.child import Child
+from llmkube.local.runner import serve_command, write_run_config
 from llmkube.testing.processes import as_background_job, free_port, http_get
 
 
@@ -20,20 +20,9 @@ class ServeProcess(Child):
         *,
         via_proxy: bool = False,
     ) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        config_path = workdir / "serve.json"
-        config_path.write_text(config.model_dump_json(by_alias=True))
-        command = [
-            sys.executable,
-            "-m",
-            "llmkube.runtime.serve",
-            "--config",
-            str(config_path),
-            "--port",
-            str(self.port),
-            *(["--via-proxy"] if via_proxy else []),
-        ]
+        config_path = write_run_config(config, workdir / "serve.json")
+        command = serve_command(config_path, self.port, via_proxy=via_proxy)
         super().__init__(as_background_job(command), workdir / "serve.log", env or {})
 
     @property

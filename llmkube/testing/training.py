@@ -3,7 +3,6 @@ driver together with the local Ray cluster it started, exactly as a pod dies. St
 SIGINT ignored, as a script's background job would start it."""
 
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +10,7 @@ from types import TracebackType
 
 from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.local.child import Child, session_processes
+from llmkube.local.runner import train_command, write_run_config
 from llmkube.testing.processes import as_background_job
 
 
@@ -25,10 +25,8 @@ class TrainingProcess(Child):
     def __init__(
         self, config: TrainingRunConfig, workdir: Path, env: Mapping[str, str] | None = None
     ) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = workdir / "run.json"
-        self.config_path.write_text(config.model_dump_json(by_alias=True))
-        command = [sys.executable, "-m", "llmkube.runtime.train", "--config", str(self.config_path)]
+        self.config_path = write_run_config(config, workdir / "run.json")
+        command = train_command(self.config_path)
         super().__init__(
             as_background_job(command), workdir / f"train-{time.monotonic_ns()}.log", env or {}
         )
