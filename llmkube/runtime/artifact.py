@@ -9,10 +9,8 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tokenizers import Tokenizer
-from torch import nn
 
-from llmkube.api.runconfig import GptConfig
-from llmkube.runtime.models import CausalLM, build_model
+from llmkube.runtime.models import CausalLM, ModelConfig, build_model, read_model_config
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import join
 
@@ -21,32 +19,31 @@ WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 EVAL_FILE = "eval.json"
 CARD_FILE = "card.md"
-# The output projection shares the token embedding's tensor; it is stored once.
-TIED = {"lm_head.weight": "token_embedding.weight"}
 
 
 @dataclass
 class LoadedModel:
     model: CausalLM
-    config: GptConfig
+    config: ModelConfig
     tokenizer: Tokenizer
 
 
-def weights_bytes(model: nn.Module) -> bytes:
+def weights_bytes(model: CausalLM) -> bytes:
     state = {
         name: tensor.detach().to("cpu").contiguous()
         for name, tensor in model.state_dict().items()
-        if name not in TIED
+        if name not in model.tied_weights
     }
     return save_tensors(state)
 
 
-def load_weights(model: nn.Module, data: bytes) -> None:
+def load_weights(model: CausalLM, data: bytes) -> None:
     state = load_tensors(data)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if set(missing) - set(TIED) or unexpected:
+    untied = set(missing) - set(model.tied_weights)
+    if untied or unexpected:
         raise ValueError(
-            f"weights do not match the model config: missing {sorted(set(missing) - set(TIED))}, "
+            f"weights do not match the model config: missing {sorted(untied)}, "
             f"unexpected {sorted(unexpected)}"
         )
 
@@ -55,8 +52,8 @@ def save_artifact(
     store: ObjectStore,
     uri: str,
     *,
-    model: nn.Module,
-    config: GptConfig,
+    model: CausalLM,
+    config: ModelConfig,
     tokenizer: Tokenizer,
     evaluation: dict[str, Any],
     card: str,
@@ -74,7 +71,7 @@ def save_artifact(
 def load_artifact(
     store: ObjectStore, uri: str, *, device: torch.device | str = "cpu"
 ) -> LoadedModel:
-    config = GptConfig.model_validate_json(store.read_bytes(join(uri, CONFIG_FILE)))
+    config = read_model_config(store.read_bytes(join(uri, CONFIG_FILE)))
     tokenizer = Tokenizer.from_str(store.read_bytes(join(uri, TOKENIZER_FILE)).decode())
     model = build_model(config)
     load_weights(model, store.read_bytes(join(uri, WEIGHTS_FILE)))

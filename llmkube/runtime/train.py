@@ -23,10 +23,11 @@ from ray.train.torch import TorchTrainer
 
 from llmkube.api.artifacts import MODEL_DIR
 from llmkube.api.contract import METRICS_PORT_ENV
-from llmkube.api.runconfig import GptConfig, RunConfigError, TrainingRunConfig, read_run_config
+from llmkube.api.runconfig import RunConfigError, TrainingRunConfig, read_run_config
 from llmkube.runtime.artifact import CONFIG_FILE
 from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.prepare import base_tokenizer_json, check_dataset, prepare_dataset
+from llmkube.runtime.models import ModelConfig, read_model_config
 from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
 from llmkube.stopping import (
     exit_code,
@@ -62,9 +63,9 @@ def total_steps(config: TrainingRunConfig, sequences: int) -> int:
     return max(1, math.ceil(spec.epochs * sequences / per_step))
 
 
-def _model_config(config: TrainingRunConfig, vocab_size: int) -> GptConfig:
+def _model_config(config: TrainingRunConfig, vocab_size: int) -> ModelConfig:
     if config.base is not None:
-        base = GptConfig.model_validate_json(
+        base = read_model_config(
             open_store(config.base, config.storage).read_bytes(join(config.base, CONFIG_FILE))
         )
         return base.model_copy(

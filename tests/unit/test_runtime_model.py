@@ -1,5 +1,6 @@
 """The GPT, its KV cache, sampling, the artifact round trip and the optimizer setup."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from llmkube.api.artifacts import complete_checkpoints_among
 from llmkube.api.runconfig import GptConfig
 from llmkube.api.training import TrainingSpec
 from llmkube.runtime.artifact import load_artifact, save_artifact
-from llmkube.runtime.models import CausalLM, build_model
+from llmkube.runtime.models import CausalLM, build_model, model_config, read_model_config
 from llmkube.runtime.sampling import SamplingParams, choose_next, generate
 from llmkube.runtime.tokenizer import byte_tokenizer
 from llmkube.runtime.training.checkpoint import (
@@ -209,3 +210,14 @@ def test_complete_checkpoints_from_a_listing(
     listing: list[str], expected: list[tuple[int, str]]
 ) -> None:
     assert complete_checkpoints_among(listing) == expected
+
+
+def test_a_model_is_found_by_the_architecture_its_config_names() -> None:
+    config = GptConfig(
+        n_layer=1, n_head=1, d_model=8, context_length=16, dropout=0.0, vocab_size=32
+    )
+    stored = config.model_dump_json(by_alias=True).encode()  # as config.json holds it
+    assert read_model_config(stored) == config
+    assert isinstance(build_model(read_model_config(stored)), CausalLM)
+    with pytest.raises(ValueError, match=r"unknown model architecture 'llama'; llmkube builds gpt"):
+        model_config({**json.loads(stored), "architecture": "llama"})

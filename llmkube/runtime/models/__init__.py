@@ -1,16 +1,12 @@
 """The model interface training, evaluation and serving use. Nothing outside this package names a
-model class: `build_model` picks it from the config's architecture."""
+model class: `build_model` picks it from the config's architecture (families.py)."""
 
-from llmkube.api.runconfig import GptConfig
 from llmkube.runtime.models.base import CausalLM, KVCache
-from llmkube.runtime.models.gpt import GPT
+from llmkube.runtime.models.families import (
+    ModelConfig,
+    build_model,
+    model_config,
+    read_model_config,
+)
 
-
-def build_model(config: GptConfig) -> CausalLM:
-    """A freshly initialised model for `config`."""
-    if config.architecture == "gpt":
-        return GPT(config)
-    raise ValueError(f"unknown architecture {config.architecture!r}")
-
-
-__all__ = ["CausalLM", "KVCache", "build_model"]
+__all__ = ["CausalLM", "KVCache", "ModelConfig", "build_model", "model_config", "read_model_config"]

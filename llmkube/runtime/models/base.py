@@ -3,6 +3,7 @@ model class: build from config, forward with a KV cache, save/load (see artifact
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,9 @@ class KVCache:
 
 class CausalLM(nn.Module, ABC):
     """A decoder-only language model."""
+
+    tied_weights: ClassVar[dict[str, str]] = {}
+    """Parameters that share another's tensor (name -> the name stored): saved once."""
 
     @property
     @abstractmethod

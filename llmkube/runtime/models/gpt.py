@@ -7,6 +7,7 @@ so sequences of different lengths can share one batch.
 """
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,8 @@ class Block(nn.Module):
 
 
 class GPT(CausalLM):
+    tied_weights: ClassVar[dict[str, str]] = {"lm_head.weight": "token_embedding.weight"}
+
     def __init__(self, config: GptConfig) -> None:
         super().__init__()
         self.config = config

@@ -17,11 +17,12 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from llmkube.api.artifacts import MODEL_DIR
-from llmkube.api.runconfig import GptConfig, TrainingRunConfig
+from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.runtime.artifact import load_artifact, load_weights, save_artifact, weights_bytes
 from llmkube.runtime.data.manifest import TOKENIZER_FILE, DataManifest
 from llmkube.runtime.data.shards import Sequences, TrainingBatches, open_splits
-from llmkube.runtime.models import build_model
+from llmkube.runtime.models import CausalLM, ModelConfig, build_model
+from llmkube.runtime.models import model_config as model_config_of
 from llmkube.runtime.training.checkpoint import (
     OPTIMIZER_FILE,
     RNG_FILE,
@@ -51,7 +52,7 @@ class LoopConfig(BaseModel):
     cache_uri: str
     manifest: DataManifest
     model: dict[str, Any]
-    """The GptConfig actually built (vocabulary from the tokenizer, or the base model's)."""
+    """The model config actually built (vocabulary from the tokenizer, or the base model's)."""
     total_steps: int
     scratch: str
     """A local folder the driver removes at the end."""
@@ -68,7 +69,7 @@ def _shard_store(config: TrainingRunConfig, cache_uri: str) -> ObjectStore:
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     setup = LoopConfig.model_validate(loop_config)
     config = TrainingRunConfig.model_validate(setup.run)
-    model_config = GptConfig.model_validate(setup.model)
+    model_config = model_config_of(setup.model)
     spec = config.training
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -243,7 +244,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def _checkpoint(
     store: ObjectStore,
     config: TrainingRunConfig,
-    model: nn.Module,
+    model: CausalLM,
     optimizer: torch.optim.Optimizer,
     state: CheckpointState,
     rank: int,
@@ -276,8 +277,8 @@ def _checkpoint(
 def _publish(
     store: ObjectStore,
     config: TrainingRunConfig,
-    model: nn.Module,
-    model_config: GptConfig,
+    model: CausalLM,
+    model_config: ModelConfig,
     tokenizer: Tokenizer,
     final: dict[str, Any],
     state: CheckpointState,
@@ -305,7 +306,7 @@ def _publish(
     log.info("published the model to %s (eval loss %.4f)", uri, final["eval_loss"])
 
 
-def _card(config: TrainingRunConfig, model: GptConfig, evaluation: dict[str, Any]) -> str:
+def _card(config: TrainingRunConfig, model: ModelConfig, evaluation: dict[str, Any]) -> str:
     return (
         f"# {config.job.name}\n\n"
         f"llmkube GPT: {model.n_layer} layers, {model.n_head} heads, d_model {model.d_model}, "
