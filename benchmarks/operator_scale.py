@@ -26,7 +26,7 @@ from kubernetes import client, config, watch
 from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import training_run_config
 from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, TRAINING_JOBS, KubeApi
-from llmkube.operator.training_builders import build_rayjob, build_run_configmap
+from llmkube.operator.training.builders import build_rayjob, build_run_configmap
 from llmkube.testing.binaries import third_party_crds
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.manifests import training_job_manifest

@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmkube.operator.autoscaler.runner import Autoscaler
+from llmkube.operator.deployment.autoscaler.runner import Autoscaler
 from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
-from llmkube.operator.training import refresh_training_status
+from llmkube.operator.training.reconcile import refresh_training_status
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0

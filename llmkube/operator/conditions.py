@@ -1,10 +1,16 @@
 """metav1.Condition bookkeeping: a transition time changes only when the status does."""
 
+import datetime
 from typing import Literal
 
 from llmkube.api.common import Condition
 
 ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+def utcnow() -> str:
+    """Now, as Kubernetes writes timestamps (lastTransitionTime, startTime)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(

@@ -16,7 +16,7 @@ import kopf
 from llmkube.api import contract
 from llmkube.operator.background import BackgroundLoop
 from llmkube.operator.blocked import InvalidSpecError, MissingSecretError
-from llmkube.operator.deployment import reconcile_deployment, refresh_deployment_status
+from llmkube.operator.deployment.reconcile import reconcile_deployment, refresh_deployment_status
 from llmkube.operator.kube import DEPLOYMENTS, ApiError, KubeApi
 from llmkube.operator.metrics import (
     DEPLOYMENT_PHASE_COUNTS,
@@ -27,7 +27,7 @@ from llmkube.operator.metrics import (
 from llmkube.operator.naming import DEPLOYMENT_LABEL, TRAINING_JOB_LABEL
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
-from llmkube.operator.training import reconcile_training_job, refresh_training_status
+from llmkube.operator.training.reconcile import reconcile_training_job, refresh_training_status
 
 log = logging.getLogger(__name__)
 REGISTRY = TrainingPhasesAndRetries()

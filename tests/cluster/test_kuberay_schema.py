@@ -7,7 +7,7 @@ import pytest
 
 from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import training_run_config
-from llmkube.operator.training_builders import build_rayjob, build_run_configmap
+from llmkube.operator.training.builders import build_rayjob, build_run_configmap
 from llmkube.testing.controlplane import ControlPlane
 
 SPECS: dict[str, dict[str, Any]] = {

@@ -5,9 +5,9 @@ from typing import Any
 import pytest
 
 from llmkube.api.deployment import AutoscalingMetric, AutoscalingSpec
-from llmkube.operator.autoscaler.policy import Recommendation, decide, raw_recommendation
-from llmkube.operator.autoscaler.prometheus import PrometheusError, parse_value
-from llmkube.operator.autoscaler.queries import promql
+from llmkube.operator.deployment.autoscaler.policy import Recommendation, decide, raw_recommendation
+from llmkube.operator.deployment.autoscaler.prometheus import PrometheusError, parse_value
+from llmkube.operator.deployment.autoscaler.queries import promql
 
 SPEC = AutoscalingSpec.model_validate(
     {

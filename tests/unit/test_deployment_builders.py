@@ -9,15 +9,15 @@ from llmkube.api import LLMDeployment, LLMDeploymentStatus
 from llmkube.api.deployment import ServedModel
 from llmkube.api.runconfig import ServeRunConfig, serve_run_config
 from llmkube.operator.conditions import find
-from llmkube.operator.deployment import model_version
-from llmkube.operator.deployment_builders import (
+from llmkube.operator.deployment.builders import (
     build_rayservice,
     build_service,
     build_service_monitor,
     endpoint,
     selector,
 )
-from llmkube.operator.deployment_status import ModelChoice, deployment_status
+from llmkube.operator.deployment.reconcile import model_version
+from llmkube.operator.deployment.status import ModelChoice, deployment_status
 
 URI = "s3://models/chat/model"
 

@@ -9,9 +9,9 @@ from llmkube.api.artifacts import ProgressRecord
 from llmkube.operator.blocked import blocked_status
 from llmkube.operator.conditions import find, set_condition
 from llmkube.operator.patches import changed_paths, merge_patch
-from llmkube.operator.progress import complete_lines, latest_metrics
 from llmkube.operator.settings import OperatorSettings
-from llmkube.operator.training_status import (
+from llmkube.operator.training.progress import complete_lines, latest_metrics
+from llmkube.operator.training.status import (
     ProgressSnapshot,
     training_status,
     verdict_from_rayjob,

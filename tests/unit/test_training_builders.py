@@ -8,7 +8,7 @@ import pytest
 from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
 from llmkube.operator.naming import MAX_RAYJOB_NAME, rayjob_name, run_configmap_name
-from llmkube.operator.training_builders import (
+from llmkube.operator.training.builders import (
     ENTRYPOINT,
     applied_spec,
     build_rayjob,

@@ -7,7 +7,7 @@ from llmkube.api import LLMDeployment, LLMDeploymentStatus
 from llmkube.api.contract import SERVE_APP
 from llmkube.api.deployment import DeploymentPhase, ServedModel
 from llmkube.operator.conditions import ConditionStatus, set_condition
-from llmkube.operator.deployment_builders import endpoint, selector
+from llmkube.operator.deployment.builders import endpoint, selector
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from llmkube.api import LLMTrainingJob
 from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE, MetricsRecord, ProgressRecord
 from llmkube.api.runconfig import ACCESS_KEY_ENV, SECRET_KEY_ENV, training_run_config
 from llmkube.api.training import TrainingMetrics
-from llmkube.operator.training_status import ProgressSnapshot
+from llmkube.operator.training.status import ProgressSnapshot
 from llmkube.storage import NotFoundError, open_store
 from llmkube.storage.uri import join
 

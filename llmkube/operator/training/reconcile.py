@@ -1,6 +1,5 @@
 """Reconciling an LLMTrainingJob: validate, check the Secret, ensure ConfigMap + RayJob, report."""
 
-import datetime
 import json
 import logging
 from typing import Any
@@ -8,23 +7,20 @@ from typing import Any
 from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import training_run_config
 from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, validated_or_blocked
+from llmkube.operator.conditions import utcnow
 from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, SECRETS, TRAINING_JOBS, KubeApi
 from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
 from llmkube.operator.patches import changed_paths
-from llmkube.operator.progress import credentials_env, read_snapshot
 from llmkube.operator.registry import TrainingPhasesAndRetries
 from llmkube.operator.secret_refs import find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_status, write_training_status
-from llmkube.operator.training_builders import applied_spec, build_rayjob, build_run_configmap
-from llmkube.operator.training_status import training_status
+from llmkube.operator.training.builders import applied_spec, build_rayjob, build_run_configmap
+from llmkube.operator.training.progress import credentials_env, read_snapshot
+from llmkube.operator.training.status import training_status
 from llmkube.storage import StorageError
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _credentials(

@@ -6,11 +6,11 @@ import time
 
 from llmkube.api import LLMDeployment
 from llmkube.api.deployment import AutoscalingStatus, ScaleDecision
-from llmkube.operator.autoscaler.policy import Recommendation, decide, raw_recommendation
-from llmkube.operator.autoscaler.prometheus import PrometheusError, query
-from llmkube.operator.autoscaler.queries import promql
 from llmkube.operator.blocked import fetch_valid
 from llmkube.operator.conditions import ConditionStatus, set_condition
+from llmkube.operator.deployment.autoscaler.policy import Recommendation, decide, raw_recommendation
+from llmkube.operator.deployment.autoscaler.prometheus import PrometheusError, query
+from llmkube.operator.deployment.autoscaler.queries import promql
 from llmkube.operator.kube import DEPLOYMENTS, KubeApi
 from llmkube.operator.metrics import AUTOSCALER_DECISIONS
 from llmkube.operator.settings import OperatorSettings

@@ -8,13 +8,13 @@ from llmkube.api import LLMDeployment
 from llmkube.api.deployment import ServedModel
 from llmkube.api.runconfig import serve_run_config
 from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, validated_or_blocked
-from llmkube.operator.conditions import ConditionStatus, set_condition
-from llmkube.operator.deployment_builders import (
+from llmkube.operator.conditions import ConditionStatus, set_condition, utcnow
+from llmkube.operator.deployment.builders import (
     build_rayservice,
     build_service,
     build_service_monitor,
 )
-from llmkube.operator.deployment_status import ModelChoice, deployment_status
+from llmkube.operator.deployment.status import ModelChoice, deployment_status
 from llmkube.operator.kube import (
     DEPLOYMENTS,
     RAYCLUSTERS,
@@ -29,7 +29,6 @@ from llmkube.operator.naming import MODEL_VERSION_ANNOTATION, rayservice_name
 from llmkube.operator.secret_refs import find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
-from llmkube.operator.training import utcnow
 
 
 def model_version(uri: str, published_at: str | None) -> str:
