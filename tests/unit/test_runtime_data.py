@@ -9,8 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from llmkube.api.training import Preprocessing, TokenizerSpec
-from llmkube.runtime.data.documents import clean, file_documents
+from llmkube.runtime.data.documents import FileDocuments, clean, file_documents
+from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.shards import Sequences, TrainingBatches
+from llmkube.runtime.data.stages import (
+    check_split_sizes,
+    hold_out_tail,
+    merge_documents,
+    split_documents,
+)
 from llmkube.runtime.tokenizer import (
     END_OF_TEXT,
     build_tokenizer,
@@ -135,3 +142,47 @@ def test_token_bytes_decode_like_the_tokenizer() -> None:
     assert end_of_text is not None
     assert table[end_of_text] == b""
     assert token_bytes(byte_tokenizer())[ord("A")] == b"A"
+
+
+def test_merging_files_sums_what_was_skipped_and_drops_exact_duplicates() -> None:
+    first = FileDocuments(documents=["a b", "c d", "a b"], skipped={"not UTF-8": 1}, bytes_read=10)
+    second = FileDocuments(documents=["c d", "e f"], skipped={"not UTF-8": 2, "short": 1})
+    second.bytes_read = 5
+    kept = merge_documents([first, second], dedupe=True)
+    assert kept.documents == ["a b", "c d", "e f"]
+    assert kept.duplicates == 2
+    assert kept.skipped == {"not UTF-8": 3, "short": 1}
+    assert kept.bytes_read == 15
+    assert merge_documents([first, second], dedupe=False).documents == [
+        "a b",
+        "c d",
+        "a b",
+        "c d",
+        "e f",
+    ]
+
+
+def test_validation_documents_are_chosen_by_their_text_alone() -> None:
+    documents = [f"document number {i}" for i in range(2000)]
+    train, validation = split_documents(documents, 0.1)
+    assert sorted(train + validation) == sorted(documents)
+    assert 100 < len(validation) < 300
+    _, again_validation = split_documents(list(reversed(documents)), 0.1)
+    assert set(again_validation) == set(validation)
+    _, default = split_documents(documents, None)  # 5% unless said otherwise
+    assert 40 < len(default) < 170
+
+
+def test_too_little_held_out_text_takes_the_end_of_the_stream() -> None:
+    train, validation = np.arange(1000), np.arange(1000, 1010)
+    new_train, new_validation = hold_out_tail(train, validation, context=64, fraction=None)
+    assert len(new_validation) == 65  # one sequence: more than 5% of 1010 tokens
+    assert np.array_equal(np.concatenate([new_train, new_validation]), np.arange(1010))
+    _, larger = hold_out_tail(train, validation, context=8, fraction=0.2)
+    assert len(larger) == 202
+
+
+def test_a_split_shorter_than_one_sequence_names_the_fix() -> None:
+    check_split_sizes({"training": np.zeros(65), "validation": np.zeros(65)}, 64, "s3://b/d/")
+    with pytest.raises(DataError, match=r"validation split of s3://b/d/ has 64 tokens.*lower"):
+        check_split_sizes({"training": np.zeros(65), "validation": np.zeros(64)}, 64, "s3://b/d/")

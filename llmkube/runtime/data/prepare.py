@@ -1,7 +1,8 @@
 """Preparing a dataset once: read and clean every file (Ray tasks, in parallel), drop exact
-duplicates, split off validation text, train or load the tokenizer, tokenize (Ray tasks), and
-write fixed-dtype shards under `<cache>/tokens/<hash>/`. The hash covers the files' content
-tags, the preprocessing and the tokenizer, so an unchanged dataset is never prepared twice."""
+duplicates and split off validation text (stages.py), train or load the tokenizer, tokenize (Ray
+tasks), and write fixed-dtype shards under `<cache>/tokens/<hash>/`. The hash covers the files'
+content tags, the preprocessing and the tokenizer, so an unchanged dataset is never prepared
+twice."""
 
 import hashlib
 import json
@@ -25,6 +26,12 @@ from llmkube.runtime.data.manifest import (
     PreparationStats,
     Shard,
 )
+from llmkube.runtime.data.stages import (
+    check_split_sizes,
+    hold_out_tail,
+    merge_documents,
+    split_documents,
+)
 from llmkube.runtime.tokenizer import build_tokenizer, separator_ids
 from llmkube.storage import ObjectInfo, ObjectStore, StorageError, open_store
 from llmkube.storage.uri import join
@@ -35,7 +42,6 @@ T = TypeVar("T")
 CACHE_FORMAT = 1
 SHARD_TOKENS = 64 * 1024 * 1024
 TOKENIZE_BATCH_CHARS = 4 * 1024 * 1024
-DEFAULT_VALIDATION_FRACTION = 0.05
 
 
 def dataset_files(store: ObjectStore, source: str, what: str) -> list[ObjectInfo]:
@@ -128,11 +134,6 @@ def _tokenize_all(tokenizer: Tokenizer, documents: Sequence[str], dtype: str) ->
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
-def _in_validation(document: str, fraction: float) -> bool:
-    digest = hashlib.sha1(document.encode(), usedforsecurity=False).digest()
-    return int.from_bytes(digest[:4], "big") < fraction * 2**32
-
-
 def _write_shards(store: ObjectStore, uri: str, split: str, tokens: np.ndarray) -> list[Shard]:
     shards = []
     for index, start in enumerate(range(0, max(len(tokens), 1), SHARD_TOKENS)):
@@ -151,15 +152,7 @@ def prepare_dataset(
     `base_tokenizer` is the tokenizer.json of the model training continues from, if any."""
     dataset = config.dataset
     context = config.model.context_length
-    source_store = open_store(dataset.source, config.storage)
-    files = dataset_files(source_store, dataset.source, "dataset.source")
-    validation_files: list[ObjectInfo] = []
-    if dataset.validation.source:
-        validation_files = dataset_files(
-            open_store(dataset.validation.source, config.storage),
-            dataset.validation.source,
-            "dataset.validation.source",
-        )
+    files, validation_files = _source_files(config)
     assert dataset.cache is not None, "the run config resolves the cache location"
     key = cache_key(config, [*files, *validation_files], base_tokenizer)
     cache_uri = join(dataset.cache, "tokens", key)
@@ -176,37 +169,21 @@ def prepare_dataset(
 
     started = time.monotonic()
     log.info("preparing %d files from %s", len(files), dataset.source)
-    read = _read_all(config, files)
-    skipped: dict[str, int] = {}
-    for result in read:
-        for reason, count in result.skipped.items():
-            skipped[reason] = skipped.get(reason, 0) + count
-    seen: set[bytes] = set()
-    documents: list[str] = []
-    duplicates = 0
-    for result in read:
-        for document in result.documents:
-            digest = hashlib.sha1(document.encode(), usedforsecurity=False).digest()
-            if dataset.preprocessing.dedupe and digest in seen:
-                duplicates += 1
-                continue
-            seen.add(digest)
-            documents.append(document)
-    if not documents:
+    cleaned = merge_documents(_read_all(config, files), dedupe=dataset.preprocessing.dedupe)
+    if not cleaned.documents:
         raise DataError(
             f"no documents left in {dataset.source} after preprocessing"
-            + (f" (skipped: {_describe(skipped)})" if skipped else "")
+            + (f" (skipped: {_describe(cleaned.skipped)})" if cleaned.skipped else "")
             + "; check dataset.format, dataset.textField and preprocessing.minChars"
         )
-
     if validation_files:
         validation_docs = [d for r in _read_all(config, validation_files) for d in r.documents]
-        train_docs = documents
+        train_docs = cleaned.documents
         validation_from = "source"
     else:
-        fraction = dataset.validation.fraction or DEFAULT_VALIDATION_FRACTION
-        validation_docs = [d for d in documents if _in_validation(d, fraction)]
-        train_docs = [d for d in documents if not _in_validation(d, fraction)]
+        train_docs, validation_docs = split_documents(
+            cleaned.documents, dataset.validation.fraction
+        )
         validation_from = "documents"
 
     tokenizer = (
@@ -219,23 +196,12 @@ def prepare_dataset(
     train = _tokenize_all(tokenizer, train_docs, dtype)
     validation = _tokenize_all(tokenizer, validation_docs, dtype)
     if len(validation) < context + 1 and not validation_files:
-        # Too few held-out documents for one sequence: hold out the end of the stream instead.
-        fraction = dataset.validation.fraction or DEFAULT_VALIDATION_FRACTION
-        stream = np.concatenate([train, validation])
-        cut = len(stream) - max(context + 1, int(len(stream) * fraction))
-        train, validation = stream[:cut], stream[cut:]
+        train, validation = hold_out_tail(train, validation, context, dataset.validation.fraction)
         validation_from = "tokens"
-    for split, tokens in (("training", train), ("validation", validation)):
-        if len(tokens) < context + 1:
-            raise DataError(
-                f"the {split} split of {dataset.source} has {len(tokens):,} tokens, fewer than "
-                f"one sequence of contextLength+1 = {context + 1:,}; add text or lower "
-                "model.overrides.contextLength"
-            )
+    check_split_sizes({"training": train, "validation": validation}, context, dataset.source)
 
     cache.write_bytes(join(cache_uri, TOKENIZER_FILE), tokenizer.to_str().encode())
     seconds = time.monotonic() - started
-    total_bytes = sum(result.bytes_read for result in read)
     manifest = DataManifest(
         dtype=dtype,
         vocab_size=vocab_size,
@@ -244,29 +210,49 @@ def prepare_dataset(
         validation_from=validation_from,
         stats=PreparationStats(
             files=len(files) + len(validation_files),
-            bytes=total_bytes,
-            documents=len(documents),
-            duplicates=duplicates,
-            skipped=skipped,
+            bytes=cleaned.bytes_read,
+            documents=len(cleaned.documents),
+            duplicates=cleaned.duplicates,
+            skipped=cleaned.skipped,
             train_tokens=len(train),
             validation_tokens=len(validation),
             seconds=seconds,
         ),
     )
     cache.write_bytes(manifest_uri, manifest.model_dump_json(indent=2).encode())
+    _log_prepared(manifest.stats)
+    return cache_uri, manifest
+
+
+def _source_files(config: TrainingRunConfig) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+    """The training files, and the validation source's when there is one."""
+    dataset = config.dataset
+    files = dataset_files(
+        open_store(dataset.source, config.storage), dataset.source, "dataset.source"
+    )
+    if not dataset.validation.source:
+        return files, []
+    source = dataset.validation.source
+    validation = dataset_files(
+        open_store(source, config.storage), source, "dataset.validation.source"
+    )
+    return files, validation
+
+
+def _log_prepared(stats: PreparationStats) -> None:
+    seconds = max(stats.seconds, 1e-9)
     log.info(
         "prepared %s documents (%d duplicates dropped%s) into %s train + %s validation tokens "
         "in %.1fs: %s bytes/s, %s tokens/s",
-        f"{len(documents):,}",
-        duplicates,
-        f"; skipped {_describe(skipped)}" if skipped else "",
-        f"{len(train):,}",
-        f"{len(validation):,}",
-        seconds,
-        f"{total_bytes / max(seconds, 1e-9):,.0f}",
-        f"{(len(train) + len(validation)) / max(seconds, 1e-9):,.0f}",
+        f"{stats.documents:,}",
+        stats.duplicates,
+        f"; skipped {_describe(stats.skipped)}" if stats.skipped else "",
+        f"{stats.train_tokens:,}",
+        f"{stats.validation_tokens:,}",
+        stats.seconds,
+        f"{stats.bytes / seconds:,.0f}",
+        f"{(stats.train_tokens + stats.validation_tokens) / seconds:,.0f}",
     )
-    return cache_uri, manifest
 
 
 def _describe(skipped: dict[str, int]) -> str:
