@@ -4,6 +4,8 @@ it finds the newest complete checkpoint and carries on from that step and data p
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,31 +64,103 @@ def log_every(total_steps: int) -> int:
     return max(1, min(50, total_steps // 20))
 
 
-def _shard_store(config: TrainingRunConfig, cache_uri: str) -> ObjectStore:
-    return open_store(cache_uri, config.storage)
+@dataclass
+class Worker:
+    """One worker's training state: what `set_up` builds (or resumes) and the stages use."""
+
+    config: TrainingRunConfig
+    model_config: ModelConfig
+    total_steps: int
+    rank: int
+    world: int
+    device: torch.device
+    model: CausalLM
+    """The model itself: what is evaluated, checkpointed and published."""
+    ddp: nn.Module
+    """The model as Ray Train prepared it (DistributedDataParallel with several workers)."""
+    trained: Callable[[torch.Tensor], torch.Tensor]
+    """What a training step calls: `ddp`, compiled when training.compile is set."""
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    batches: TrainingBatches
+    validation: Sequences
+    tokenizer: Tokenizer
+    store: ObjectStore
+    state: CheckpointState
+    reporter: Reporter | None
+    """Rank 0's; None on the other workers."""
+
+    @property
+    def use_autocast(self) -> bool:
+        return self.device.type == "cuda" and self.autocast_dtype is not None
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     setup = LoopConfig.model_validate(loop_config)
+    worker = set_up(setup)
+    config = worker.config
+    if worker.state.step == 0:
+        evaluate_and_report(worker, 0)
+    tokens_per_step = worker.batches.samples_per_step * worker.model_config.context_length
+    logged_every = log_every(worker.total_steps)
+    interval_start, interval_steps = time.monotonic(), 0
+    loss_sum = torch.zeros((), device=worker.device)
+    last_eval: dict[str, Any] | None = None
+    last_train_loss: float | None = None
+    for step in range(worker.state.step, worker.total_steps):
+        rate = train_step(worker, step, loss_sum)
+        done = step + 1
+        interval_steps += 1
+        worker.state.step, worker.state.samples = done, done * worker.batches.samples_per_step
+        worker.state.tokens_seen = done * tokens_per_step
+        if done % logged_every == 0 or done == worker.total_steps:
+            if worker.world > 1:
+                dist.all_reduce(loss_sum)
+            last_train_loss = float(loss_sum) / interval_steps / worker.world
+            elapsed = time.monotonic() - interval_start
+            if worker.reporter is not None:
+                worker.reporter.train_step(
+                    done,
+                    loss=last_train_loss,
+                    learning_rate=rate,
+                    tokens_per_second=interval_steps * tokens_per_step / max(elapsed, 1e-9),
+                    tokens_seen=worker.state.tokens_seen,
+                    epoch=worker.batches.epoch_at(done),
+                )
+            loss_sum.zero_()
+            interval_start, interval_steps = time.monotonic(), 0
+        if done % config.evaluation.interval == 0 or done == worker.total_steps:
+            last_eval = evaluate_and_report(worker, done)
+        if done % config.checkpoint.interval == 0 or done == worker.total_steps:
+            _checkpoint(worker)
+            ray.train.report(
+                {"step": done, **({"eval_loss": last_eval["eval_loss"]} if last_eval else {})}
+            )
+    if worker.reporter is not None:
+        final = last_eval
+        if final is None:
+            final = evaluate_and_report(worker, worker.state.step)
+        _publish(worker, final, last_train_loss, setup.manifest.stats.validation_tokens)
+
+
+def set_up(setup: LoopConfig) -> Worker:
+    """Everything a worker needs, from the newest complete checkpoint when there is one."""
     config = TrainingRunConfig.model_validate(setup.run)
     model_config = model_config_of(setup.model)
     spec = config.training
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    on_gpu = device.type == "cuda"
     torch.set_num_threads(config.scaling.cpus_per_worker)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     store = open_store(config.output, config.storage)
     scratch = Path(setup.scratch) / f"rank-{rank}"
     scratch.mkdir(parents=True, exist_ok=True)
+    shard_store = open_store(setup.cache_uri, config.storage)
     train_split, validation = open_splits(
-        _shard_store(config, setup.cache_uri),
-        setup.cache_uri,
-        setup.manifest,
-        model_config.context_length,
-        scratch,
+        shard_store, setup.cache_uri, setup.manifest, model_config.context_length, scratch
     )
     batches = TrainingBatches(
         train_split,
@@ -96,9 +170,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         seed=spec.seed,
     )
     tokenizer = Tokenizer.from_str(
-        _shard_store(config, setup.cache_uri)
-        .read_bytes(join(setup.cache_uri, TOKENIZER_FILE))
-        .decode()
+        shard_store.read_bytes(join(setup.cache_uri, TOKENIZER_FILE)).decode()
     )
 
     torch.manual_seed(spec.seed)
@@ -107,201 +179,187 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         model.train()
     else:
         model = build_model(model_config)
-    checkpoints = complete_checkpoints(store, config.output)
-    state = CheckpointState(step=0, samples=0, tokens_seen=0, total_steps=setup.total_steps)
-    resumed_from = None
-    if checkpoints:
-        resumed_from = checkpoints[-1][1]
-        state = load_state(store, resumed_from)
-        load_weights(model, store.read_bytes(join(resumed_from, WEIGHTS_FILE)))
     if rank == 0:
-        parameters = sum(p.numel() for p in model.parameters())
-        log.info(
-            "model: %s parameters, %d layers, d_model %d, context %d, vocabulary %d; "
-            "%d worker(s) on %s",
-            f"{parameters:,}",
-            model_config.n_layer,
-            model_config.d_model,
-            model_config.context_length,
-            model_config.vocab_size,
-            world,
-            device.type,
-        )
-    raw_model = model
-    ddp_model = ray.train.torch.prepare_model(model)
-    optimizer = make_optimizer(raw_model, spec, fused=on_gpu)
-    if resumed_from is not None:
-        optimizer.load_state_dict(load_torch(store, resumed_from, OPTIMIZER_FILE))
-        rng_states = load_torch(store, resumed_from, RNG_FILE)
-        if rank < len(rng_states):
-            torch.set_rng_state(rng_states[rank])
-    else:
+        _log_model(model, model_config, world, device)
+    ddp = ray.train.torch.prepare_model(model)
+    optimizer = make_optimizer(model, spec, fused=device.type == "cuda")
+    state = resume(store, config.output, model, optimizer, rank)
+    if state is None:
+        state = CheckpointState(step=0, samples=0, tokens_seen=0, total_steps=setup.total_steps)
         torch.manual_seed(spec.seed + rank)
-    trained = torch.compile(ddp_model) if spec.compile else ddp_model
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.precision)
-    use_autocast = on_gpu and autocast_dtype is not None
-    scaler = torch.amp.GradScaler("cuda", enabled=on_gpu and spec.precision == "fp16")
-
-    reporter = (
-        Reporter(
-            store,
-            config.output,
-            job=config.job.name,
-            total_steps=setup.total_steps,
-            start_step=state.step,
-        )
-        if rank == 0
-        else None
+    return Worker(
+        config=config,
+        model_config=model_config,
+        total_steps=setup.total_steps,
+        rank=rank,
+        world=world,
+        device=device,
+        model=model,
+        ddp=ddp,
+        trained=torch.compile(ddp) if spec.compile else ddp,
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler(
+            "cuda", enabled=device.type == "cuda" and spec.precision == "fp16"
+        ),
+        autocast_dtype=autocast_dtype,
+        batches=batches,
+        validation=validation,
+        tokenizer=tokenizer,
+        store=store,
+        state=state,
+        reporter=(
+            Reporter(
+                store,
+                config.output,
+                job=config.job.name,
+                total_steps=setup.total_steps,
+                start_step=state.step,
+            )
+            if rank == 0
+            else None
+        ),
     )
 
-    def run_evaluation(step: int) -> dict[str, Any]:
-        results: dict[str, Any] = evaluate(
-            raw_model,
-            validation,
-            batches=config.evaluation.batches,
-            batch_size=spec.batch_size,
-            device=device,
-            rank=rank,
-            world=world,
-        )
-        if reporter is not None:
-            results["samples"] = samples(
-                raw_model,
-                tokenizer,
-                config.evaluation.sample_prompts,
-                config.evaluation.max_new_tokens,
-                device,
-            )
-            reporter.evaluation(step, results)
-        return results
 
-    if state.step == 0:
-        run_evaluation(0)
-    tokens_per_step = batches.samples_per_step * model_config.context_length
-    logged_every = log_every(setup.total_steps)
-    interval_start, interval_steps = time.monotonic(), 0
-    loss_sum = torch.zeros((), device=device)
-    last_eval: dict[str, Any] | None = None
-    last_train_loss: float | None = None
-    for step in range(state.step, setup.total_steps):
-        rate = learning_rate(spec, step, setup.total_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = rate
-        for micro in range(spec.gradient_accumulation):
-            inputs, targets = batches.batch(step, micro, rank)
-            inputs, targets = inputs.to(device), targets.to(device)
-            last_micro = micro == spec.gradient_accumulation - 1
-            sync = (
-                contextlib.nullcontext() if last_micro or world == 1 else ddp_model.no_sync()  # type: ignore[operator]
-            )
-            with sync, torch.autocast(device.type, autocast_dtype, enabled=use_autocast):
-                logits = trained(inputs)
-                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-                scaled = loss / spec.gradient_accumulation
-            scaler.scale(scaled).backward()  # type: ignore[no-untyped-call]
-            loss_sum += scaled.detach()
-        if spec.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(raw_model.parameters(), spec.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        interval_steps += 1
-        state.step, state.samples = done, done * batches.samples_per_step
-        state.tokens_seen = done * tokens_per_step
-        if done % logged_every == 0 or done == setup.total_steps:
-            if world > 1:
-                dist.all_reduce(loss_sum)
-            last_train_loss = float(loss_sum) / interval_steps / world
-            elapsed = time.monotonic() - interval_start
-            if reporter is not None:
-                reporter.train_step(
-                    done,
-                    loss=last_train_loss,
-                    learning_rate=rate,
-                    tokens_per_second=interval_steps * tokens_per_step / max(elapsed, 1e-9),
-                    tokens_seen=state.tokens_seen,
-                    epoch=batches.epoch_at(done),
-                )
-            loss_sum.zero_()
-            interval_start, interval_steps = time.monotonic(), 0
-        if done % config.evaluation.interval == 0 or done == setup.total_steps:
-            last_eval = run_evaluation(done)
-        if done % config.checkpoint.interval == 0 or done == setup.total_steps:
-            _checkpoint(store, config, raw_model, optimizer, state, rank, world, reporter)
-            ray.train.report(
-                {"step": done, **({"eval_loss": last_eval["eval_loss"]} if last_eval else {})}
-            )
-
-    if reporter is not None:
-        final = last_eval if last_eval is not None else run_evaluation(state.step)
-        _publish(
-            store, config, raw_model, model_config, tokenizer, final, state, last_train_loss, setup
-        )
-
-
-def _checkpoint(
+def resume(
     store: ObjectStore,
-    config: TrainingRunConfig,
+    output: str,
     model: CausalLM,
     optimizer: torch.optim.Optimizer,
-    state: CheckpointState,
     rank: int,
-    world: int,
-    reporter: Reporter | None,
-) -> None:
-    rng_states: list[Any] = [None] * world
-    if world > 1:
+) -> CheckpointState | None:
+    """Load the newest complete checkpoint under `output` into the model, the optimizer and
+    this worker's RNG; its state, or None when there is none."""
+    checkpoints = complete_checkpoints(store, output)
+    if not checkpoints:
+        return None
+    uri = checkpoints[-1][1]
+    state = load_state(store, uri)
+    load_weights(model, store.read_bytes(join(uri, WEIGHTS_FILE)))
+    optimizer.load_state_dict(load_torch(store, uri, OPTIMIZER_FILE))
+    rng_states = load_torch(store, uri, RNG_FILE)
+    if rank < len(rng_states):
+        torch.set_rng_state(rng_states[rank])
+    return state
+
+
+def train_step(worker: Worker, step: int, loss_sum: torch.Tensor) -> float:
+    """One optimizer step (0-based `step`) over its micro-batches; adds this worker's loss to
+    `loss_sum`; returns the learning rate it used."""
+    spec = worker.config.training
+    rate = learning_rate(spec, step, worker.total_steps)
+    for group in worker.optimizer.param_groups:
+        group["lr"] = rate
+    for micro in range(spec.gradient_accumulation):
+        inputs, targets = worker.batches.batch(step, micro, worker.rank)
+        inputs, targets = inputs.to(worker.device), targets.to(worker.device)
+        last_micro = micro == spec.gradient_accumulation - 1
+        sync = (
+            contextlib.nullcontext() if last_micro or worker.world == 1 else worker.ddp.no_sync()  # type: ignore[operator]
+        )
+        with (
+            sync,
+            torch.autocast(worker.device.type, worker.autocast_dtype, enabled=worker.use_autocast),
+        ):
+            logits = worker.trained(inputs)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            scaled = loss / spec.gradient_accumulation
+        worker.scaler.scale(scaled).backward()  # type: ignore[no-untyped-call]
+        loss_sum += scaled.detach()
+    if spec.grad_clip > 0:
+        worker.scaler.unscale_(worker.optimizer)
+        nn.utils.clip_grad_norm_(worker.model.parameters(), spec.grad_clip)
+    worker.scaler.step(worker.optimizer)
+    worker.scaler.update()
+    worker.optimizer.zero_grad(set_to_none=True)
+    return rate
+
+
+def evaluate_and_report(worker: Worker, step: int) -> dict[str, Any]:
+    """Validation loss, perplexity and accuracy (split across workers); rank 0 adds sample
+    completions and reports them."""
+    config = worker.config
+    results: dict[str, Any] = evaluate(
+        worker.model,
+        worker.validation,
+        batches=config.evaluation.batches,
+        batch_size=config.training.batch_size,
+        device=worker.device,
+        rank=worker.rank,
+        world=worker.world,
+    )
+    if worker.reporter is not None:
+        results["samples"] = samples(
+            worker.model,
+            worker.tokenizer,
+            config.evaluation.sample_prompts,
+            config.evaluation.max_new_tokens,
+            worker.device,
+        )
+        worker.reporter.evaluation(step, results)
+    return results
+
+
+def _log_model(model: CausalLM, config: ModelConfig, world: int, device: torch.device) -> None:
+    parameters = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model: %s parameters, %d layers, d_model %d, context %d, vocabulary %d; "
+        "%d worker(s) on %s",
+        f"{parameters:,}",
+        config.n_layer,
+        config.d_model,
+        config.context_length,
+        config.vocab_size,
+        world,
+        device.type,
+    )
+
+
+def _checkpoint(worker: Worker) -> None:
+    rng_states: list[Any] = [None] * worker.world
+    if worker.world > 1:
         dist.all_gather_object(rng_states, torch.get_rng_state())
     else:
         rng_states = [torch.get_rng_state()]
-    if rank == 0:
-        uri = checkpoint_uri(config.output, state.step)
+    if worker.reporter is not None:
+        output, state = worker.config.output, worker.state
+        uri = checkpoint_uri(output, state.step)
         save_checkpoint(
-            store,
+            worker.store,
             uri,
-            weights=weights_bytes(model),
-            optimizer=optimizer.state_dict(),
+            weights=weights_bytes(worker.model),
+            optimizer=worker.optimizer.state_dict(),
             rng_states=rng_states,
             state=state,
         )
-        prune_checkpoints(store, config.output, config.checkpoint.keep)
-        assert reporter is not None
-        reporter.checkpoint(state.step, uri)
-    if world > 1:
+        prune_checkpoints(worker.store, output, worker.config.checkpoint.keep)
+        worker.reporter.checkpoint(state.step, uri)
+    if worker.world > 1:
         # Nobody runs ahead of a checkpoint that is still being written.
         dist.barrier()
 
 
 def _publish(
-    store: ObjectStore,
-    config: TrainingRunConfig,
-    model: CausalLM,
-    model_config: ModelConfig,
-    tokenizer: Tokenizer,
-    final: dict[str, Any],
-    state: CheckpointState,
-    train_loss: float | None,
-    setup: LoopConfig,
+    worker: Worker, final: dict[str, Any], train_loss: float | None, validation_tokens: int
 ) -> None:
+    config, state = worker.config, worker.state
     uri = join(config.output, MODEL_DIR)
     evaluation = {
         "step": state.step,
         "train_loss": train_loss,
         "tokens_seen": state.tokens_seen,
-        "validation_tokens": setup.manifest.stats.validation_tokens,
+        "validation_tokens": validation_tokens,
         **final,
     }
-    card = _card(config, model_config, evaluation)
     save_artifact(
-        store,
+        worker.store,
         uri,
-        model=model,
-        config=model_config,
-        tokenizer=tokenizer,
+        model=worker.model,
+        config=worker.model_config,
+        tokenizer=worker.tokenizer,
         evaluation=evaluation,
-        card=card,
+        card=_card(config, worker.model_config, evaluation),
     )
     log.info("published the model to %s (eval loss %.4f)", uri, final["eval_loss"])
 
