@@ -229,62 +229,50 @@ def published_model(data_dir: Path) -> Path:
     return manifest
 
 
-@pytest.mark.parametrize(
-    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"]
-)
-def test_a_stop_signal_while_serving_stops_everything(
-    tmp_path: Path, signum: int, code: int
-) -> None:
-    run = Run(tmp_path, str(published_model(tmp_path)), "--port", str(free_port()))
-    try:
-        run.wait_for("serving byte at", timeout=300)
-        assert run.interrupt(signum) == code, run.log
-        assert f"serving stopped by {signal.Signals(signum).name}" in run.log
-        run.assert_nothing_left()
-    finally:
-        run.close()
-
-
-@pytest.mark.parametrize(
-    ("signum", "code", "twice"),
-    [(signal.SIGTERM, 143, False), (signal.SIGHUP, 129, True)],
-    ids=["SIGTERM", "SIGHUP-twice"],
-)
-def test_a_stop_signal_while_training_stops_everything(
-    data_dir: Path, signum: int, code: int, twice: bool
-) -> None:
-    run = Run(data_dir, str(QUICKSTART / "training-job.yaml"), "--max-steps", "1000000")
-    try:
+def started_in(phase: str, data_dir: Path) -> Run:
+    """`llmkube run` once it is training (its workers run) or serving."""
+    if phase == "training":
+        run = Run(data_dir, str(QUICKSTART / "training-job.yaml"), "--max-steps", "1000000")
         run.wait_for_training(timeout=600)
+    else:
+        run = Run(data_dir, str(published_model(data_dir)), "--port", str(free_port()))
+        run.wait_for("serving byte at", timeout=300)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("phase", "signum", "twice"),
+    [
+        ("serving", signal.SIGTERM, False),
+        ("serving", signal.SIGHUP, False),
+        ("training", signal.SIGTERM, False),
+        ("training", signal.SIGHUP, True),
+    ],
+    ids=["serving-SIGTERM", "serving-SIGHUP", "training-SIGTERM", "training-SIGHUP-twice"],
+)
+def test_a_stop_signal_stops_everything(
+    data_dir: Path, phase: str, signum: int, twice: bool
+) -> None:
+    run = started_in(phase, data_dir)
+    try:
         if twice:
             # The second signal, once stopping has begun, kills the sessions at once.
             run.process.send_signal(signum)
-            run.wait_for("stopping training", timeout=10)
-        assert run.interrupt(signum) == code, run.log
-        assert f"training stopped by {signal.Signals(signum).name}" in run.log
+            run.wait_for(f"stopping {phase}", timeout=10)
+        assert run.interrupt(signum) == 128 + signum, run.log
+        assert f"{phase} stopped by {signal.Signals(signum).name}" in run.log
         run.assert_nothing_left()
     finally:
         run.close()
 
 
-def test_killing_llmkube_run_while_training_leaves_nothing(data_dir: Path) -> None:
-    run = Run(data_dir, str(QUICKSTART / "training-job.yaml"), "--max-steps", "1000000")
+@pytest.mark.parametrize("phase", ["training", "serving"])
+def test_killing_llmkube_run_leaves_nothing(data_dir: Path, phase: str) -> None:
+    run = started_in(phase, data_dir)
     try:
-        run.wait_for_training(timeout=600)
         run.process.kill()
         run.process.wait()
         # No code of llmkube run ran: the entrypoint saw its parent die and shut Ray down.
-        run.assert_nothing_left(timeout=30)
-    finally:
-        run.close()
-
-
-def test_killing_llmkube_run_while_serving_leaves_nothing(tmp_path: Path) -> None:
-    run = Run(tmp_path, str(published_model(tmp_path)), "--port", str(free_port()))
-    try:
-        run.wait_for("serving byte at", timeout=300)
-        run.process.kill()
-        run.process.wait()
         run.assert_nothing_left(timeout=30)
     finally:
         run.close()
