@@ -3,8 +3,9 @@ stop. Both sides of the protocol live here because both must agree on it:
 
 - SIGINT, SIGTERM and SIGHUP each stop a process the way Ctrl-C does, whatever dispositions it
   inherited (a background job of a non-interactive shell inherits SIGINT *ignored*).
-- A process stopped by signal N exits 128 + N (130 for SIGINT, 143 for SIGTERM), as a shell
-  reports a process killed by that signal.
+- `llmkube run` and the training entrypoint, stopped by signal N, exit 128 + N (130 for
+  SIGINT, 143 for SIGTERM), as a shell reports a process killed by that signal; the serving
+  entrypoint exits 0, since a server asked to stop that did has done its job.
 - An entrypoint started by `llmkube run` (or a test harness) stops when the process that started
   it dies, even by SIGKILL: the parent names itself in `PARENT_PID_ENV`, and the entrypoint asks
   the kernel for a SIGTERM when that parent goes (Linux's parent-death signal).
