@@ -79,3 +79,37 @@ class MetricsRecord(WireModel):
     """exp(eval_loss)."""
     accuracy: float | None = None
     """Next-token accuracy on validation data."""
+
+
+MODEL_RECORD_FILE = "llmkube-model.json"
+"""Written last into a published model/ folder: what it holds and where it came from."""
+
+
+class BaseModelRecord(WireModel):
+    """The pretrained model a fine-tune started from."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+
+    uri: str
+    """Where it was read from."""
+    digest: str
+    """sha256 over its files' names, sizes and etags: changes whenever a file does."""
+
+
+class ModelRecord(WireModel):
+    """`<output>/model/llmkube-model.json`."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+
+    format: str
+    """gpt (llmkube's own), huggingface (a full model folder) or lora (a peft adapter)."""
+    architecture: str
+    """gpt, or the Hugging Face model_type (llama, qwen2, gpt2)."""
+    parameters: int
+    """Parameters of the model as trained (base and adapters)."""
+    trainable_parameters: int
+    """Parameters that trained."""
+    base: BaseModelRecord | None = None
+    """The pretrained model fine-tuned (huggingface and lora)."""
+    merged: str | None = None
+    """Sub-folder holding the base with the adapters merged in (lora with mergeOnPublish)."""

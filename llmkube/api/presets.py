@@ -3,6 +3,7 @@
 from typing import Literal, NamedTuple
 
 PresetName = Literal["tiny", "small", "gpt2-124m"]
+DEFAULT_PRESET: PresetName = "small"
 
 
 class GptDimensions(NamedTuple):

@@ -6,11 +6,11 @@ the *names* of the environment variables carrying credentials, never the credent
 """
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
-from llmkube.api.base import StorageUri, WireModel
+from llmkube.api.base import StorageUri, WireModel, invalid
 from llmkube.api.deployment import LLMDeployment, ServingSpec
 from llmkube.api.errors import describe
 from llmkube.api.training import (
@@ -18,6 +18,7 @@ from llmkube.api.training import (
     DatasetSpec,
     EvaluationSpec,
     LLMTrainingJob,
+    LoraSpec,
     TokenizerSpec,
     TrainingResources,
     TrainingSpec,
@@ -62,6 +63,28 @@ class GptConfig(WireModel):
     """Tokenizer vocabulary size."""
 
 
+DEFAULT_PRETRAINED_CONTEXT = 1024
+"""Context length of a fine-tune that names none: the model's own when shorter."""
+
+
+class PretrainedConfig(WireModel):
+    """A pretrained Hugging Face model and how it is fine-tuned."""
+
+    uri: StorageUri
+    """The model's folder (config.json, safetensors weights, tokenizer files)."""
+    method: Literal["full", "lora"]
+    """full: every weight trains; lora: low-rank adapters only."""
+    lora: LoraSpec
+    """Adapter settings, alpha resolved (targetModules resolve per architecture at run time)."""
+    merge_on_publish: bool
+    """Also publish the merged weights (lora)."""
+    context_length: int | None = None
+    """Training sequence length; None: the model's own, at most DEFAULT_PRETRAINED_CONTEXT (the
+    model's config.json is read at run time, so this default resolves there)."""
+    dropout: float | None = None
+    """Dropout override; None keeps the model's."""
+
+
 class JobIdentity(WireModel):
     """Which resource the run belongs to; labels metrics and logs."""
 
@@ -91,12 +114,14 @@ class TrainingRunConfig(WireModel):
     """What this config runs."""
     job: JobIdentity
     """The resource this run belongs to."""
-    model: GptConfig
-    """Resolved model dimensions (ignored for the shape when base is set)."""
+    model: GptConfig | None = None
+    """Resolved GPT dimensions (ignored for the shape when base is set); None fine-tuning."""
     base: StorageUri | None = None
     """Model artifact to continue training from."""
-    tokenizer: TokenizerSpec
-    """Tokenizer to train (ignored when base is set)."""
+    tokenizer: TokenizerSpec | None = None
+    """Tokenizer to train (ignored when base is set); None fine-tuning."""
+    pretrained: PretrainedConfig | None = None
+    """The pretrained model to fine-tune, instead of a GPT."""
     dataset: DatasetSpec
     """Dataset, with its cache location resolved."""
     training: TrainingSpec
@@ -114,6 +139,23 @@ class TrainingRunConfig(WireModel):
     output: StorageUri
     """Output prefix (layout: docs/architecture.md)."""
 
+    @model_validator(mode="after")
+    def _one_model(self) -> Self:
+        if (self.model is None) == (self.pretrained is None):
+            raise invalid("a training run config names exactly one of model and pretrained")
+        if self.model is not None and self.tokenizer is None:
+            raise invalid("a run config training a GPT needs its tokenizer")
+        return self
+
+    @property
+    def context_length(self) -> int:
+        """Tokens per training sequence, as far as the config knows it (a fine-tune's may be
+        shortened to its model's own at run time)."""
+        if self.pretrained is not None:
+            return self.pretrained.context_length or DEFAULT_PRETRAINED_CONTEXT
+        assert self.model is not None
+        return self.model.context_length
+
 
 def scaling_config(resources: TrainingResources) -> ScalingConfig:
     """The workers Ray Train starts, and what the RayJob's worker pods request for them."""
@@ -129,23 +171,38 @@ def training_run_config(
 ) -> TrainingRunConfig:
     """The run config for a training job. Pure: same job, same config."""
     spec = job.spec
-    dims = spec.model.dimensions()
     output = spec.output.rstrip("/")
     dataset = spec.dataset.model_copy(
         update={"cache": spec.dataset.cache or f"{output}/cache"}, deep=True
     )
-    return TrainingRunConfig(
-        job=JobIdentity(name=job.metadata.name, namespace=job.metadata.namespace or "default"),
-        model=GptConfig(
+    model, tokenizer, pretrained = None, None, None
+    finetune = spec.resolved_finetune()
+    if spec.model.pretrained is not None and finetune is not None:
+        pretrained = PretrainedConfig(
+            uri=spec.model.pretrained.uri,
+            method=finetune.method,
+            lora=finetune.lora,
+            merge_on_publish=finetune.merge_on_publish,
+            context_length=spec.model.overrides.context_length,
+            dropout=spec.model.overrides.dropout,
+        )
+    else:
+        dims = spec.model.dimensions()
+        tokenizer = spec.tokenizer or TokenizerSpec()
+        model = GptConfig(
             n_layer=dims.n_layer,
             n_head=dims.n_head,
             d_model=dims.d_model,
             context_length=dims.context_length,
             dropout=dims.dropout,
-            vocab_size=spec.tokenizer.resolved_vocab_size(),
-        ),
+            vocab_size=tokenizer.resolved_vocab_size(),
+        )
+    return TrainingRunConfig(
+        job=JobIdentity(name=job.metadata.name, namespace=job.metadata.namespace or "default"),
+        model=model,
         base=spec.model.base,
-        tokenizer=spec.tokenizer,
+        tokenizer=tokenizer,
+        pretrained=pretrained,
         dataset=dataset,
         training=spec.training.resolved(),
         evaluation=spec.evaluation,

@@ -14,7 +14,7 @@ from llmkube.api.base import (
     invalid,
 )
 from llmkube.api.common import Condition, NodePool, ObjectMeta, PodResources, StorageSpec
-from llmkube.api.presets import PRESETS, GptDimensions, PresetName
+from llmkube.api.presets import DEFAULT_PRESET, PRESETS, GptDimensions, PresetName
 
 
 class ModelOverrides(WireModel):
@@ -39,28 +39,61 @@ class ModelOverrides(WireModel):
     """Dropout probability during training."""
 
 
+class PretrainedModel(WireModel):
+    """A pretrained model in Hugging Face format to fine-tune."""
+
+    uri: StorageUri
+    """Folder holding config.json, *.safetensors weights and the tokenizer files (optionally
+    generation_config.json), e.g. s3://models/smollm2-135m-instruct/ (`llmkube models import`
+    puts one there). Architectures: llama, qwen2, gpt2; remote code is never run."""
+
+
 class ModelSpec(WireModel):
-    """The model to train."""
+    """The model to train: llmkube's GPT from a preset, or a pretrained Hugging Face model."""
+
+    model_config = cel_rules(
+        (
+            "!has(self.pretrained) || !has(self.preset)",
+            "model.preset and model.pretrained exclude each other",
+        ),
+        (
+            "!has(self.pretrained) || !has(self.base)",
+            "model.base and model.pretrained exclude each other",
+        ),
+    )
 
     architecture: Literal["gpt"] = "gpt"
-    """Model family. gpt: llmkube's decoder-only transformer."""
-    preset: PresetName = "small"
-    """Named size: tiny (CPU tests), small (~10M parameters), gpt2-124m."""
+    """Family of a model trained from scratch. gpt: llmkube's decoder-only transformer. A
+    pretrained model's architecture comes from its config.json."""
+    preset: PresetName | None = None
+    """Named size of a model trained from scratch: tiny (CPU tests), small (~10M parameters,
+    the default), gpt2-124m. Not allowed with pretrained."""
     overrides: ModelOverrides = Field(default_factory=ModelOverrides)
-    """Changes to the preset's dimensions."""
+    """Changes to the preset's dimensions. With pretrained or base only contextLength and
+    dropout apply."""
     base: StorageUri | None = None
-    """URI of a published llmkube model (its model/ folder) to continue training from. Its
+    """URI of a published llmkube GPT (its model/ folder) to continue training from. Its
     architecture and tokenizer are used; only dropout and contextLength may be overridden."""
+    pretrained: PretrainedModel | None = None
+    """A pretrained Hugging Face model to fine-tune (see finetune). Its tokenizer is used."""
 
     def dimensions(self) -> GptDimensions:
         """The preset with the overrides applied."""
-        preset = PRESETS[self.preset]
+        preset = PRESETS[self.preset or DEFAULT_PRESET]
         changes = self.overrides.model_dump(exclude_none=True)
         return preset._replace(**changes)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.base is not None:
+        if self.pretrained is not None:
+            if self.preset is not None:
+                raise invalid(
+                    "model.preset and model.pretrained exclude each other: a pretrained model "
+                    "brings its own size; remove model.preset"
+                )
+            if self.base is not None:
+                raise invalid("model.base and model.pretrained exclude each other; keep one")
+        if self.base is not None or self.pretrained is not None:
             fixed = [
                 alias
                 for name, alias in (
@@ -72,9 +105,10 @@ class ModelSpec(WireModel):
             ]
             if fixed:
                 raise invalid(
-                    "overrides.{fields} cannot change when continuing from model.base: the shape "
-                    "comes from the base model; remove them",
+                    "overrides.{fields} cannot change the shape of model.{source}: the shape "
+                    "comes from that model; remove them",
                     fields="/".join(fixed),
+                    source="base" if self.base is not None else "pretrained",
                 )
         dims = self.dimensions()
         if dims.d_model % dims.n_head:
@@ -135,15 +169,33 @@ class Preprocessing(WireModel):
     """Drop documents shorter than this many characters."""
 
 
+DatasetFormat = Literal["text", "jsonl", "parquet", "chat", "instruction"]
+EXAMPLE_FORMATS = ("chat", "instruction")
+"""Formats made of prompt/answer examples rather than running text."""
+
+
 class DatasetSpec(WireModel):
     """The text to train on."""
 
     source: StorageUri
     """Prefix holding the dataset files, e.g. s3://datasets/shakespeare/."""
-    format: Literal["text", "jsonl", "parquet"] = "text"
-    """text: documents separated by blank lines; jsonl / parquet: one document per record."""
+    format: DatasetFormat = "text"
+    """text: documents separated by blank lines; jsonl / parquet: one document per record;
+    chat: JSONL, one {"messages": [{"role", "content"}, ...]} per line, rendered with the
+    model's chat template; instruction: JSONL, one {"prompt", "completion"} per line. chat and
+    instruction need model.pretrained."""
     text_field: str = Field(default="text", min_length=1, max_length=256)
     """Field holding the document text (jsonl and parquet)."""
+    train_on_prompt: bool = False
+    """chat and instruction: also learn the prompt (system and user turns). By default only the
+    answers carry loss."""
+    packing: bool = False
+    """chat and instruction: pack several short examples into each contextLength sequence (less
+    padding, faster; examples then attend to the ones before them in their sequence). By
+    default each example is its own sequence, cut at contextLength."""
+    skip_invalid_records: bool = False
+    """chat and instruction: skip records with missing or wrong fields, with a warning that
+    counts them. By default one such record fails the job, naming its file and line."""
     validation: ValidationSplit = Field(default_factory=ValidationSplit)
     """Held-out text for evaluation."""
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
@@ -185,6 +237,9 @@ class TrainingSpec(WireModel):
     """Autocast precision on GPU; CPU workers always use fp32."""
     compile: bool = False
     """Compile the model with torch.compile."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of keeping them: less memory for
+    more compute (pretrained models only)."""
     seed: int = Field(default=1337, ge=0, le=2**32 - 1)
     """Seed for initialization, data order and dropout."""
 
@@ -268,6 +323,37 @@ class CheckpointSpec(WireModel):
     """How many of the newest checkpoints to keep."""
 
 
+class LoraSpec(WireModel):
+    """Low-rank adapters (LoRA) trained in place of the pretrained weights."""
+
+    rank: int = Field(default=8, ge=1, le=1024)
+    """Rank of each adapter's update; at most the width of the layers it adapts."""
+    alpha: float | None = Field(default=None, gt=0.0, le=65536.0)
+    """Scale of the update (applied as alpha / rank). Defaults to twice the rank."""
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Dropout on the adapters' input during training."""
+    target_modules: list[str] | None = Field(default=None, min_length=1, max_length=64)
+    """Names of the linear layers to adapt (the last part of their module name, e.g. q_proj).
+    Defaults to the attention projections: q_proj, k_proj, v_proj, o_proj for llama and
+    qwen2; c_attn for gpt2."""
+
+    def resolved_alpha(self) -> float:
+        return self.alpha if self.alpha is not None else 2.0 * self.rank
+
+
+class FinetuneSpec(WireModel):
+    """How a pretrained model is fine-tuned."""
+
+    method: Literal["full", "lora"] = "lora"
+    """lora: train low-rank adapters and publish only them (small, fast, little memory);
+    full: train every weight and publish the whole model."""
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    """Adapter settings (method lora)."""
+    merge_on_publish: bool = False
+    """method lora: also publish the base model with the adapters merged into its weights,
+    under model/merged/, loadable without peft."""
+
+
 class TrainingResources(WireModel):
     """The Ray cluster the job runs on."""
 
@@ -290,8 +376,12 @@ class LLMTrainingJobSpec(WireModel):
 
     model: ModelSpec = Field(default_factory=ModelSpec)
     """The model to train."""
-    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
-    """How text becomes tokens."""
+    tokenizer: TokenizerSpec | None = None
+    """How text becomes tokens for a model trained from scratch (default: byte-level BPE of
+    8192 tokens). Not allowed with model.pretrained, whose tokenizer is used."""
+    finetune: FinetuneSpec | None = None
+    """How model.pretrained is fine-tuned (default: LoRA of rank 8 on the attention
+    projections)."""
     dataset: DatasetSpec
     """The text to train on."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
@@ -314,6 +404,38 @@ class LLMTrainingJobSpec(WireModel):
     """Stop the Ray cluster now and resume later from the last checkpoint."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Fail the job if it runs longer than this."""
+
+    @model_validator(mode="after")
+    def _pretrained_fits(self) -> Self:
+        pretrained = self.model.pretrained is not None
+        if pretrained and self.tokenizer is not None:
+            raise invalid(
+                "tokenizer does not apply to model.pretrained: the pretrained model's own "
+                "tokenizer is used; remove tokenizer"
+            )
+        if not pretrained and self.finetune is not None:
+            raise invalid("finetune applies only to model.pretrained; remove it or set that")
+        if not pretrained and self.dataset.format in EXAMPLE_FORMATS:
+            raise invalid(
+                "dataset.format {format} needs model.pretrained (a tokenizer with a chat "
+                "template and a model that knows language); use text, jsonl or parquet to "
+                "train from scratch",
+                format=self.dataset.format,
+            )
+        if not pretrained and self.training.gradient_checkpointing:
+            raise invalid("training.gradientCheckpointing applies only to model.pretrained")
+        return self
+
+    def resolved_finetune(self) -> FinetuneSpec | None:
+        """The fine-tuning settings with every default filled in; None training from scratch."""
+        if self.model.pretrained is None:
+            return None
+        finetune = self.finetune or FinetuneSpec()
+        return finetune.model_copy(
+            update={
+                "lora": finetune.lora.model_copy(update={"alpha": finetune.lora.resolved_alpha()})
+            }
+        )
 
     @model_validator(mode="after")
     def _output_outside_dataset(self) -> Self:
@@ -407,8 +529,8 @@ class LLMTrainingJobStatus(StatusModel):
 
 
 class LLMTrainingJob(WireModel):
-    """Preprocess a dataset, train a GPT-style model with Ray Train, evaluate, checkpoint and
-    publish it to object storage."""
+    """Preprocess a dataset, train a GPT-style model or fine-tune a pretrained one with Ray
+    Train, evaluate, checkpoint and publish it to object storage."""
 
     model_config = ConfigDict(extra="ignore")
 

@@ -117,9 +117,13 @@ def data_sample(
     ] = None,
 ) -> None:
     """Write a real English corpus (~1 MB: the Python reference and standard-library
-    docstrings) that needs no network: the quickstart trains on it."""
-    from llmkube.local.sample import write_sample
+    docstrings) that needs no network: the quickstart trains on it. Beside it, in <folder>-chat,
+    questions and answers about the Python reference as chat examples, for fine-tuning."""
+    from llmkube.local.sample import write_chat_sample, write_sample
 
     target = destination or data_dir() / "datasets" / "pydoc"
     for path in write_sample(target):
         out.print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    # Beside the text, not inside it: a text dataset's prefix would read the JSONL as text.
+    chat = write_chat_sample(target.parent / f"{target.name}-chat")
+    out.print(f"wrote {chat} ({chat.stat().st_size:,} bytes): chat examples for fine-tuning")

@@ -3,6 +3,7 @@ language reference topics from `pydoc_data` and the docstrings of standard-libra
 
 import importlib
 import inspect
+import json
 import pkgutil
 import pydoc_data.topics
 import warnings
@@ -55,3 +56,65 @@ def write_sample(destination: Path, *, docstring_chars: int = 1_000_000) -> list
         docstrings.write_text("\n\n".join(_docstrings(docstring_chars)), encoding="utf-8")
         written.append(docstrings)
     return written
+
+
+QUESTIONS = (
+    "What is {title} in Python?",
+    "Explain {title}.",
+    "Can you describe {title} briefly?",
+)
+ANSWER_CHARS = 600
+
+
+def _answer(body: str) -> str:
+    """The prose paragraphs at the start of a reference topic (grammar blocks are indented),
+    whole sentences up to about ANSWER_CHARS characters, joined onto single lines."""
+    paragraphs = []
+    used = 0
+    for paragraph in body.split("\n\n"):
+        if not paragraph.strip() or paragraph.startswith(" "):
+            continue
+        text = " ".join(paragraph.split())
+        if text.endswith(":"):
+            # It introduces a grammar or code block, which answers leave out.
+            if paragraphs:
+                continue
+            text = text[:-1] + "."
+        if used and used + len(text) > ANSWER_CHARS:
+            break
+        paragraphs.append(text)
+        used += len(text)
+    return "\n\n".join(paragraphs)
+
+
+def chat_examples() -> list[dict[str, list[dict[str, str]]]]:
+    """Questions about each topic of the Python language reference, answered with the topic's
+    opening paragraphs: chat examples that need no network."""
+    examples = []
+    for text in pydoc_data.topics.topics.values():
+        title, _, rest = text.partition("\n")
+        body = rest.lstrip("*\n")
+        answer = _answer(body)
+        if not title.strip() or len(answer) < 80:
+            continue
+        subject = title.strip()
+        subject = subject[0].lower() + subject[1:]
+        for question in QUESTIONS:
+            examples.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": question.format(title=subject)},
+                        {"role": "assistant", "content": answer},
+                    ]
+                }
+            )
+    return examples
+
+
+def write_chat_sample(destination: Path) -> Path:
+    """Write the chat examples as JSONL (dataset.format chat)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    path = destination / "python-reference-chat.jsonl"
+    lines = (json.dumps(example, ensure_ascii=False) for example in chat_examples())
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

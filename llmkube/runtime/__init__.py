@@ -1,1 +1,1 @@
-"""llmkube.runtime."""
+"""llmkube.runtime: training and serving, in the Ray pods and under `llmkube run`."""

@@ -10,7 +10,9 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tokenizers import Tokenizer
 
+from llmkube.api.runconfig import GptConfig
 from llmkube.runtime.models import CausalLM, ModelConfig, build_model, read_model_config
+from llmkube.runtime.models.errors import ModelError
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import join
 
@@ -29,23 +31,11 @@ class LoadedModel:
 
 
 def weights_bytes(model: CausalLM) -> bytes:
-    state = {
-        name: tensor.detach().to("cpu").contiguous()
-        for name, tensor in model.state_dict().items()
-        if name not in model.tied_weights
-    }
-    return save_tensors(state)
+    return save_tensors(model.trainable_state())
 
 
 def load_weights(model: CausalLM, data: bytes) -> None:
-    state = load_tensors(data)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    untied = set(missing) - set(model.tied_weights)
-    if untied or unexpected:
-        raise ValueError(
-            f"weights do not match the model config: missing {sorted(untied)}, "
-            f"unexpected {sorted(unexpected)}"
-        )
+    model.load_trainable_state(load_tensors(data))
 
 
 def save_artifact(
@@ -72,6 +62,8 @@ def load_artifact(
     store: ObjectStore, uri: str, *, device: torch.device | str = "cpu"
 ) -> LoadedModel:
     config = read_model_config(store.read_bytes(join(uri, CONFIG_FILE)))
+    if not isinstance(config, GptConfig):
+        raise ModelError(f"{uri} is not an llmkube GPT artifact")
     tokenizer = Tokenizer.from_str(store.read_bytes(join(uri, TOKENIZER_FILE)).decode())
     model = build_model(config)
     load_weights(model, store.read_bytes(join(uri, WEIGHTS_FILE)))

@@ -49,8 +49,10 @@ def generate(
     *,
     seed: int | None = None,
     device: torch.device | str = "cpu",
+    stop_ids: frozenset[int] = frozenset(),
 ) -> list[int]:
-    """The new token ids after `prompt` (left-truncated to fit the context)."""
+    """The new token ids after `prompt` (left-truncated to fit the context), up to and without
+    the first of `stop_ids`."""
     context = model.context_length
     max_new_tokens = min(max_new_tokens, context - 1)
     prompt = prompt[-(context - max_new_tokens) :] or [0]
@@ -62,6 +64,8 @@ def generate(
     produced: list[int] = []
     for _ in range(max_new_tokens):
         token = choose_next(logits, params, generator)
+        if int(token.item()) in stop_ids:
+            break
         produced.append(int(token.item()))
         if len(produced) == max_new_tokens:
             break

@@ -21,13 +21,19 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from llmkube.api.artifacts import MODEL_DIR
+from llmkube.api.artifacts import MODEL_DIR, MODEL_RECORD_FILE
 from llmkube.api.contract import METRICS_PORT_ENV
-from llmkube.api.runconfig import RunConfigError, TrainingRunConfig, read_run_config
+from llmkube.api.runconfig import GptConfig, RunConfigError, TrainingRunConfig, read_run_config
+from llmkube.api.training import EXAMPLE_FORMATS
 from llmkube.runtime.artifact import CONFIG_FILE
+from llmkube.runtime.artifact import TOKENIZER_FILE as ARTIFACT_TOKENIZER_FILE
 from llmkube.runtime.data.errors import DataError
+from llmkube.runtime.data.manifest import DataManifest
 from llmkube.runtime.data.prepare import base_tokenizer_json, check_dataset, prepare_dataset
+from llmkube.runtime.data.prepare_examples import prepare_examples
 from llmkube.runtime.models import ModelConfig, read_model_config
+from llmkube.runtime.models.errors import ModelError
+from llmkube.runtime.training import pretrained
 from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
 from llmkube.stopping import (
     exit_code,
@@ -63,15 +69,49 @@ def total_steps(config: TrainingRunConfig, sequences: int) -> int:
     return max(1, math.ceil(spec.epochs * sequences / per_step))
 
 
-def _model_config(config: TrainingRunConfig, vocab_size: int) -> ModelConfig:
+def _model_config(config: TrainingRunConfig, vocab_size: int) -> GptConfig:
+    assert config.model is not None, "a GPT run"
     if config.base is not None:
         base = read_model_config(
             open_store(config.base, config.storage).read_bytes(join(config.base, CONFIG_FILE))
         )
+        if not isinstance(base, GptConfig):
+            raise ModelError(f"model.base {config.base} is not an llmkube GPT artifact")
         return base.model_copy(
             update={"dropout": config.model.dropout, "context_length": config.model.context_length}
         )
     return config.model.model_copy(update={"vocab_size": vocab_size})
+
+
+def _prepare(config: TrainingRunConfig) -> tuple[str, DataManifest, ModelConfig]:
+    """The prepared data and the model config the workers build: a GPT's, or a pretrained
+    model's summary, checked before Ray starts any worker."""
+    if config.pretrained is None:
+        base_tokenizer = base_tokenizer_json(config)
+        start_ray()
+        cache_uri, manifest = prepare_dataset(config, base_tokenizer)
+        return cache_uri, manifest, _model_config(config, manifest.vocab_size)
+    folder = pretrained.model_folder(config)
+    summary = pretrained.resolve(config, folder)
+    start_ray()
+    if config.dataset.format in EXAMPLE_FORMATS:
+        cache_uri, manifest = prepare_examples(config, folder, summary.context_length)
+    else:
+        tokenizer = folder / ARTIFACT_TOKENIZER_FILE
+        if not tokenizer.exists():
+            raise ModelError(
+                f"{config.pretrained.uri} has no tokenizer.json, which text datasets are "
+                "tokenized with; use dataset.format chat or instruction"
+            )
+        run_config = config.model_copy(
+            update={
+                "pretrained": config.pretrained.model_copy(
+                    update={"context_length": summary.context_length}
+                )
+            }
+        )
+        cache_uri, manifest = prepare_dataset(run_config, tokenizer.read_text())
+    return cache_uri, manifest, summary
 
 
 def _worker_resources(config: TrainingRunConfig) -> dict[str, float]:
@@ -102,7 +142,10 @@ def stop_ray() -> None:
 
 def run(config: TrainingRunConfig) -> int:
     store = open_store(config.output, config.storage)
-    published = join(config.output, MODEL_DIR, CONFIG_FILE)
+    # What a published model/ folder gets last: a GPT's config.json, a fine-tune's record.
+    published = join(
+        config.output, MODEL_DIR, MODEL_RECORD_FILE if config.pretrained else CONFIG_FILE
+    )
     if store.exists(published):
         log.info("the model is already published at %s; nothing to do", published)
         return 0
@@ -112,10 +155,7 @@ def run(config: TrainingRunConfig) -> int:
     )
     # Wrong URIs and credentials fail here, in a second, before a Ray cluster starts.
     check_dataset(config)
-    base_tokenizer = base_tokenizer_json(config)
-    start_ray()
-    cache_uri, manifest = prepare_dataset(config, base_tokenizer)
-    model_config = _model_config(config, manifest.vocab_size)
+    cache_uri, manifest, model_config = _prepare(config)
     sequences = sequences_in(manifest, model_config.context_length)
     steps = total_steps(config, sequences)
     log.info(
@@ -180,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stop_with_parent()
         code = run(config)
-    except (DataError, StorageError) as error:
+    except (DataError, StorageError, ModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

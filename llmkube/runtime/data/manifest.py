@@ -7,6 +7,11 @@ MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 
 
+def loss_shard(name: str) -> str:
+    """The file beside a token shard holding its loss mask (one uint8 per token)."""
+    return name + ".loss"
+
+
 class Shard(BaseModel):
     name: str
     tokens: int
@@ -32,3 +37,9 @@ class DataManifest(BaseModel):
     validation_from: str
     """documents (held out by content hash), tokens (the tail of the stream) or source."""
     stats: PreparationStats
+    masked: bool = False
+    """Whether every shard has a loss mask beside it (chat and instruction examples)."""
+    row_tokens: int | None = None
+    """Set when the shards hold padded rows of this many tokens, one example each."""
+    examples: int | None = None
+    """Examples prepared (chat and instruction data)."""

@@ -16,6 +16,7 @@ import ray
 from tokenizers import Tokenizer
 
 from llmkube.api.runconfig import TrainingRunConfig
+from llmkube.api.training import TokenizerSpec
 from llmkube.runtime.artifact import TOKENIZER_FILE as ARTIFACT_TOKENIZER_FILE
 from llmkube.runtime.data.documents import FileDocuments, file_documents
 from llmkube.runtime.data.errors import DataError
@@ -25,6 +26,7 @@ from llmkube.runtime.data.manifest import (
     DataManifest,
     PreparationStats,
     Shard,
+    loss_shard,
 )
 from llmkube.runtime.data.stages import (
     check_split_sizes,
@@ -65,12 +67,22 @@ def check_dataset(config: TrainingRunConfig) -> None:
         dataset_files(open_store(source, config.storage), source, "dataset.validation.source")
 
 
-def cache_key(config: TrainingRunConfig, files: Sequence[ObjectInfo], base_tokenizer: str) -> str:
+def cache_key(
+    config: TrainingRunConfig,
+    files: Sequence[ObjectInfo],
+    base_tokenizer: str,
+    **more: object,
+) -> str:
     dataset = config.dataset
     described = {
+        **more,
         "format": CACHE_FORMAT,
         "dataset": dataset.model_dump(mode="json", exclude={"cache", "source"}),
-        "tokenizer": config.tokenizer.model_dump(mode="json") if not base_tokenizer else None,
+        "tokenizer": (
+            config.tokenizer.model_dump(mode="json")
+            if config.tokenizer and not base_tokenizer
+            else None
+        ),
         "base_tokenizer": hashlib.sha256(base_tokenizer.encode()).hexdigest(),
         "files": [(info.uri.removeprefix(dataset.source), info.size, info.etag) for info in files],
     }
@@ -134,12 +146,23 @@ def _tokenize_all(tokenizer: Tokenizer, documents: Sequence[str], dtype: str) ->
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
-def _write_shards(store: ObjectStore, uri: str, split: str, tokens: np.ndarray) -> list[Shard]:
+def write_shards(
+    store: ObjectStore,
+    uri: str,
+    split: str,
+    tokens: np.ndarray,
+    loss: np.ndarray | None = None,
+    row_tokens: int = 1,
+) -> list[Shard]:
+    """Token shards (and their loss masks); a shard ends on a whole row of `row_tokens`."""
     shards = []
-    for index, start in enumerate(range(0, max(len(tokens), 1), SHARD_TOKENS)):
-        part = tokens[start : start + SHARD_TOKENS]
+    size = SHARD_TOKENS - SHARD_TOKENS % row_tokens
+    for index, start in enumerate(range(0, max(len(tokens), 1), size)):
+        part = tokens[start : start + size]
         name = f"{split}-{index:05d}.bin"
         store.write_bytes(join(uri, name), part.tobytes())
+        if loss is not None:
+            store.write_bytes(join(uri, loss_shard(name)), loss[start : start + size].tobytes())
         shards.append(Shard(name=name, tokens=len(part)))
     return shards
 
@@ -151,8 +174,8 @@ def prepare_dataset(
 
     `base_tokenizer` is the tokenizer.json of the model training continues from, if any."""
     dataset = config.dataset
-    context = config.model.context_length
-    files, validation_files = _source_files(config)
+    context = config.context_length
+    files, validation_files = source_files(config)
     assert dataset.cache is not None, "the run config resolves the cache location"
     key = cache_key(config, [*files, *validation_files], base_tokenizer)
     cache_uri = join(dataset.cache, "tokens", key)
@@ -189,7 +212,7 @@ def prepare_dataset(
     tokenizer = (
         Tokenizer.from_str(base_tokenizer)
         if base_tokenizer
-        else build_tokenizer(config.tokenizer, train_docs)
+        else build_tokenizer(config.tokenizer or TokenizerSpec(), train_docs)
     )
     vocab_size = tokenizer.get_vocab_size()
     dtype = "uint16" if vocab_size <= 2**16 else "uint32"
@@ -205,8 +228,8 @@ def prepare_dataset(
     manifest = DataManifest(
         dtype=dtype,
         vocab_size=vocab_size,
-        train=_write_shards(cache, cache_uri, "train", train),
-        validation=_write_shards(cache, cache_uri, "validation", validation),
+        train=write_shards(cache, cache_uri, "train", train),
+        validation=write_shards(cache, cache_uri, "validation", validation),
         validation_from=validation_from,
         stats=PreparationStats(
             files=len(files) + len(validation_files),
@@ -224,7 +247,7 @@ def prepare_dataset(
     return cache_uri, manifest
 
 
-def _source_files(config: TrainingRunConfig) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
+def source_files(config: TrainingRunConfig) -> tuple[list[ObjectInfo], list[ObjectInfo]]:
     """The training files, and the validation source's when there is one."""
     dataset = config.dataset
     files = dataset_files(

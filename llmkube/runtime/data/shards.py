@@ -1,6 +1,8 @@
 """Token shards as training and validation batches.
 
-The token stream is cut into non-overlapping sequences of contextLength+1 tokens. Each epoch
+The token stream is cut into non-overlapping sequences of contextLength+1 tokens (or, for
+examples prepared one per row, into those rows). Where the data has a loss mask (chat and
+instruction examples), targets that carry no loss are IGNORED. Each epoch
 visits them in a seeded permutation; sample j of the run is fully determined by j, so a worker
 knows its batch for any step without state, and a resumed run sees exactly the data it would
 have seen. Within a step, worker r takes samples r, r+W, r+2W, ...: disjoint ranges."""
@@ -12,48 +14,81 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmkube.runtime.data.manifest import DataManifest, Shard
+from llmkube.runtime.data.examples import IGNORED
+from llmkube.runtime.data.manifest import DataManifest, Shard, loss_shard
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import join, local_path
 
 
 def _open_shards(
-    store: ObjectStore, cache_uri: str, shards: list[Shard], dtype: str, scratch: Path
+    store: ObjectStore,
+    cache_uri: str,
+    names: list[tuple[str, int]],
+    dtype: str,
+    scratch: Path,
 ) -> list[np.ndarray]:
+    """Memory maps of the named (name, items) shard files."""
     if cache_uri.startswith("file://"):
         folder = local_path(cache_uri)
     else:
         folder = scratch
-        for shard in shards:
-            path = folder / shard.name
-            if not path.exists() or path.stat().st_size != shard.tokens * np.dtype(dtype).itemsize:
-                path.write_bytes(store.read_bytes(join(cache_uri, shard.name)))
-    return [np.memmap(folder / shard.name, dtype=dtype, mode="r") for shard in shards]
+        for name, items in names:
+            path = folder / name
+            if not path.exists() or path.stat().st_size != items * np.dtype(dtype).itemsize:
+                path.write_bytes(store.read_bytes(join(cache_uri, name)))
+    return [np.memmap(folder / name, dtype=dtype, mode="r") for name, _ in names]
 
 
 @dataclass
 class Sequences:
-    """The non-overlapping (contextLength+1)-token sequences of one split."""
+    """The (contextLength+1)-token sequences of one split: cut from a stream overlapping by one
+    token, or whole rows of that length."""
 
     shards: list[np.ndarray]
     context_length: int
+    losses: list[np.ndarray] | None = None
+    """Per shard, 1 where a token carries loss as a target; None: every token does."""
+    rows: bool = False
+    """Whether the shards hold padded rows of contextLength+1 tokens (one example each)."""
 
     def __post_init__(self) -> None:
-        counts = [max(0, (len(shard) - 1) // self.context_length) for shard in self.shards]
+        span = self.context_length + 1
+        self.stride = span if self.rows else self.context_length
+        counts = [
+            len(shard) // span if self.rows else max(0, (len(shard) - 1) // self.context_length)
+            for shard in self.shards
+        ]
         self.starts = np.cumsum([0, *counts])
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def get(self, index: int) -> np.ndarray:
+    def _locate(self, index: int) -> tuple[int, int]:
         shard = int(np.searchsorted(self.starts, index, side="right")) - 1
-        offset = (index - int(self.starts[shard])) * self.context_length
+        return shard, (index - int(self.starts[shard])) * self.stride
+
+    def get(self, index: int) -> np.ndarray:
+        shard, offset = self._locate(index)
         return self.shards[shard][offset : offset + self.context_length + 1]
 
     def batch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = np.stack([self.get(index).astype(np.int64) for index in indices])
-        tokens = torch.from_numpy(rows)
-        return tokens[:, :-1], tokens[:, 1:]
+        """(inputs, targets) [rows, steps]; targets that carry no loss are IGNORED. Rows of
+        examples are cut after the batch's last target that counts: the rest is padding."""
+        tokens = torch.from_numpy(np.stack([self.get(index).astype(np.int64) for index in indices]))
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        if self.losses is None:
+            return inputs, targets
+        located = [self._locate(index) for index in indices]
+        span = self.context_length + 1
+        loss = torch.from_numpy(
+            np.stack([self.losses[s][o : o + span].astype(np.bool_) for s, o in located])
+        )[:, 1:]
+        targets = targets.masked_fill(~loss, IGNORED)
+        if self.rows:
+            counted = loss.any(dim=0).nonzero()
+            steps = int(counted[-1]) + 1 if len(counted) else 1
+            inputs, targets = inputs[:, :steps], targets[:, :steps]
+        return inputs, targets
 
 
 class TrainingBatches:
@@ -92,6 +127,25 @@ class TrainingBatches:
         )
 
 
+def _split(
+    store: ObjectStore,
+    cache_uri: str,
+    manifest: DataManifest,
+    shards: list[Shard],
+    context_length: int,
+    scratch: Path,
+) -> Sequences:
+    tokens = _open_shards(
+        store, cache_uri, [(s.name, s.tokens) for s in shards], manifest.dtype, scratch
+    )
+    losses = None
+    if manifest.masked:
+        losses = _open_shards(
+            store, cache_uri, [(loss_shard(s.name), s.tokens) for s in shards], "uint8", scratch
+        )
+    return Sequences(tokens, context_length, losses, rows=manifest.row_tokens is not None)
+
+
 def open_splits(
     store: ObjectStore,
     cache_uri: str,
@@ -100,7 +154,12 @@ def open_splits(
     scratch: Path,
 ) -> tuple[Sequences, Sequences]:
     """Training and validation sequences; s3:// shards are first copied into `scratch`."""
-    return tuple(  # type: ignore[return-value]
-        Sequences(_open_shards(store, cache_uri, shards, manifest.dtype, scratch), context_length)
-        for shards in (manifest.train, manifest.validation)
+    if manifest.row_tokens is not None and manifest.row_tokens != context_length + 1:
+        raise ValueError(
+            f"the data was prepared in rows of {manifest.row_tokens} tokens, not "
+            f"contextLength + 1 = {context_length + 1}"
+        )
+    return (
+        _split(store, cache_uri, manifest, manifest.train, context_length, scratch),
+        _split(store, cache_uri, manifest, manifest.validation, context_length, scratch),
     )

@@ -34,6 +34,24 @@ class CausalLM(nn.Module, ABC):
     tied_weights: ClassVar[dict[str, str]] = {}
     """Parameters that share another's tensor (name -> the name stored): saved once."""
 
+    def trainable_state(self) -> dict[str, Tensor]:
+        """The weights a checkpoint holds, on the CPU: every trained tensor, once."""
+        return {
+            name: tensor.detach().to("cpu").contiguous()
+            for name, tensor in self.state_dict().items()
+            if name not in self.tied_weights
+        }
+
+    def load_trainable_state(self, state: dict[str, Tensor]) -> None:
+        """Load what `trainable_state` returned; a ValueError when it does not fit."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        untied = set(missing) - set(self.tied_weights)
+        if untied or unexpected:
+            raise ValueError(
+                f"weights do not match the model config: missing {sorted(untied)}, "
+                f"unexpected {sorted(unexpected)}"
+            )
+
     @property
     @abstractmethod
     def context_length(self) -> int:

@@ -10,17 +10,20 @@ from typing import Any
 
 from llmkube.api.runconfig import GptConfig
 from llmkube.runtime.models.base import CausalLM
+from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.models.gpt import GPT
+from llmkube.runtime.models.huggingface_config import HuggingFaceConfig
 
-ModelConfig = GptConfig
-"""Every family's config; a union once there is more than one."""
+ModelConfig = GptConfig | HuggingFaceConfig
+"""Every family's config. A pretrained Hugging Face model is loaded with its weights
+(training/pretrained.py), never built from its summary here."""
 
 
 @dataclass(frozen=True)
 class ModelFamily:
     architecture: str
-    config_type: type[ModelConfig]
-    build: Callable[[ModelConfig], CausalLM]
+    config_type: type[GptConfig]
+    build: Callable[[GptConfig], CausalLM]
 
 
 FAMILIES = {family.architecture: family for family in (ModelFamily("gpt", GptConfig, GPT),)}
@@ -38,6 +41,13 @@ def family(architecture: str) -> ModelFamily:
 
 def model_config(raw: Mapping[str, Any]) -> ModelConfig:
     """A model config as stored (config.json, or a run's wire form), read as its family's."""
+    if raw.get("architecture") == "huggingface":
+        return HuggingFaceConfig.model_validate(raw)
+    if "model_type" in raw:
+        raise ModelError(
+            f"this is a Hugging Face {raw['model_type']} model folder, not an llmkube GPT "
+            "artifact; load it with transformers (docs/finetuning.md)"
+        )
     return family(str(raw.get("architecture"))).config_type.model_validate(raw)
 
 
@@ -47,6 +57,6 @@ def read_model_config(data: bytes) -> ModelConfig:
     return model_config(loaded)
 
 
-def build_model(config: ModelConfig) -> CausalLM:
+def build_model(config: GptConfig) -> CausalLM:
     """A freshly initialised model for `config`."""
     return family(config.architecture).build(config)

@@ -1,5 +1,7 @@
 """Validation loss, perplexity and next-token accuracy over the first `batches` validation
-batches (the same ones every time, so evaluations compare), split across workers."""
+batches (the same ones every time, so evaluations compare), split across workers. Targets that
+carry no loss (prompts of chat and instruction examples, padding) are not counted: for those,
+the figures are of the answers alone."""
 
 import math
 from typing import Any
@@ -7,10 +9,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tokenizers import Tokenizer
 from torch import nn
 
+from llmkube.runtime.data.examples import IGNORED
 from llmkube.runtime.data.shards import Sequences
+from llmkube.runtime.prompts import PromptCodec
 from llmkube.runtime.sampling import generate
 
 
@@ -36,25 +39,29 @@ def evaluate(
         inputs, targets = inputs.to(device), targets.to(device)
         logits = model(inputs).float()
         totals[0] += F.cross_entropy(
-            logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction="sum"
+            logits.view(-1, logits.size(-1)),
+            targets.reshape(-1),
+            reduction="sum",
+            ignore_index=IGNORED,
         )
-        totals[1] += (logits.argmax(dim=-1) == targets).sum()
-        totals[2] += targets.numel()
+        counted = targets != IGNORED
+        totals[1] += ((logits.argmax(dim=-1) == targets) & counted).sum()
+        totals[2] += counted.sum()
     if world > 1:
         dist.all_reduce(totals)
     model.train(was_training)
-    loss = float(totals[0] / totals[2])
+    loss = float(totals[0] / totals[2].clamp(min=1))
     return {
         "eval_loss": loss,
         "perplexity": math.exp(min(loss, 80.0)),
-        "accuracy": float(totals[1] / totals[2]),
+        "accuracy": float(totals[1] / totals[2].clamp(min=1)),
         "eval_tokens": int(totals[2]),
     }
 
 
 def samples(
     model: nn.Module,
-    tokenizer: Tokenizer,
+    codec: PromptCodec,
     prompts: list[str],
     max_new_tokens: int,
     device: torch.device,
@@ -63,7 +70,13 @@ def samples(
     model.eval()
     produced = []
     for prompt in prompts:
-        ids = generate(model, tokenizer.encode(prompt).ids, max_new_tokens, device=device)  # type: ignore[arg-type]
-        produced.append({"prompt": prompt, "completion": tokenizer.decode(ids)})
+        ids = generate(
+            model,  # type: ignore[arg-type]
+            codec.encode(prompt),
+            max_new_tokens,
+            device=device,
+            stop_ids=codec.stop_ids,
+        )
+        produced.append({"prompt": prompt, "completion": codec.decode(ids)})
     model.train(was_training)
     return produced

@@ -19,12 +19,16 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from llmkube.api.artifacts import MODEL_DIR
-from llmkube.api.runconfig import TrainingRunConfig
+from llmkube.api.runconfig import GptConfig, TrainingRunConfig
 from llmkube.runtime.artifact import load_artifact, load_weights, save_artifact, weights_bytes
+from llmkube.runtime.data.examples import IGNORED
 from llmkube.runtime.data.manifest import TOKENIZER_FILE, DataManifest
 from llmkube.runtime.data.shards import Sequences, TrainingBatches, open_splits
 from llmkube.runtime.models import CausalLM, ModelConfig, build_model
 from llmkube.runtime.models import model_config as model_config_of
+from llmkube.runtime.models.huggingface import HuggingFaceConfig, HuggingFaceLM, load_tokenizer
+from llmkube.runtime.prompts import PlainPrompts, PretrainedPrompts, PromptCodec
+from llmkube.runtime.training import pretrained
 from llmkube.runtime.training.checkpoint import (
     OPTIMIZER_FILE,
     RNG_FILE,
@@ -85,7 +89,12 @@ class Worker:
     autocast_dtype: torch.dtype | None
     batches: TrainingBatches
     validation: Sequences
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None
+    """llmkube's own tokenizer (published with a GPT); None fine-tuning a pretrained model."""
+    prompts: PromptCodec
+    """How evaluation samples are encoded and decoded."""
+    model_folder: Path | None
+    """This machine's copy of the pretrained model; None for a GPT."""
     store: ObjectStore
     state: CheckpointState
     reporter: Reporter | None
@@ -169,16 +178,33 @@ def set_up(setup: LoopConfig) -> Worker:
         workers=world,
         seed=spec.seed,
     )
-    tokenizer = Tokenizer.from_str(
-        shard_store.read_bytes(join(setup.cache_uri, TOKENIZER_FILE)).decode()
-    )
-
     torch.manual_seed(spec.seed)
-    if config.base is not None:
-        model = load_artifact(open_store(config.base, config.storage), config.base).model
-        model.train()
+    tokenizer: Tokenizer | None = None
+    folder: Path | None = None
+    model: CausalLM
+    if config.pretrained is not None:
+        assert isinstance(model_config, HuggingFaceConfig)
+        folder = pretrained.model_folder(config)
+        model = pretrained.load(
+            config.pretrained,
+            folder,
+            model_config,
+            gradient_checkpointing=spec.gradient_checkpointing,
+        )
+        prompts: PromptCodec = PretrainedPrompts(
+            load_tokenizer(folder), chat=config.dataset.format == "chat"
+        )
     else:
-        model = build_model(model_config)
+        tokenizer = Tokenizer.from_str(
+            shard_store.read_bytes(join(setup.cache_uri, TOKENIZER_FILE)).decode()
+        )
+        prompts = PlainPrompts(tokenizer)
+        if config.base is not None:
+            model = load_artifact(open_store(config.base, config.storage), config.base).model
+        else:
+            assert isinstance(model_config, GptConfig)
+            model = build_model(model_config)
+    model.train()
     if rank == 0:
         _log_model(model, model_config, world, device)
     ddp = ray.train.torch.prepare_model(model)
@@ -206,6 +232,8 @@ def set_up(setup: LoopConfig) -> Worker:
         batches=batches,
         validation=validation,
         tokenizer=tokenizer,
+        prompts=prompts,
+        model_folder=folder,
         store=store,
         state=state,
         reporter=(
@@ -263,7 +291,7 @@ def train_step(worker: Worker, step: int, loss_sum: torch.Tensor) -> float:
             torch.autocast(worker.device.type, worker.autocast_dtype, enabled=worker.use_autocast),
         ):
             logits = worker.trained(inputs)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            loss = masked_loss(logits, targets)
             scaled = loss / spec.gradient_accumulation
         worker.scaler.scale(scaled).backward()  # type: ignore[no-untyped-call]
         loss_sum += scaled.detach()
@@ -274,6 +302,18 @@ def train_step(worker: Worker, step: int, loss_sum: torch.Tensor) -> float:
     worker.scaler.update()
     worker.optimizer.zero_grad(set_to_none=True)
     return rate
+
+
+def masked_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the targets that carry loss; zero (not NaN) when a batch of
+    packed examples holds none."""
+    total = F.cross_entropy(
+        logits.view(-1, logits.size(-1)).float(),
+        targets.reshape(-1),
+        ignore_index=IGNORED,
+        reduction="sum",
+    )
+    return total / (targets != IGNORED).sum().clamp(min=1)
 
 
 def evaluate_and_report(worker: Worker, step: int) -> dict[str, Any]:
@@ -292,7 +332,7 @@ def evaluate_and_report(worker: Worker, step: int) -> dict[str, Any]:
     if worker.reporter is not None:
         results["samples"] = samples(
             worker.model,
-            worker.tokenizer,
+            worker.prompts,
             config.evaluation.sample_prompts,
             config.evaluation.max_new_tokens,
             worker.device,
@@ -302,11 +342,15 @@ def evaluate_and_report(worker: Worker, step: int) -> dict[str, Any]:
 
 
 def _log_model(model: CausalLM, config: ModelConfig, world: int, device: torch.device) -> None:
-    parameters = sum(p.numel() for p in model.parameters())
+    unique = {id(p): p for p in model.parameters()}.values()
+    parameters = sum(p.numel() for p in unique)
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
     log.info(
-        "model: %s parameters, %d layers, d_model %d, context %d, vocabulary %d; "
-        "%d worker(s) on %s",
+        "model: %s parameters (%s trainable, %.2f%%), %d layers, d_model %d, context %d, "
+        "vocabulary %d; %d worker(s) on %s",
         f"{parameters:,}",
+        f"{trainable:,}",
+        100 * trainable / max(parameters, 1),
         config.n_layer,
         config.d_model,
         config.context_length,
@@ -352,19 +396,33 @@ def _publish(
         "validation_tokens": validation_tokens,
         **final,
     }
-    save_artifact(
-        worker.store,
-        uri,
-        model=worker.model,
-        config=worker.model_config,
-        tokenizer=worker.tokenizer,
-        evaluation=evaluation,
-        card=_card(config, worker.model_config, evaluation),
-    )
+    if config.pretrained is not None:
+        assert isinstance(worker.model, HuggingFaceLM)
+        assert worker.model_folder is not None
+        pretrained.publish(
+            worker.store,
+            uri,
+            config=config,
+            model=worker.model,
+            folder=worker.model_folder,
+            evaluation=evaluation,
+        )
+    else:
+        assert isinstance(worker.model_config, GptConfig)
+        assert worker.tokenizer is not None
+        save_artifact(
+            worker.store,
+            uri,
+            model=worker.model,
+            config=worker.model_config,
+            tokenizer=worker.tokenizer,
+            evaluation=evaluation,
+            card=_card(config, worker.model_config, evaluation),
+        )
     log.info("published the model to %s (eval loss %.4f)", uri, final["eval_loss"])
 
 
-def _card(config: TrainingRunConfig, model: ModelConfig, evaluation: dict[str, Any]) -> str:
+def _card(config: TrainingRunConfig, model: GptConfig, evaluation: dict[str, Any]) -> str:
     return (
         f"# {config.job.name}\n\n"
         f"llmkube GPT: {model.n_layer} layers, {model.n_head} heads, d_model {model.d_model}, "
@@ -378,6 +436,8 @@ def _card(config: TrainingRunConfig, model: ModelConfig, evaluation: dict[str, A
 
 
 def sequences_in(manifest: DataManifest, context_length: int) -> int:
+    if manifest.row_tokens is not None:
+        return sum(shard.tokens // manifest.row_tokens for shard in manifest.train)
     return sum(max(0, (shard.tokens - 1) // context_length) for shard in manifest.train)
 
 

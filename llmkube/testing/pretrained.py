@@ -1,0 +1,78 @@
+"""Tiny pretrained-model folders in Hugging Face format (random weights, ≤ 200k parameters) with
+a byte-level BPE tokenizer trained on the Python reference and a ChatML chat template: what the
+fine-tuning tests start from instead of a model hub."""
+
+import pydoc_data.topics
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+VOCAB = 512
+
+
+def tiny_tokenizer(*, chat_template: str | None = CHATML) -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(pydoc_data.topics.topics.values())[:80], trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=chat_template,
+    )
+
+
+def tiny_config(architecture: str, *, context: int = 256) -> PretrainedConfig:
+    shared: dict[str, Any] = {"vocab_size": VOCAB, "bos_token_id": None, "eos_token_id": 2}
+    if architecture == "gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=context, **shared)
+    family = {"llama": LlamaConfig, "qwen2": Qwen2Config}[architecture]
+    return family(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        tie_word_embeddings=True,
+        **shared,
+    )
+
+
+def write_tiny_model(
+    folder: Path,
+    architecture: str = "llama",
+    *,
+    seed: int = 0,
+    context: int = 256,
+    chat_template: str | None = CHATML,
+) -> Path:
+    """A random-init model of `architecture` (llama, qwen2 or gpt2) and its tokenizer."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(architecture, context=context))  # type: ignore[no-untyped-call]
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tiny_tokenizer(chat_template=chat_template).save_pretrained(folder)
+    return folder
