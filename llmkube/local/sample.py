@@ -69,7 +69,7 @@ ANSWER_CHARS = 600
 def _answer(body: str) -> str:
     """The prose paragraphs at the start of a reference topic (grammar blocks are indented),
     whole sentences up to about ANSWER_CHARS characters, joined onto single lines."""
-    paragraphs = []
+    paragraphs: list[str] = []
     used = 0
     for paragraph in body.split("\n\n"):
         if not paragraph.strip() or paragraph.startswith(" "):

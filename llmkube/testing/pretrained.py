@@ -36,7 +36,7 @@ def tiny_tokenizer(*, chat_template: str | None = CHATML) -> PreTrainedTokenizer
         show_progress=False,
     )
     tokenizer.train_from_iterator(list(pydoc_data.topics.topics.values())[:80], trainer)
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -49,7 +49,7 @@ def tiny_config(architecture: str, *, context: int = 256) -> PretrainedConfig:
     if architecture == "gpt2":
         return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=context, **shared)
     family = {"llama": LlamaConfig, "qwen2": Qwen2Config}[architecture]
-    return family(
+    config: PretrainedConfig = family(
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -59,6 +59,7 @@ def tiny_config(architecture: str, *, context: int = 256) -> PretrainedConfig:
         tie_word_embeddings=True,
         **shared,
     )
+    return config
 
 
 def write_tiny_model(

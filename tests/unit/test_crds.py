@@ -85,7 +85,9 @@ def test_enums_bounds_and_defaults_reach_the_schema() -> None:
     spec = schema_of(all_crds()["llmkube.io_llmtrainingjobs.yaml"])["properties"]["spec"]
     preset = spec["properties"]["model"]["properties"]["preset"]
     assert preset["enum"] == ["tiny", "small", "gpt2-124m"]
-    assert 'Default: "small".' in preset["description"]
+    assert "small (~10M parameters, the default)" in preset["description"]
+    lora = spec["properties"]["finetune"]["properties"]["lora"]["properties"]
+    assert "Default: 8." in lora["rank"]["description"]
     training = spec["properties"]["training"]
     assert training["properties"]["maxSteps"]["minimum"] == 1
     lr = training["properties"]["learningRate"]

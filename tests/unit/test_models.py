@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from llmkube.api import LLMDeployment, LLMTrainingJob
 from llmkube.api.errors import describe, field_path
+from llmkube.api.presets import PRESETS
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
 from llmkube.cli import manifests
 from tests.bad_manifests import BadManifest, corpus
@@ -57,8 +58,11 @@ def test_examples_are_valid() -> None:
 
 def test_defaults_live_in_the_models() -> None:
     job = LLMTrainingJob.model_validate(minimal_job())
-    assert job.spec.model.preset == "small"
-    assert job.spec.tokenizer.resolved_vocab_size() == 8192
+    config = training_run_config(job)
+    assert config.model is not None
+    assert config.tokenizer is not None
+    assert config.model.d_model == PRESETS["small"].d_model
+    assert config.tokenizer.resolved_vocab_size() == 8192
     assert job.spec.resources.workers == 1
     assert job.spec.resources.gpus_per_worker == 1
     assert job.spec.checkpoint.keep == 3

@@ -13,6 +13,8 @@ from llmkube.api.runconfig import training_run_config
 from llmkube.runtime.artifact import weights_bytes
 from llmkube.runtime.data.shards import Sequences, TrainingBatches
 from llmkube.runtime.models import build_model
+from llmkube.runtime.prompts import PlainPrompts
+from llmkube.runtime.prompts import PlainPrompts
 from llmkube.runtime.tokenizer import byte_tokenizer
 from llmkube.runtime.training.checkpoint import CheckpointState, checkpoint_uri, save_checkpoint
 from llmkube.runtime.training.loop import Worker, evaluate_and_report, resume, train_step
@@ -51,6 +53,7 @@ def worker(tmp_path: Path, *, rank: int = 0, seed: int = 0) -> Worker:
     )
     config = training_run_config(job)
     tokenizer = byte_tokenizer()
+    assert config.model is not None
     model_config = config.model.model_copy(update={"vocab_size": tokenizer.get_vocab_size()})
     torch.manual_seed(seed)
     model = build_model(model_config)
@@ -74,6 +77,8 @@ def worker(tmp_path: Path, *, rank: int = 0, seed: int = 0) -> Worker:
         ),
         validation=Sequences([stream[:100]], context_length=8),
         tokenizer=tokenizer,
+        prompts=PlainPrompts(tokenizer),
+        model_folder=None,
         store=store,
         state=CheckpointState(step=0, samples=0, tokens_seen=0, total_steps=TOTAL_STEPS),
         reporter=(
