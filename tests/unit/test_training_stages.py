@@ -14,7 +14,6 @@ from llmkube.runtime.artifact import weights_bytes
 from llmkube.runtime.data.shards import Sequences, TrainingBatches
 from llmkube.runtime.models import build_model
 from llmkube.runtime.prompts import PlainPrompts
-from llmkube.runtime.prompts import PlainPrompts
 from llmkube.runtime.tokenizer import byte_tokenizer
 from llmkube.runtime.training.checkpoint import CheckpointState, checkpoint_uri, save_checkpoint
 from llmkube.runtime.training.loop import Worker, evaluate_and_report, resume, train_step
