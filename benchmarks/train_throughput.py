@@ -79,6 +79,7 @@ def plain_loop(
     device = torch.device("cuda" if args.gpu else "cpu")
     torch.set_num_threads(args.cpus)
     torch.manual_seed(0)
+    assert config.model is not None, "the benchmark trains a GPT"
     model = build_model(config.model.model_copy(update={"vocab_size": args.model_vocab}))
     model.to(device)
     optimizer = make_optimizer(model, config.training, fused=args.gpu)
@@ -136,17 +137,19 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="llmkube-bench-"))
     try:
         config = job_config(args, root)
+        gpt = config.model
+        assert gpt is not None, "the benchmark trains a GPT"
         began = time.perf_counter()
         train.start_ray()
         cache_uri, manifest = prepare_dataset(config)
         prepared = time.perf_counter() - began
         args.model_vocab = manifest.vocab_size
         store = open_store(cache_uri)
-        train_split, _ = open_splits(store, cache_uri, manifest, config.model.context_length, root)
+        train_split, _ = open_splits(store, cache_uri, manifest, gpt.context_length, root)
         batches = TrainingBatches(
             train_split, batch_size=args.batch_size, accumulation=1, workers=1, seed=0
         )
-        tokens_per_step = args.batch_size * config.model.context_length
+        tokens_per_step = args.batch_size * gpt.context_length
 
         times = plain_loop(config, batches, args)
         # Measured like the Ray loop's logged rate: tokens over each window of logged steps.
@@ -168,12 +171,12 @@ def main() -> None:
         ray_rate = ray_steady_tokens_per_second(records, args.warmup)
         steady_seconds = (args.steps - args.warmup) * tokens_per_step / ray_rate
         loader = loader_tokens_per_second(batches, args.steps)
-        model_config = config.model.model_copy(update={"vocab_size": args.model_vocab})
+        model_config = gpt.model_copy(update={"vocab_size": args.model_vocab})
         parameters = sum(p.numel() for p in build_model(model_config).parameters())
 
         print(
             f"\nmodel {args.preset}: {parameters:,} parameters, batch {args.batch_size} x "
-            f"{config.model.context_length} tokens, {args.steps} steps, "
+            f"{gpt.context_length} tokens, {args.steps} steps, "
             f"{'GPU' if args.gpu else f'{args.cpus} CPU threads'}"
         )
         print(f"plain PyTorch loop   : {plain:12,.0f} tokens/s (median logged window)")

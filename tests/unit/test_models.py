@@ -108,6 +108,7 @@ def test_run_config_is_resolved_and_carries_no_secrets() -> None:
     assert isinstance(job, LLMTrainingJob)
     config = training_run_config(job, default_endpoint="unused:9000")
     assert config.job.name == "shakespeare"
+    assert config.model is not None
     assert (config.model.n_layer, config.model.d_model, config.model.context_length) == (
         6,
         384,

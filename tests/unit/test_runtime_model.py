@@ -12,6 +12,7 @@ from llmkube.api.runconfig import GptConfig
 from llmkube.api.training import TrainingSpec
 from llmkube.runtime.artifact import load_artifact, save_artifact
 from llmkube.runtime.models import CausalLM, build_model, model_config, read_model_config
+from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.sampling import SamplingParams, choose_next, generate
 from llmkube.runtime.tokenizer import byte_tokenizer
 from llmkube.runtime.training.checkpoint import (
@@ -218,6 +219,9 @@ def test_a_model_is_found_by_the_architecture_its_config_names() -> None:
     )
     stored = config.model_dump_json(by_alias=True).encode()  # as config.json holds it
     assert read_model_config(stored) == config
-    assert isinstance(build_model(read_model_config(stored)), CausalLM)
+    assert isinstance(build_model(config), CausalLM)
     with pytest.raises(ValueError, match=r"unknown model architecture 'llama'; llmkube builds gpt"):
         model_config({**json.loads(stored), "architecture": "llama"})
+    # A Hugging Face folder's config.json is told apart, not misread as a GPT's.
+    with pytest.raises(ModelError, match="Hugging Face llama model folder, not an llmkube GPT"):
+        read_model_config(json.dumps({"model_type": "llama"}).encode())
