@@ -18,7 +18,6 @@ from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.examples import (
     ParsedRecords,
     Rendered,
-    chat_template_problem,
     lay_out,
     parse_records,
     render,
@@ -139,9 +138,6 @@ def prepare_examples(
     `model_folder`; returns the cache folder and its manifest."""
     dataset = config.dataset
     tokenizer = load_tokenizer(model_folder)
-    problem = chat_template_problem(tokenizer, dataset.format)
-    if problem:
-        raise DataError(problem)
     files_of_tokenizer = tokenizer_files(model_folder)
     files, validation_files = source_files(config)
     key = cache_key(

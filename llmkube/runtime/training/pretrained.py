@@ -14,6 +14,8 @@ import peft
 
 from llmkube.api.artifacts import MODEL_RECORD_FILE, BaseModelRecord, ModelRecord
 from llmkube.api.runconfig import DEFAULT_PRETRAINED_CONTEXT, PretrainedConfig, TrainingRunConfig
+from llmkube.runtime.data.errors import DataError
+from llmkube.runtime.data.examples import chat_template_problem
 from llmkube.runtime.data.prepare_examples import tokenizer_files
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.models.huggingface import (
@@ -22,6 +24,7 @@ from llmkube.runtime.models.huggingface import (
     HuggingFaceLM,
     check_model_config,
     load_pretrained,
+    load_tokenizer,
     meta_model,
 )
 from llmkube.runtime.models.local_copy import local_model_folder
@@ -46,7 +49,8 @@ def model_folder(config: TrainingRunConfig) -> Path:
 def resolve(config: TrainingRunConfig, folder: Path) -> HuggingFaceConfig:
     """The model's summary with the training context length; a ModelError for an architecture
     llmkube does not fine-tune, a context longer than the model's, or LoRA settings the model
-    cannot take."""
+    cannot take; a DataError for chat data and a tokenizer without a chat template. All of it
+    before Ray starts."""
     pretrained = config.pretrained
     assert pretrained is not None
     raw = json.loads((folder / MODEL_CONFIG_FILE).read_text())
@@ -60,6 +64,9 @@ def resolve(config: TrainingRunConfig, folder: Path) -> HuggingFaceConfig:
     context = pretrained.context_length or min(DEFAULT_PRETRAINED_CONTEXT, longest)
     if pretrained.method == "lora":
         check_lora(pretrained.lora, meta_model(folder), summary.model_type)
+    problem = chat_template_problem(load_tokenizer(folder), config.dataset.format)
+    if problem:
+        raise DataError(problem)
     return summary.model_copy(update={"context_length": context})
 
 
