@@ -81,6 +81,8 @@ class MetricsRecord(WireModel):
     """Next-token accuracy on validation data."""
 
 
+MERGED_DIR = "merged"
+"""In a LoRA job's model/ folder with mergeOnPublish: the base with the adapters merged in."""
 MODEL_RECORD_FILE = "llmkube-model.json"
 """Written last into a published model/ folder: what it holds and where it came from."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import peft
 
-from llmkube.api.artifacts import MODEL_RECORD_FILE, BaseModelRecord, ModelRecord
+from llmkube.api.artifacts import MERGED_DIR, MODEL_RECORD_FILE, BaseModelRecord, ModelRecord
 from llmkube.api.runconfig import DEFAULT_PRETRAINED_CONTEXT, PretrainedConfig, TrainingRunConfig
 from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.examples import chat_template_problem
@@ -36,7 +36,6 @@ log = logging.getLogger("llmkube.train")
 
 EVAL_FILE = "eval.json"
 CARD_FILE = "README.md"
-MERGED_DIR = "merged"
 
 
 def model_folder(config: TrainingRunConfig) -> Path:
