@@ -56,6 +56,10 @@ class ProgressRecord(WireModel):
     """The newest checkpoint written."""
     checkpoint_step: int | None = None
     """The step of the newest checkpoint."""
+    parameters: int | None = None
+    """Parameters of the model being trained (a LoRA run's base and adapters)."""
+    trainable_parameters: int | None = None
+    """Parameters that train."""
 
 
 class MetricsRecord(WireModel):

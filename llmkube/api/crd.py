@@ -171,6 +171,9 @@ def training_job_crd() -> dict[str, Any]:
             _printer_column("Phase", ".status.phase", "string", "Lifecycle phase"),
             _printer_column("Progress", ".status.progress.summary", "string", "Steps done"),
             _printer_column("Loss", ".status.metrics.trainLoss", "number", "Latest train loss"),
+            _printer_column(
+                "Finetune", ".status.finetune.summary", "string", "Fine-tuning method and share"
+            ),
             _AGE,
         ],
         scale=False,

@@ -499,6 +499,21 @@ class PublishedModel(StatusModel):
     """URI of the model/ folder; an LLMDeployment's model.uri can point here."""
 
 
+class FinetuneStatus(StatusModel):
+    """What a fine-tune of a pretrained model trains."""
+
+    base: str
+    """URI of the pretrained model."""
+    method: Literal["full", "lora"]
+    """full or lora."""
+    parameters: int | None = None
+    """Parameters of the model (base and adapters), once training reported them."""
+    trainable_parameters: int | None = None
+    """Parameters that train, once training reported them."""
+    summary: str
+    """For kubectl get, e.g. lora, 0.68% trainable."""
+
+
 class LLMTrainingJobStatus(StatusModel):
     """Observed state of an LLMTrainingJob."""
 
@@ -522,6 +537,8 @@ class LLMTrainingJobStatus(StatusModel):
     """The newest checkpoint."""
     model: PublishedModel | None = None
     """The published model artifact, once the job succeeded."""
+    finetune: FinetuneStatus | None = None
+    """The pretrained model fine-tuned and how (fine-tunes only)."""
     retries: int = 0
     """Times the run was restarted after a failure."""
     message: str | None = None

@@ -23,13 +23,14 @@ def generate(
 ) -> None:
     """Continue a prompt with a published model, without starting a server."""
     from llmkube.runtime.artifact import load_artifact
+    from llmkube.runtime.models.errors import ModelError
     from llmkube.runtime.sampling import SamplingParams
     from llmkube.runtime.sampling import generate as sample
     from llmkube.storage import StorageError, open_store
 
     try:
         loaded = load_artifact(open_store(model), model)
-    except StorageError as error:
+    except (StorageError, ModelError) as error:
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
     ids = sample(

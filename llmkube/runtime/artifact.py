@@ -10,10 +10,11 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tokenizers import Tokenizer
 
+from llmkube.api.artifacts import MODEL_RECORD_FILE, ModelRecord
 from llmkube.api.runconfig import GptConfig
 from llmkube.runtime.models import CausalLM, ModelConfig, build_model, read_model_config
 from llmkube.runtime.models.errors import ModelError
-from llmkube.storage import ObjectStore
+from llmkube.storage import NotFoundError, ObjectStore
 from llmkube.storage.uri import join
 
 CONFIG_FILE = "config.json"
@@ -58,9 +59,29 @@ def save_artifact(
     )
 
 
+def check_gpt_artifact(store: ObjectStore, uri: str) -> None:
+    """A ModelError for a fine-tuned Hugging Face folder (llmkube serves and generates with its
+    GPT artifacts); a StorageError when there is no artifact at all."""
+    record = join(uri, MODEL_RECORD_FILE)
+    if store.exists(record):
+        kind = ModelRecord.model_validate_json(store.read_bytes(record)).format
+        if kind != "gpt":
+            raise ModelError(
+                f"{uri} is a fine-tuned Hugging Face model ({kind}); llmkube serves and "
+                "generates with its own GPT artifacts only, for now: load it with transformers "
+                "and peft (docs/finetuning.md)"
+            )
+    if not store.exists(join(uri, CONFIG_FILE)):
+        raise NotFoundError(
+            f"no model artifact at {uri} ({CONFIG_FILE} is missing); point at a published "
+            "model/ folder"
+        )
+
+
 def load_artifact(
     store: ObjectStore, uri: str, *, device: torch.device | str = "cpu"
 ) -> LoadedModel:
+    check_gpt_artifact(store, uri)
     config = read_model_config(store.read_bytes(join(uri, CONFIG_FILE)))
     if not isinstance(config, GptConfig):
         raise ModelError(f"{uri} is not an llmkube GPT artifact")

@@ -38,8 +38,9 @@ from llmkube.api.contract import (
 )
 from llmkube.api.runconfig import RunConfigError, ServeRunConfig, read_run_config
 from llmkube.net import free_port, port_is_free
-from llmkube.runtime.artifact import CONFIG_FILE, load_artifact
+from llmkube.runtime.artifact import check_gpt_artifact, load_artifact
 from llmkube.runtime.daemons import idle_ray_daemons
+from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.serving.engine import Engine
 from llmkube.runtime.serving.metrics import ServingMetrics
 from llmkube.runtime.serving.openai_api import OpenAIService, ServiceOptions
@@ -53,7 +54,6 @@ from llmkube.stopping import (
     stop_with_parent,
 )
 from llmkube.storage import StorageError, open_store
-from llmkube.storage.uri import join
 
 api = FastAPI(title="llmkube", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -149,13 +149,9 @@ class PortInUseError(Exception):
 
 
 def check_model(config: ServeRunConfig) -> None:
-    """Fail before starting anything when the artifact is not there."""
-    uri = join(config.model_uri, CONFIG_FILE)
-    if not open_store(uri, config.storage).exists(uri):
-        raise StorageError(
-            f"no model artifact at {config.model_uri} ({CONFIG_FILE} is missing); point modelUri "
-            "at a published model/ folder"
-        )
+    """Fail before starting anything when the artifact is not there, or not one llmkube
+    serves."""
+    check_gpt_artifact(open_store(config.model_uri, config.storage), config.model_uri)
 
 
 def direct_ingress_env(http_port: int, grpc_port: int) -> dict[str, str]:
@@ -223,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             # Short sleeps: a signal taken by one of Ray's threads still reaches us in a second.
             time.sleep(1.0)
-    except (StorageError, PortInUseError) as error:
+    except (StorageError, ModelError, PortInUseError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

@@ -49,6 +49,19 @@ SPECS: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "pretrained-lora": {
+        "model": {
+            "pretrained": {"uri": "s3://models/smollm2-135m-instruct/"},
+            "overrides": {"contextLength": 512},
+        },
+        "finetune": {
+            "method": "lora",
+            "lora": {"rank": 16, "targetModules": ["q_proj", "v_proj"]},
+            "mergeOnPublish": True,
+        },
+        "dataset": {"source": "s3://datasets/chat/", "format": "chat"},
+        "training": {"maxSteps": 100, "gradientCheckpointing": True},
+    },
     "controls": {"suspend": True, "activeDeadlineSeconds": 86400, "backoffLimit": 0},
     "credentials-and-image": {
         "image": "registry.example.internal/llmkube/runtime:1.2.3",

@@ -7,6 +7,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.minio import MinioServer
@@ -242,6 +244,66 @@ def test_progress_and_loss_come_from_minio(
 
     put("progress.json", json.dumps({"step": 500, "total_steps": 1000, "updated_at": "t"}))
     assert eventually(lambda: progressed(500))["progress"]["percent"] == 50.0
+
+
+def test_a_fine_tune_runs_as_a_rayjob_and_shows_its_base_method_and_share(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    minio: MinioServer,
+    bucket: str,
+) -> None:
+    example = ROOT / "examples" / "finetune" / "lora-job.yaml"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "minio-credentials"},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in minio.env.items()},
+    }
+    # The example as written, except that storage is the test's MinIO.
+    manifest = yaml.safe_load(example.read_text())
+    manifest["spec"]["storage"]["endpoint"] = minio.endpoint
+    manifest["spec"]["output"] = f"s3://{bucket}/ft/"
+    apply(control_plane, namespace, secret, manifest)
+    name = manifest["metadata"]["name"]
+    rayjob = eventually(lambda: get(control_plane, "rayjob", name, namespace))
+    workers = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert workers["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    run = json.loads(get(control_plane, "configmap", f"{name}-run", namespace)["data"]["run.json"])
+    assert run["model"] is None
+    assert run["pretrained"]["uri"] == "s3://models/smollm2-135m-instruct/"
+    assert (run["pretrained"]["method"], run["pretrained"]["lora"]["rank"]) == ("lora", 16)
+    assert run["dataset"]["format"] == "chat"
+
+    def finetune() -> dict[str, Any]:
+        found: dict[str, Any] = status_of(control_plane, "ltj", name, namespace)["finetune"]
+        return found
+
+    assert eventually(finetune) == {
+        "base": "s3://models/smollm2-135m-instruct/",
+        "method": "lora",
+        "summary": "lora",
+    }
+    # What the runtime writes once the model is built (llmkube/runtime/training/reporter.py).
+    progress = {
+        "step": 1,
+        "total_steps": 100,
+        "updated_at": "t",
+        "parameters": 136_357_248,
+        "trainable_parameters": 1_843_200,
+    }
+    data = json.dumps(progress).encode()
+    minio.client().put_object(bucket, "ft/progress.json", io.BytesIO(data), len(data))
+    patch_status(control_plane, "rayjob", name, namespace, {"jobDeploymentStatus": "Running"})
+
+    def counted() -> dict[str, Any]:
+        found = finetune()
+        assert found.get("trainableParameters") == 1_843_200, found
+        return found
+
+    assert eventually(counted)["summary"] == "lora, 1.35% trainable"
+    row = control_plane.kubectl("get", "ltj", name, "-n", namespace).stdout.splitlines()[1]
+    assert "lora, 1.35% trainable" in row
 
 
 def test_specs_the_apiserver_accepts_but_llmkube_rejects_end_as_invalid_spec(

@@ -128,6 +128,58 @@ def test_progress_and_metrics_come_from_the_snapshot() -> None:
     assert kept.progress == status.progress, "no snapshot keeps the last progress read"
 
 
+FINETUNE = LLMTrainingJob.model_validate(
+    {
+        "metadata": {"name": "ft", "namespace": "ml", "generation": 1},
+        "spec": {
+            "model": {"pretrained": {"uri": "s3://models/smollm2/"}},
+            "dataset": {"source": "s3://data/chat/", "format": "chat"},
+            "training": {"maxSteps": 100},
+            "output": "s3://models/ft/",
+        },
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("job", "progress", "expected"),
+    [
+        (JOB, None, None),
+        (FINETUNE, None, ("s3://models/smollm2/", "lora", None, "lora")),
+        (
+            FINETUNE,
+            ProgressRecord(
+                step=1,
+                total_steps=100,
+                updated_at="x",
+                parameters=135_436_608,
+                trainable_parameters=921_600,
+            ),
+            ("s3://models/smollm2/", "lora", 921_600, "lora, 0.68% trainable"),
+        ),
+    ],
+)
+def test_a_fine_tune_shows_its_base_method_and_trainable_share(
+    job: LLMTrainingJob, progress: ProgressRecord | None, expected: tuple[Any, ...] | None
+) -> None:
+    status = training_status(
+        LLMTrainingJobStatus(),
+        job,
+        rayjob_name="ft",
+        rayjob_status={"jobDeploymentStatus": "Running"},
+        snapshot=ProgressSnapshot(progress=progress, metrics=None),
+        ignored_spec_changes=[],
+        now="2026-01-01T00:00:00Z",
+    )
+    finetune = status.finetune
+    found = (
+        None
+        if finetune is None
+        else (finetune.base, finetune.method, finetune.trainable_parameters, finetune.summary)
+    )
+    assert found == expected
+
+
 def test_ignored_spec_changes_are_named() -> None:
     status = status_for({"jobDeploymentStatus": "Running"}, ignored=["spec.training.maxSteps"])
     applied = find(status.conditions, "SpecApplied")

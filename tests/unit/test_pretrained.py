@@ -14,7 +14,9 @@ import torch
 from pydantic import ValidationError
 
 from llmkube.api import LLMTrainingJob
+from llmkube.api.artifacts import MODEL_RECORD_FILE, ModelRecord
 from llmkube.api.training import LoraSpec
+from llmkube.runtime.artifact import check_gpt_artifact
 from llmkube.runtime.data.examples import IGNORED, Rendered, lay_out, parse_records, render
 from llmkube.runtime.data.shards import Sequences
 from llmkube.runtime.models.errors import ModelError
@@ -26,6 +28,7 @@ from llmkube.runtime.models.huggingface import (
     meta_model,
 )
 from llmkube.runtime.training.lora import check_lora, with_lora
+from llmkube.storage import StorageError, open_store
 from llmkube.testing.pretrained import write_tiny_model
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
@@ -268,3 +271,17 @@ def test_fine_tune_defaults_resolve_in_the_run_config() -> None:
         config.pretrained.lora.alpha,
     ) == ("lora", 8, 16.0)
     assert config.context_length == 1024
+
+
+def test_generate_and_serving_refuse_a_fine_tuned_folder_by_name(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / MODEL_RECORD_FILE).write_text(
+        ModelRecord(
+            format="lora", architecture="llama", parameters=10, trainable_parameters=1
+        ).model_dump_json()
+    )
+    with pytest.raises(ModelError, match=r"is a fine-tuned Hugging Face model \(lora\)"):
+        check_gpt_artifact(open_store("file://"), f"file://{folder}")
+    with pytest.raises(StorageError, match="no model artifact at"):
+        check_gpt_artifact(open_store("file://"), f"file://{tmp_path}/nothing")

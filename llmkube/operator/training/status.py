@@ -7,6 +7,7 @@ from llmkube.api import LLMTrainingJob, LLMTrainingJobStatus
 from llmkube.api.artifacts import MODEL_DIR, ProgressRecord
 from llmkube.api.training import (
     CheckpointStatus,
+    FinetuneStatus,
     PublishedModel,
     TrainingMetrics,
     TrainingPhase,
@@ -98,6 +99,25 @@ def _progress(record: ProgressRecord) -> TrainingProgress:
     )
 
 
+def finetune_status(job: LLMTrainingJob, progress: ProgressRecord | None) -> FinetuneStatus | None:
+    """Base, method and parameter counts of a fine-tune; None training from scratch."""
+    pretrained, finetune = job.spec.model.pretrained, job.spec.resolved_finetune()
+    if pretrained is None or finetune is None:
+        return None
+    parameters = progress.parameters if progress else None
+    trainable = progress.trainable_parameters if progress else None
+    summary: str = finetune.method
+    if parameters and trainable is not None:
+        summary += f", {100 * trainable / parameters:.2f}% trainable"
+    return FinetuneStatus(
+        base=pretrained.uri,
+        method=finetune.method,
+        parameters=parameters,
+        trainable_parameters=trainable,
+        summary=summary,
+    )
+
+
 def training_status(
     current: LLMTrainingJobStatus,
     job: LLMTrainingJob,
@@ -125,6 +145,9 @@ def training_status(
     if verdict.phase == "Succeeded":
         status.model = PublishedModel(uri=f"{job.spec.output.rstrip('/')}/{MODEL_DIR}")
 
+    reported = snapshot.progress if snapshot is not None else None
+    if reported is not None or status.finetune is None:
+        status.finetune = finetune_status(job, reported)
     if snapshot is not None:
         if snapshot.progress is not None:
             status.progress = _progress(snapshot.progress)

@@ -28,6 +28,12 @@ class KVCache:
         return self.keys[0].shape[2]
 
 
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(all, trainable) parameters, each tensor counted once (tied weights share one)."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in unique), sum(p.numel() for p in unique if p.requires_grad)
+
+
 class CausalLM(nn.Module, ABC):
     """A decoder-only language model."""
 

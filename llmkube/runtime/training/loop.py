@@ -26,6 +26,7 @@ from llmkube.runtime.data.manifest import TOKENIZER_FILE, DataManifest
 from llmkube.runtime.data.shards import Sequences, TrainingBatches, open_splits
 from llmkube.runtime.models import CausalLM, ModelConfig, build_model
 from llmkube.runtime.models import model_config as model_config_of
+from llmkube.runtime.models.base import parameter_counts
 from llmkube.runtime.models.huggingface import HuggingFaceConfig, HuggingFaceLM, load_tokenizer
 from llmkube.runtime.prompts import PlainPrompts, PretrainedPrompts, PromptCodec
 from llmkube.runtime.training import pretrained
@@ -243,6 +244,7 @@ def set_up(setup: LoopConfig) -> Worker:
                 job=config.job.name,
                 total_steps=setup.total_steps,
                 start_step=state.step,
+                parameters=parameter_counts(model),
             )
             if rank == 0
             else None
@@ -342,9 +344,7 @@ def evaluate_and_report(worker: Worker, step: int) -> dict[str, Any]:
 
 
 def _log_model(model: CausalLM, config: ModelConfig, world: int, device: torch.device) -> None:
-    unique = {id(p): p for p in model.parameters()}.values()
-    parameters = sum(p.numel() for p in unique)
-    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    parameters, trainable = parameter_counts(model)
     log.info(
         "model: %s parameters (%s trainable, %.2f%%), %d layers, d_model %d, context %d, "
         "vocabulary %d; %d worker(s) on %s",

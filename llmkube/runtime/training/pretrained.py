@@ -17,6 +17,7 @@ from llmkube.api.runconfig import DEFAULT_PRETRAINED_CONTEXT, PretrainedConfig, 
 from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.examples import chat_template_problem
 from llmkube.runtime.data.prepare_examples import tokenizer_files
+from llmkube.runtime.models.base import parameter_counts
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.models.huggingface import (
     MODEL_CONFIG_FILE,
@@ -83,12 +84,6 @@ def load(
     if pretrained.method == "lora":
         model = with_lora(model, pretrained.lora, summary.model_type)
     return HuggingFaceLM(model, summary)
-
-
-def parameter_counts(model: HuggingFaceLM) -> tuple[int, int]:
-    """(all, trainable) parameters, each tensor counted once."""
-    unique = {id(p): p for p in model.parameters()}.values()
-    return sum(p.numel() for p in unique), sum(p.numel() for p in unique if p.requires_grad)
 
 
 def base_digest(store: ObjectStore, uri: str) -> str:

@@ -31,8 +31,16 @@ def _duration(seconds: float | None) -> str:
 
 class Reporter:
     def __init__(
-        self, store: ObjectStore, output: str, *, job: str, total_steps: int, start_step: int
+        self,
+        store: ObjectStore,
+        output: str,
+        *,
+        job: str,
+        total_steps: int,
+        start_step: int,
+        parameters: tuple[int, int] | None = None,
     ) -> None:
+        """`parameters`: (all, trainable) of the model, reported in progress.json."""
         self.store = store
         self.output = output
         self.total_steps = total_steps
@@ -44,7 +52,11 @@ class Reporter:
                 "resuming at step %d of %d from the latest checkpoint", start_step, total_steps
             )
         self.progress = ProgressRecord(
-            step=start_step, total_steps=total_steps, updated_at=self._now()
+            step=start_step,
+            total_steps=total_steps,
+            updated_at=self._now(),
+            parameters=parameters[0] if parameters else None,
+            trainable_parameters=parameters[1] if parameters else None,
         )
         self.last_flush = 0.0
         self.started = time.monotonic()
