@@ -15,6 +15,8 @@ FORBIDDEN = {
     "api": {
         "torch",
         "ray",
+        "transformers",
+        "peft",
         "kopf",
         "kubernetes",
         "minio",
@@ -27,13 +29,15 @@ FORBIDDEN = {
     "storage": {
         "torch",
         "ray",
+        "transformers",
+        "peft",
         "kopf",
         "kubernetes",
         "llmkube.operator",
         "llmkube.runtime",
         "llmkube.cli",
     },
-    "operator": {"torch", "ray", "llmkube.runtime", "llmkube.cli"},
+    "operator": {"torch", "ray", "transformers", "peft", "llmkube.runtime", "llmkube.cli"},
     "runtime": {"kopf", "kubernetes", "llmkube.operator", "llmkube.cli"},
 }
 # llmkube.api may use pydantic and the standard library, nothing else.

@@ -27,6 +27,7 @@ from llmkube.runtime.models.huggingface import (
     load_tokenizer,
     meta_model,
 )
+from llmkube.runtime.sampling import generate
 from llmkube.runtime.training.lora import check_lora, with_lora
 from llmkube.storage import StorageError, open_store
 from llmkube.testing.pretrained import write_tiny_model
@@ -285,3 +286,25 @@ def test_generate_and_serving_refuse_a_fine_tuned_folder_by_name(tmp_path: Path)
         check_gpt_artifact(open_store("file://"), f"file://{folder}")
     with pytest.raises(StorageError, match="no model artifact at"):
         check_gpt_artifact(open_store("file://"), f"file://{tmp_path}/nothing")
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_cached_generation_matches_recomputing_the_whole_sequence(
+    tiny: dict[str, Path], architecture: str
+) -> None:
+    # Evaluation samples decode through transformers' own cache behind CausalLM.new_cache.
+    summary = check_model_config(
+        json.loads((tiny[architecture] / "config.json").read_text()), architecture
+    )
+    model = HuggingFaceLM(load_pretrained(tiny[architecture], architecture), summary).eval()
+    prompt = [5, 17, 33, 101, 7]
+    produced = generate(model, prompt, 6, stop_ids=frozenset())
+    sequence = list(prompt)
+    with torch.no_grad():
+        for _ in range(6):
+            sequence.append(int(model(torch.tensor([sequence]))[0, -1].argmax()))
+    assert produced == sequence[len(prompt) :]
+    stop = produced[2]
+    assert (
+        generate(model, prompt, 6, stop_ids=frozenset({stop})) == produced[: produced.index(stop)]
+    )
