@@ -131,6 +131,7 @@ def plain_finetune_loop(
     device = torch.device("cuda" if args.gpu else "cpu")
     torch.set_num_threads(args.cpus)
     model.to(device)
+    model.train()  # from_pretrained leaves it in eval mode: no dropout, unlike the Ray loop
     optimizer = make_optimizer(model, config.training, fused=args.gpu)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     times = []
