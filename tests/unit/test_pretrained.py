@@ -143,6 +143,10 @@ def test_sequences_ignore_targets_without_loss_and_trim_padding() -> None:
         ({"model_type": "bert", "architectures": ["BertModel"]}, "model_type 'bert' (BertModel)"),
         ({"model_type": "llama", "auto_map": {"AutoModel": "x.Y"}}, "needs remote code"),
         ({"model_type": "llama", "architectures": ["LlamaModel"]}, "loads LlamaForCausalLM"),
+        (
+            {"model_type": "llama", "quantization_config": {"quant_method": "gguf"}},
+            "is quantized (gguf)",
+        ),
     ],
 )
 def test_architectures_outside_the_allowlist_are_refused_by_name(

