@@ -282,8 +282,22 @@ def main() -> None:
             f"{100 * trainable / parameters:.2f}%), batch {args.batch_size} x {context} tokens, "
             f"{args.steps} steps, {'GPU' if args.gpu else f'{args.cpus} CPU threads'}"
         )
-        print(f"plain PyTorch loop   : {plain:12,.0f} tokens/s (median logged window)")
-        print(f"llmkube Ray Train    : {ray_rate:12,.0f} tokens/s (median logged interval)")
+        spread = [
+            tokens_per_step / seconds for seconds in times[args.warmup :]
+        ]  # per step, for the spread only
+        ray_spread = [
+            r["tokens_per_second"]
+            for r in records
+            if r["kind"] == "train" and r["step"] > args.warmup
+        ]
+        print(
+            f"plain PyTorch loop   : {plain:12,.0f} tokens/s (median logged window; steps "
+            f"{min(spread):,.0f}-{max(spread):,.0f})"
+        )
+        print(
+            f"llmkube Ray Train    : {ray_rate:12,.0f} tokens/s (median logged interval; "
+            f"{min(ray_spread):,.0f}-{max(ray_spread):,.0f})"
+        )
         print(f"ratio Ray / plain    : {ray_rate / plain:12.3f}   (goal >= 0.95)")
         print(
             f"Ray setup + teardown : {ray_total - steady_seconds:12.1f} s "
