@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
@@ -49,27 +48,14 @@ from llmkube.storage import open_store
 from llmkube.storage.uri import join
 
 
-def job_config(args: argparse.Namespace, root: Path) -> TrainingRunConfig:
-    data = root / "data"
-    data.mkdir()
-    text = "\n\n".join(pydoc_data.topics.topics.values())
-    for copy in range(args.copies):
-        # Distinct copies, so deduplication keeps them: more text for bigger models.
-        (data / f"topics-{copy}.txt").write_text(text.replace("\n\n", f"\n\n[{copy}] "))
+def bench_config(args: argparse.Namespace, root: Path, **spec: Any) -> TrainingRunConfig:
+    """One worker, --steps steps, no evaluation or checkpoint before the end; `spec` adds the
+    model and the data."""
     manifest = {
         "apiVersion": "llmkube.io/v1alpha1",
         "kind": "LLMTrainingJob",
         "metadata": {"name": "bench"},
         "spec": {
-            "model": {"preset": args.preset},
-            "tokenizer": {"type": "bpe", "vocabSize": args.vocab_size},
-            "dataset": {"source": f"file://{data}/"},
-            "training": {
-                "maxSteps": args.steps,
-                "batchSize": args.batch_size,
-                "precision": args.precision,
-                "compile": args.compile,
-            },
             "evaluation": {"interval": 10**6, "batches": 1},
             "checkpoint": {"interval": 10**6},
             "resources": {
@@ -78,9 +64,32 @@ def job_config(args: argparse.Namespace, root: Path) -> TrainingRunConfig:
                 "cpusPerWorker": args.cpus,
             },
             "output": f"file://{root}/out/",
+            **spec,
         },
     }
     return training_run_config(LLMTrainingJob.model_validate(manifest))
+
+
+def job_config(args: argparse.Namespace, root: Path) -> TrainingRunConfig:
+    data = root / "data"
+    data.mkdir()
+    text = "\n\n".join(pydoc_data.topics.topics.values())
+    for copy in range(args.copies):
+        # Distinct copies, so deduplication keeps them: more text for bigger models.
+        (data / f"topics-{copy}.txt").write_text(text.replace("\n\n", f"\n\n[{copy}] "))
+    return bench_config(
+        args,
+        root,
+        model={"preset": args.preset},
+        tokenizer={"type": "bpe", "vocabSize": args.vocab_size},
+        dataset={"source": f"file://{data}/"},
+        training={
+            "maxSteps": args.steps,
+            "batchSize": args.batch_size,
+            "precision": args.precision,
+            "compile": args.compile,
+        },
+    )
 
 
 def finetune_job_config(args: argparse.Namespace, root: Path) -> TrainingRunConfig:
@@ -91,64 +100,19 @@ def finetune_job_config(args: argparse.Namespace, root: Path) -> TrainingRunConf
         model_uri = f"file://{root}/model"
         import_model(args.model, open_store(model_uri), model_uri, lambda line: print(line))
     write_chat_sample(root / "data")
-    manifest = {
-        "apiVersion": "llmkube.io/v1alpha1",
-        "kind": "LLMTrainingJob",
-        "metadata": {"name": "bench"},
-        "spec": {
-            "model": {
-                "pretrained": {"uri": model_uri},
-                "overrides": {"contextLength": args.context},
-            },
-            "finetune": {"method": args.finetune},
-            "dataset": {"source": f"file://{root}/data/", "format": "chat", "packing": True},
-            "training": {
-                "maxSteps": args.steps,
-                "batchSize": args.batch_size,
-                "learningRate": 1e-4,
-                "precision": args.precision,
-            },
-            "evaluation": {"interval": 10**6, "batches": 1},
-            "checkpoint": {"interval": 10**6},
-            "resources": {
-                "workers": 1,
-                "gpusPerWorker": 1 if args.gpu else 0,
-                "cpusPerWorker": args.cpus,
-            },
-            "output": f"file://{root}/out/",
+    return bench_config(
+        args,
+        root,
+        model={"pretrained": {"uri": model_uri}, "overrides": {"contextLength": args.context}},
+        finetune={"method": args.finetune},
+        dataset={"source": f"file://{root}/data/", "format": "chat", "packing": True},
+        training={
+            "maxSteps": args.steps,
+            "batchSize": args.batch_size,
+            "learningRate": 1e-4,
+            "precision": args.precision,
         },
-    }
-    return training_run_config(LLMTrainingJob.model_validate(manifest))
-
-
-def plain_finetune_loop(
-    model: torch.nn.Module,
-    config: TrainingRunConfig,
-    batches: TrainingBatches,
-    args: argparse.Namespace,
-) -> list[float]:
-    """Seconds per step of a textbook PyTorch + peft loop over the same masked batches."""
-    device = torch.device("cuda" if args.gpu else "cpu")
-    torch.set_num_threads(args.cpus)
-    model.to(device)
-    model.train()  # from_pretrained leaves it in eval mode: no dropout, unlike the Ray loop
-    optimizer = make_optimizer(model, config.training, fused=args.gpu)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
-    times = []
-    for step in range(args.steps):
-        began = time.perf_counter()
-        inputs, targets = batches.batch(step, 0, 0)
-        inputs, targets = inputs.to(device), targets.to(device)
-        with torch.autocast(device.type, dtype, enabled=args.gpu and dtype is not None):
-            loss = masked_loss(model(inputs), targets)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if args.gpu:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - began)
-    return times
+    )
 
 
 def plain_loop(
@@ -157,10 +121,13 @@ def plain_loop(
     batches: TrainingBatches,
     args: argparse.Namespace,
 ) -> list[float]:
-    """Seconds per step of a textbook PyTorch loop: no Ray, no DDP, no reporting."""
+    """Seconds per step of a textbook PyTorch loop (with peft for a LoRA fine-tune): no Ray, no
+    DDP, no reporting. The loss is the training loop's own (answer tokens only, where the data
+    has a loss mask)."""
     device = torch.device("cuda" if args.gpu else "cpu")
     torch.set_num_threads(args.cpus)
     model.to(device)
+    model.train()  # from_pretrained leaves eval mode: no dropout, unlike the Ray loop
     optimizer = make_optimizer(model, config.training, fused=args.gpu)
     trained = torch.compile(model) if args.compile else model
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
@@ -170,8 +137,7 @@ def plain_loop(
         inputs, targets = batches.batch(step, 0, 0)
         inputs, targets = inputs.to(device), targets.to(device)
         with torch.autocast(device.type, dtype, enabled=args.gpu and dtype is not None):
-            logits = trained(inputs)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            loss = masked_loss(trained(inputs), targets)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -257,10 +223,7 @@ def main() -> None:
         tokens_per_step = args.batch_size * context
         parameters, trainable = parameter_counts(model)
 
-        if config.pretrained is not None:
-            times = plain_finetune_loop(model, config, batches, args)
-        else:
-            times = plain_loop(model, config, batches, args)
+        times = plain_loop(model, config, batches, args)
         plain = windowed_rate(times, args, tokens_per_step)
         plain_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         del model

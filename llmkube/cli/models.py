@@ -86,7 +86,8 @@ def list_(
         for info in store.list_info(uri.rstrip("/") + "/"):
             folder, _, name = info.uri.rpartition("/")
             folders[folder][name] = info.size
-        table = Table("model", "kind", "architecture", "size")
+        table = Table("kind", "architecture", "size")
+        table.add_column("model", overflow="fold")
         found = 0
         for folder, files in sorted(folders.items()):
             if not any(marker in files for marker in MARKERS):
@@ -97,7 +98,7 @@ def list_(
             parent, _, name = folder.rpartition("/")
             if MODEL_RECORD_FILE in folders.get(parent, {}) and name == MERGED_DIR:
                 kind = "merged fine-tune"
-            table.add_row(folder, kind, architecture, f"{sum(files.values()) / 1e6:,.1f} MB")
+            table.add_row(kind, architecture, f"{sum(files.values()) / 1e6:,.1f} MB", folder)
             found += 1
     except StorageError as error:
         err.print(f"[red]error:[/] {error}")

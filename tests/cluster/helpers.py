@@ -1,5 +1,6 @@
 """Small helpers for tests that drive a control plane with the project's kubectl."""
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -38,6 +39,16 @@ def listed(cp: ControlPlane, kind: str, namespace: str) -> list[dict[str, Any]]:
     assert result.returncode == 0, result.stderr
     items: list[dict[str, Any]] = json.loads(result.stdout)["items"]
     return items
+
+
+def credentials_secret(name: str, env: dict[str, str]) -> dict[str, Any]:
+    """A Secret holding S3 credentials (e.g. a test MinIO's) under the keys storage reads."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in env.items()},
+    }
 
 
 def apply(cp: ControlPlane, namespace: str, *documents: dict[str, Any]) -> None:

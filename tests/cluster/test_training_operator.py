@@ -1,6 +1,5 @@
 """The operator against a real apiserver; tests play KubeRay by writing RayJob status."""
 
-import base64
 import io
 import json
 from functools import partial
@@ -17,6 +16,7 @@ from tests.bad_manifests import corpus
 from tests.cluster.helpers import (
     apply,
     condition,
+    credentials_secret,
     events_for,
     eventually,
     exists,
@@ -194,12 +194,7 @@ def test_progress_and_loss_come_from_minio(
     minio: MinioServer,
     bucket: str,
 ) -> None:
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "s3"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in minio.env.items()},
-    }
+    secret = credentials_secret("s3", minio.env)
     job = training_job_manifest(
         "watched",
         storage={"endpoint": minio.endpoint, "insecure": True, "credentialsSecret": {"name": "s3"}},
@@ -254,12 +249,7 @@ def test_a_fine_tune_runs_as_a_rayjob_and_shows_its_base_method_and_share(
     bucket: str,
 ) -> None:
     example = ROOT / "examples" / "finetune" / "lora-job.yaml"
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "minio-credentials"},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in minio.env.items()},
-    }
+    secret = credentials_secret("minio-credentials", minio.env)
     # The example as written, except that storage is the test's MinIO.
     manifest = yaml.safe_load(example.read_text())
     manifest["spec"]["storage"]["endpoint"] = minio.endpoint

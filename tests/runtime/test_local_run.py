@@ -35,6 +35,10 @@ def data_dir(tmp_path: Path) -> Path:
     )
     assert sample.returncode == 0, sample.stderr
     assert "pydoc-topics.txt" in sample.stdout
+    chat = tmp_path / "datasets" / "pydoc-chat" / "python-reference-chat.jsonl"
+    assert f"wrote {chat}" in sample.stdout
+    first = json.loads(chat.read_text().splitlines()[0])
+    assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
     return tmp_path
 
 

@@ -1,25 +1,14 @@
 """The `llmkube` command's crds and validate verbs, run as a user would."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from llmkube.api.crd import all_crds
 from tests.bad_manifests import corpus
+from tests.commands import llmkube
 
 ROOT = Path(__file__).parents[2]
-
-
-def llmkube(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmkube.cli.main", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
 
 
 def test_crds_prints_every_crd() -> None:

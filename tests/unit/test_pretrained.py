@@ -31,6 +31,7 @@ from llmkube.runtime.sampling import generate
 from llmkube.runtime.training.lora import check_lora, with_lora
 from llmkube.storage import StorageError, open_store
 from llmkube.testing.pretrained import write_tiny_model
+from tests.commands import llmkube
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
 CHAT = {
@@ -312,3 +313,29 @@ def test_cached_generation_matches_recomputing_the_whole_sequence(
     assert (
         generate(model, prompt, 6, stop_ids=frozenset({stop})) == produced[: produced.index(stop)]
     )
+
+
+def test_models_import_and_list_a_folder_and_refuse_other_architectures(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    destination = f"file://{tmp_path}/store/models/tiny-qwen2"
+    imported = llmkube("models", "import", str(tiny["qwen2"]), destination)
+    assert imported.returncode == 0, imported.stderr
+    assert f"imported qwen2 to {destination} (6 files" in imported.stdout
+    copied = tmp_path / "store" / "models" / "tiny-qwen2"
+    assert (copied / "model.safetensors").read_bytes() == (
+        tiny["qwen2"] / "model.safetensors"
+    ).read_bytes()
+    listed = llmkube("models", "list", f"file://{tmp_path}/store/")
+    assert listed.returncode == 0, listed.stderr
+    assert "tiny-qwen2" in listed.stdout
+    assert "pretrained" in listed.stdout
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    refused = llmkube("models", "import", str(bert), f"file://{tmp_path}/store/bert")
+    assert refused.returncode == 2
+    assert "model_type 'bert'; llmkube fine-tunes" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "store" / "bert").exists()
