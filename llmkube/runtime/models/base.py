@@ -2,6 +2,7 @@
 model class: build from config, forward with a KV cache, save/load (see artifact.py)."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -78,6 +79,7 @@ class CausalLM(nn.Module, ABC):
         positions: Tensor | None = None,
         mask: Tensor | None = None,
         logits_at: Tensor | None = None,
+        adapters: Sequence[str | None] | None = None,
     ) -> Tensor:
         """Logits for every position of `tokens` [batch, steps]. With a cache, attends to what it
         holds and appends the new keys and values. `positions` [batch, steps] and a boolean
@@ -85,4 +87,5 @@ class CausalLM(nn.Module, ABC):
         batch; without them positions continue from the cache and attention is causal.
         `logits_at` [batch] picks one step per row: logits [batch, 1, vocab] for it alone (a
         prefill needs only the last prompt token's, and the output projection is the costly
-        part of a wide vocabulary)."""
+        part of a wide vocabulary). `adapters` names each row's LoRA adapter (None: the model
+        itself); a model without adapters refuses names."""

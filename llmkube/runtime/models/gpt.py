@@ -7,6 +7,7 @@ so sequences of different lengths can share one batch.
 """
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from llmkube.api.runconfig import GptConfig
 from llmkube.runtime.models.base import CausalLM, KVCache
+from llmkube.runtime.models.errors import ModelError
 
 
 class CausalSelfAttention(nn.Module):
@@ -160,9 +162,12 @@ class GPT(CausalLM):
         positions: Tensor | None = None,
         mask: Tensor | None = None,
         logits_at: Tensor | None = None,
+        adapters: Sequence[str | None] | None = None,
     ) -> Tensor:
         """Logits for every position of `tokens` [batch, steps] (or only at `logits_at`); with a
         cache, appends to it."""
+        if adapters is not None and any(adapters):
+            raise ModelError("llmkube's GPT has no LoRA adapters")
         steps = tokens.shape[1]
         start = cache.length if cache is not None else 0
         if positions is None:

@@ -4,6 +4,7 @@ evaluation and sample generation treat them like llmkube's GPT.
 Only allowlisted architectures load, from a local folder, never from a model hub and never with
 remote code: `check_model_config` refuses anything else before a weight is read."""
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ from llmkube.runtime.models.huggingface_config import (
     HuggingFaceConfig,
     check_model_config,
 )
+from llmkube.runtime.models.slot_cache import SlotCache
+
+BASE_ADAPTER = "__base__"
+"""peft's name for \"no adapter\" in a mixed batch."""
 
 transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -63,22 +68,10 @@ def meta_model(folder: Path) -> PreTrainedModel:
     return model
 
 
-class _Cache(KVCache):
-    """A lockstep KV cache for sample generation: transformers' own dynamic cache. The serving
-    engine's slotted cache is not supported for these models."""
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__(keys=[], values=[])
-        self.past: Any = transformers.DynamicCache()
-        self._capacity = capacity
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-
 class HuggingFaceLM(CausalLM):
-    """A transformers causal LM (or a peft model wrapping one) as a `CausalLM`."""
+    """A transformers causal LM (or a peft model wrapping one) as a `CausalLM`. Its KV cache is
+    the engine's slotted cache (slot_cache.py), so serving batches rows of different lengths,
+    and each row may name a LoRA adapter of its own (peft's mixed-batch inference)."""
 
     def __init__(self, model: torch.nn.Module, config: HuggingFaceConfig) -> None:
         super().__init__()
@@ -92,7 +85,17 @@ class HuggingFaceLM(CausalLM):
     def new_cache(
         self, batch_size: int, capacity: int | None = None, *, device: torch.device | None = None
     ) -> KVCache:
-        return _Cache(capacity or self.config.context_length)
+        settings: Any = self.inner.config
+        heads = int(settings.num_attention_heads)
+        kv_heads = int(getattr(settings, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(settings, "head_dim", None) or settings.hidden_size // heads)
+        parameter = next(self.inner.parameters())
+        shape = (batch_size, kv_heads, capacity or self.context_length, head_dim)
+        make = [
+            torch.zeros(shape, dtype=parameter.dtype, device=device or parameter.device)
+            for _ in range(2 * self.config.n_layer)
+        ]
+        return SlotCache(keys=make[::2], values=make[1::2])
 
     def forward(
         self,
@@ -102,20 +105,46 @@ class HuggingFaceLM(CausalLM):
         positions: Tensor | None = None,
         mask: Tensor | None = None,
         logits_at: Tensor | None = None,
+        adapters: Sequence[str | None] | None = None,
     ) -> Tensor:
-        if positions is not None or mask is not None or logits_at is not None:
-            raise ModelError(
-                "the serving engine's batched decoding does not run Hugging Face models yet; "
-                "load the published folder with transformers (docs/finetuning.md)"
-            )
+        extra: dict[str, Any] = {}
+        if adapters is not None:
+            extra["adapter_names"] = [name or BASE_ADAPTER for name in adapters]
         if cache is None:
-            out = self.inner(input_ids=tokens, use_cache=False)
+            out = self.inner(input_ids=tokens, use_cache=False, **extra)
             logits: Tensor = out.logits
             return logits
-        assert isinstance(cache, _Cache), "a cache from this model's new_cache"
-        out = self.inner(input_ids=tokens, past_key_values=cache.past, use_cache=True)
-        cache.length += tokens.shape[1]
+        assert isinstance(cache, SlotCache), "a cache from this model's new_cache"
+        batch, steps = tokens.shape
+        if positions is None:  # lockstep: every row continues from the cache's length
+            start = cache.length
+            if start + steps > cache.capacity:
+                raise ValueError(f"{start + steps} positions exceed the cache's {cache.capacity}")
+            positions = torch.arange(start, start + steps, device=tokens.device)[None]
+            positions = positions.expand(batch, -1)
+            causal = torch.ones(steps, start + steps, dtype=torch.bool, device=tokens.device)
+            mask = causal.tril(start)[None, None].expand(batch, 1, -1, -1)
+            cache.length += steps
+        assert mask is not None, "positions come with a mask"
+        cache.prepare(batch, positions, mask.shape[-1])
+        dtype = cache.keys[0].dtype
+        additive = torch.zeros(mask.shape, dtype=dtype, device=tokens.device)
+        additive.masked_fill_(~mask, torch.finfo(dtype).min)
+        keep: Tensor | int = 0
+        if logits_at is not None:
+            keep, picked = torch.unique(logits_at, return_inverse=True)
+        out = self.inner(
+            input_ids=tokens,
+            position_ids=positions,
+            attention_mask=additive,
+            past_key_values=cache.view,
+            use_cache=True,
+            logits_to_keep=keep,
+            **extra,
+        )
         logits = out.logits
+        if logits_at is not None:
+            logits = logits[torch.arange(batch, device=logits.device), picked][:, None]
         return logits
 
     def trainable_state(self) -> dict[str, Tensor]:

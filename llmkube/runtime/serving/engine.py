@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
@@ -44,6 +45,8 @@ class GenerationRequest:
     stream_interval: int = 1
     """Deliver an event at most every this many tokens; the first token and the end always go
     at once. Fewer, larger events cost less per token on every hop to the client."""
+    adapter: str | None = None
+    """The LoRA adapter to generate with (None: the model itself)."""
 
 
 @dataclass(frozen=True)
@@ -248,26 +251,16 @@ class Engine:
         device = self.device
         first = len(self._running)
         lengths = [len(sequence.request.prompt) for sequence in admitted]
-        steps = max(lengths)
         for offset, sequence in enumerate(admitted):
             sequence.slot = first + offset
             sequence.length = lengths[offset]
             self._running.append(sequence)
             self.observer.admitted(time.monotonic() - sequence.submitted)
-        tokens = torch.zeros(len(admitted), steps, dtype=torch.long, device=device)
-        for row, sequence in enumerate(admitted):
-            tokens[row, : lengths[row]] = torch.tensor(sequence.request.prompt)
-        valid = torch.arange(steps, device=device)[None, :] < torch.tensor(lengths)[:, None]
-        causal = torch.ones(steps, steps, dtype=torch.bool, device=device).tril()
-        # Padding keys are hidden; padding queries still see the real keys, so no row is empty.
-        mask = causal[None] & valid[:, None, :]
         self.cache.first_row = first
         logits = self.model(
-            tokens,
-            self.cache,
-            positions=torch.arange(steps, device=device)[None].expand(len(admitted), -1),
-            mask=mask[:, None],
-            logits_at=torch.tensor(lengths, device=device) - 1,
+            **prefill_inputs([s.request.prompt for s in admitted], device),
+            cache=self.cache,
+            **self._adapters(admitted),
         )[:, -1]
         for sequence, token in zip(admitted, self._choose(logits, admitted), strict=True):
             self._accept(sequence, token)
@@ -275,21 +268,25 @@ class Engine:
     def _decode_step(self) -> None:
         running = self._running
         self.observer.batch_size(len(running))
-        device = self.device
-        lengths = torch.tensor([s.length for s in running], device=device)
-        span = int(lengths.max()) + 1
-        mask = torch.arange(span, device=device)[None, :] <= lengths[:, None]
         self.cache.first_row = 0
         logits = self.model(
-            torch.tensor([[s.last_token] for s in running], device=device),
-            self.cache,
-            positions=lengths[:, None],
-            mask=mask[:, None, None, :],
+            **decode_inputs(
+                [s.last_token for s in running], [s.length for s in running], self.device
+            ),
+            cache=self.cache,
+            **self._adapters(running),
         )[:, -1]
         for sequence in running:
             sequence.length += 1
         for sequence, token in zip(list(running), self._choose(logits, running), strict=True):
             self._accept(sequence, token)
+
+    @staticmethod
+    def _adapters(sequences: Sequence[_Sequence]) -> dict[str, Any]:
+        """The rows' adapters, when any row names one (a model without adapters never sees the
+        argument)."""
+        names = [s.request.adapter for s in sequences]
+        return {"adapters": names} if any(names) else {}
 
     def _choose(self, logits: torch.Tensor, sequences: Sequence[_Sequence]) -> list[int]:
         greedy = logits.argmax(dim=-1).tolist()
@@ -384,6 +381,43 @@ class Engine:
             for layer in store:
                 layer[slot, :, :filled] = layer[sequence.slot, :, :filled]
         sequence.slot = slot
+
+
+def prefill_inputs(prompts: Sequence[Sequence[int]], device: torch.device) -> dict[str, Any]:
+    """A prefill's forward arguments: the prompts right-padded into one batch, each row at
+    positions 0.. of its slot, logits only at each prompt's last token."""
+    lengths = [len(prompt) for prompt in prompts]
+    steps = max(lengths)
+    tokens = torch.zeros(len(prompts), steps, dtype=torch.long, device=device)
+    for row, prompt in enumerate(prompts):
+        tokens[row, : lengths[row]] = torch.tensor(prompt)
+    valid = (
+        torch.arange(steps, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
+    )
+    causal = torch.ones(steps, steps, dtype=torch.bool, device=device).tril()
+    # Padding keys are hidden; padding queries still see the real keys, so no row is empty.
+    mask = causal[None] & valid[:, None, :]
+    return {
+        "tokens": tokens,
+        "positions": torch.arange(steps, device=device)[None].expand(len(prompts), -1),
+        "mask": mask[:, None],
+        "logits_at": torch.tensor(lengths, device=device) - 1,
+    }
+
+
+def decode_inputs(
+    last_tokens: Sequence[int], lengths: Sequence[int], device: torch.device
+) -> dict[str, Any]:
+    """A decode step's forward arguments: each row's last token at its own position (its
+    length so far), attending to every filled position of its slot."""
+    filled = torch.tensor(lengths, device=device)
+    span = int(filled.max()) + 1
+    mask = torch.arange(span, device=device)[None, :] <= filled[:, None]
+    return {
+        "tokens": torch.tensor([[token] for token in last_tokens], device=device),
+        "positions": filled[:, None],
+        "mask": mask[:, None, None, :],
+    }
 
 
 def _put_all(items: list[tuple[_Sequence, object]]) -> None:
