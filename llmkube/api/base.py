@@ -44,11 +44,13 @@ def invalid(message: str, **context: Any) -> PydanticCustomError:
 STORAGE_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.*)$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 # What each pattern means, so an error says "must be a quantity such as 16Gi", not a regex.
 PATTERN_HINTS = {
     STORAGE_URI_PATTERN: "must be s3://bucket/prefix (lowercase bucket) or file:///absolute/path",
     NAME_PATTERN: "must be a Kubernetes name: lowercase letters, digits, '-' and '.'",
+    LABEL_PATTERN: "must be a DNS label: lowercase letters, digits and '-'",
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 16Gi, 512Mi or 500m",
 }
 

@@ -57,6 +57,7 @@ GENERATED_TOKENS = "llmkube_generated_tokens_total"
 REQUESTS_IN_FLIGHT = "llmkube_requests_in_flight"
 QUEUE_DEPTH = "llmkube_queue_depth"
 BATCH_SIZE = "llmkube_batch_size"
+ADAPTERS_LOADED = "llmkube_adapters_loaded"
 TRAINING_JOB_TAG = "training_job"
 """The training gauges' label (`job` is Prometheus' own target label)."""
 

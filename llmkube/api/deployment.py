@@ -1,11 +1,12 @@
 """LLMDeployment: serve a model with Ray Serve behind an OpenAI-compatible API, and autoscale it."""
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from llmkube.api.base import (
     GROUP_VERSION,
+    LABEL_PATTERN,
     KubernetesName,
     Quantity,
     StatusModel,
@@ -24,18 +25,64 @@ class TrainingJobRef(WireModel):
     """Name of the LLMTrainingJob whose published model is served."""
 
 
-class DeploymentModel(WireModel):
-    """Which model to serve: the output of a training job, or an artifact URI."""
+AdapterName = Annotated[str, StringConstraints(pattern=LABEL_PATTERN, min_length=1, max_length=63)]
+MAX_ADAPTERS = 16
+
+
+def base_model_id(deployment: str) -> str:
+    """The API model id of the base model, when the deployment's own model is a LoRA adapter
+    (the deployment's name then means base + that adapter)."""
+    return f"{deployment}-base"
+
+
+class AdapterSource(WireModel):
+    """A LoRA adapter served on top of the deployment's model, chosen per request by name."""
 
     model_config = cel_rules(
         ("has(self.trainingJobRef) != has(self.uri)", "set exactly one of trainingJobRef or uri")
     )
 
+    name: AdapterName
+    """The model id clients send to use this adapter (a DNS label)."""
+    training_job_ref: TrainingJobRef | None = None
+    """Serve the adapter this LoRA LLMTrainingJob publishes, once it succeeds."""
+    uri: StorageUri | None = None
+    """Serve the adapter folder (adapter_config.json, adapter_model.safetensors) at this URI."""
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Self:
+        if (self.training_job_ref is None) == (self.uri is None):
+            raise invalid(
+                "adapter {name}: set exactly one of trainingJobRef or uri (found {found})",
+                name=self.name,
+                found="both" if self.uri is not None else "neither",
+            )
+        return self
+
+
+class DeploymentModel(WireModel):
+    """Which model to serve: the output of a training job, or an artifact URI; and LoRA
+    adapters on top of it."""
+
+    model_config = cel_rules(
+        ("has(self.trainingJobRef) != has(self.uri)", "set exactly one of trainingJobRef or uri"),
+        (
+            "!has(self.adapters) || self.adapters.all(a, self.adapters.exists_one(b, "
+            "b.name == a.name))",
+            "adapter names must be unique",
+        ),
+    )
+
     training_job_ref: TrainingJobRef | None = None
     """Serve what this LLMTrainingJob publishes; waits until it succeeds and rolls out each new
-    model it publishes."""
+    model it publishes. A LoRA job's adapter is served on the model it was trained on."""
     uri: StorageUri | None = None
-    """Serve the model artifact (a model/ folder) at this URI."""
+    """Serve the model at this URI: a published model/ folder, an imported Hugging Face model
+    or a LoRA adapter folder."""
+    adapters: list[AdapterSource] = Field(default_factory=list, max_length=MAX_ADAPTERS)
+    """LoRA adapters served on the same base, each under its own model id; requests for
+    different adapters share batches. Adding or removing one reaches running replicas without
+    a restart."""
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Self:
@@ -43,6 +90,13 @@ class DeploymentModel(WireModel):
             raise invalid(
                 "set exactly one of model.trainingJobRef or model.uri (found {found})",
                 found="both" if self.uri is not None else "neither",
+            )
+        names = [adapter.name for adapter in self.adapters]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise invalid(
+                "model.adapters: each name may appear once; repeated: {names}",
+                names=", ".join(repeated),
             )
         return self
 
@@ -172,7 +226,8 @@ class ServingSpec(WireModel):
     max_concurrent_requests: int = Field(default=64, ge=1, le=100_000)
     """Requests a replica accepts before answering 429 (running + queued)."""
     max_prompt_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    """Longest prompt accepted, in tokens. Defaults to the model's context length."""
+    """Longest prompt accepted, in tokens. Defaults to the model's context length, at most 2048
+    (each request's KV-cache slot holds maxPromptTokens + maxTokens)."""
     max_tokens: int = Field(default=256, ge=1, le=1_000_000)
     """Cap on max_tokens a request may ask for."""
     stream_interval: int = Field(default=1, ge=1, le=256)
@@ -181,6 +236,9 @@ class ServingSpec(WireModel):
     replica, the Serve proxy and the client: more throughput under load, coarser streaming."""
     api_key_secret: ApiKeySecret | None = None
     """Require this API key. Empty serves without authentication."""
+    max_lora_rank: int = Field(default=64, ge=1, le=1024)
+    """Adapters of a higher rank are not loaded (the status names them): the rank bounds the
+    cost an adapter adds to every batch it is in."""
 
 
 class DeploymentResources(WireModel):
@@ -326,3 +384,16 @@ class LLMDeployment(WireModel):
     """Desired state."""
     status: LLMDeploymentStatus | None = None
     """Observed state, written by the operator."""
+
+    @model_validator(mode="after")
+    def _adapter_ids_free(self) -> Self:
+        taken = {self.metadata.name, base_model_id(self.metadata.name)}
+        clashing = sorted(a.name for a in self.spec.model.adapters if a.name in taken)
+        if clashing:
+            raise invalid(
+                "spec.model.adapters: {names} is already the model id of the deployment's own "
+                "model ({taken}); pick another adapter name",
+                names=", ".join(clashing),
+                taken=" or ".join(sorted(taken)),
+            )
+        return self

@@ -218,6 +218,15 @@ def training_run_config(
     )
 
 
+class AdapterConfig(WireModel):
+    """A LoRA adapter a replica serves, its source resolved."""
+
+    name: str
+    """Its model id."""
+    uri: StorageUri
+    """Its folder."""
+
+
 class ServeRunConfig(WireModel):
     """Everything the Ray Serve app `llmkube.runtime.serve:app` needs to serve a deployment."""
 
@@ -237,6 +246,9 @@ class ServeRunConfig(WireModel):
     """CPUs per replica."""
     serving: ServingSpec
     """Batching, limits and authentication."""
+    adapters: list[AdapterConfig] = Field(default_factory=list)
+    """LoRA adapters on the model. The operator passes them to Ray Serve as the deployment's
+    user_config (see `adapters_user_config`), so a change reaches running replicas in place."""
     api_key_env: str | None = None
     """Environment variable holding the API key, when one is required."""
     storage: StorageConfig
@@ -247,9 +259,15 @@ API_KEY_ENV = "LLMKUBE_API_KEY"
 
 
 def serve_run_config(
-    deployment: LLMDeployment, *, model_uri: str, default_endpoint: str | None = None
+    deployment: LLMDeployment,
+    *,
+    model_uri: str,
+    adapter_uris: dict[str, str] | None = None,
+    default_endpoint: str | None = None,
 ) -> ServeRunConfig:
-    """The run config for a deployment serving `model_uri`. Pure."""
+    """The run config for a deployment serving `model_uri`, with the adapters in
+    `adapter_uris` (name → folder; the caller resolves trainingJobRefs and leaves out what
+    cannot be served). Pure."""
     spec = deployment.spec
     return ServeRunConfig(
         deployment=JobIdentity(
@@ -260,6 +278,9 @@ def serve_run_config(
         gpus_per_replica=spec.resources.gpus_per_replica,
         cpus_per_replica=spec.resources.cpus_per_replica,
         serving=spec.serving,
+        adapters=[
+            AdapterConfig(name=name, uri=uri) for name, uri in sorted((adapter_uris or {}).items())
+        ],
         api_key_env=API_KEY_ENV if spec.serving.api_key_secret else None,
         storage=StorageConfig(
             endpoint=spec.storage.endpoint or default_endpoint,
@@ -267,6 +288,21 @@ def serve_run_config(
             insecure=spec.storage.insecure,
         ),
     )
+
+
+ADAPTERS_KEY = "adapters"
+
+
+def adapters_user_config(config: ServeRunConfig) -> dict[str, object]:
+    """The Ray Serve user_config that carries a replica's adapters (changing it calls the
+    replica's `reconfigure`, never restarts it)."""
+    return {ADAPTERS_KEY: [adapter.to_wire() for adapter in config.adapters]}
+
+
+def adapters_from_user_config(user_config: dict[str, object]) -> list[AdapterConfig]:
+    listed = user_config.get(ADAPTERS_KEY) or []
+    assert isinstance(listed, list), "adapters_user_config wrote it"
+    return [AdapterConfig.model_validate(item) for item in listed]
 
 
 class RunConfigError(Exception):

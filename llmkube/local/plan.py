@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llmkube.api import LLMDeployment, LLMTrainingJob
 from llmkube.api.artifacts import MODEL_DIR
+from llmkube.api.deployment import TrainingJobRef
 from llmkube.api.runconfig import (
     ServeRunConfig,
     TrainingRunConfig,
@@ -92,6 +93,26 @@ def fit_serving(
     return config.model_copy(update=updates), warnings
 
 
+def _source_uri(
+    deployment: LLMDeployment,
+    job: TrainingJobRef | None,
+    uri: str | None,
+    outputs: dict[str, str],
+    what: str,
+) -> str:
+    """The folder a model or adapter source names: a training job's model/, or its uri."""
+    if job is None:
+        assert uri is not None  # validated: one of the two is set
+        return uri
+    if job.name not in outputs:
+        raise PlanError(
+            f"LLMDeployment {deployment.metadata.name} serves the output of LLMTrainingJob "
+            f"{job.name} as its {what}, which is not among the manifests given; add its "
+            "manifest or set a uri"
+        )
+    return join(outputs[job.name], MODEL_DIR)
+
+
 def plan(
     jobs: list[LLMTrainingJob],
     deployments: list[LLMDeployment],
@@ -114,20 +135,21 @@ def plan(
         raise PlanError(f"llmkube run serves one LLMDeployment at a time; found {names}")
     for deployment in deployments:
         model = deployment.spec.model
-        if model.training_job_ref is not None:
-            name = model.training_job_ref.name
-            if name not in outputs:
-                raise PlanError(
-                    f"LLMDeployment {deployment.metadata.name} serves the output of "
-                    f"LLMTrainingJob {name}, which is not among the manifests given; add its "
-                    "manifest or set model.uri"
-                )
-            model_uri = join(outputs[name], MODEL_DIR)
-        else:
-            assert model.uri is not None  # validated: one of the two is set
-            model_uri = model.uri
+        model_uri = _source_uri(deployment, model.training_job_ref, model.uri, outputs, "model")
+        adapter_uris = {
+            adapter.name: _source_uri(
+                deployment,
+                adapter.training_job_ref,
+                adapter.uri,
+                outputs,
+                f"adapter {adapter.name}",
+            )
+            for adapter in model.adapters
+        }
         serving, warnings = fit_serving(
-            serve_run_config(deployment, model_uri=model_uri), cpus=cpus, has_gpu=has_gpu
+            serve_run_config(deployment, model_uri=model_uri, adapter_uris=adapter_uris),
+            cpus=cpus,
+            has_gpu=has_gpu,
         )
         result.serving = serving
         result.warnings.extend(warnings)

@@ -27,7 +27,7 @@ from ray import serve
 from ray.serve import Application
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from llmkube.api.contract import (
     METRICS_PORT_ENV,
@@ -36,16 +36,22 @@ from llmkube.api.contract import (
     max_ongoing_requests,
     replica_actor_options,
 )
-from llmkube.api.runconfig import RunConfigError, ServeRunConfig, read_run_config
+from llmkube.api.runconfig import (
+    RunConfigError,
+    ServeRunConfig,
+    adapters_from_user_config,
+    adapters_user_config,
+    read_run_config,
+)
 from llmkube.net import free_port, port_is_free
-from llmkube.runtime.artifact import check_gpt_artifact, load_artifact
 from llmkube.runtime.daemons import idle_ray_daemons
 from llmkube.runtime.models.errors import ModelError
+from llmkube.runtime.serving.adapters import AdapterSet
 from llmkube.runtime.serving.engine import Engine
 from llmkube.runtime.serving.metrics import ServingMetrics
 from llmkube.runtime.serving.openai_api import OpenAIService, ServiceOptions
 from llmkube.runtime.serving.protocol import ApiError
-from llmkube.runtime.tokenizer import END_OF_TEXT
+from llmkube.runtime.serving.served_model import load_served_model, serving_limits
 from llmkube.stopping import (
     ignore_stop_signals,
     raise_on_stop_signals,
@@ -54,6 +60,7 @@ from llmkube.stopping import (
     stop_with_parent,
 )
 from llmkube.storage import StorageError, open_store
+from llmkube.storage.models import inspect_model
 
 api = FastAPI(title="llmkube", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -72,7 +79,7 @@ class LLMServer:
         run = ServeRunConfig.model_validate(config)
         torch.set_num_threads(run.cpus_per_replica)
         device = "cuda" if run.gpus_per_replica and torch.cuda.is_available() else "cpu"
-        loaded = load_artifact(open_store(run.model_uri, run.storage), run.model_uri, device=device)
+        served = load_served_model(run, device)
         api_key = None
         if run.api_key_env is not None:
             api_key = os.environ.get(run.api_key_env)
@@ -81,31 +88,36 @@ class LLMServer:
                     f"serving.apiKeySecret is set but ${run.api_key_env} is empty in the replica; "
                     "check the Secret and key it names"
                 )
-        name = run.deployment.name
-        self.metrics = ServingMetrics(name, name)
-        end_of_text = loaded.tokenizer.token_to_id(END_OF_TEXT)
+        self.metrics = ServingMetrics(run.deployment.name, served.base_id)
+        max_prompt, context = serving_limits(run, served.model.context_length)
         self.engine = Engine(
-            loaded.model,
-            loaded.tokenizer,
+            served.model,
+            served.tokenizer,
             max_batch_size=run.serving.max_batch_size,
             max_concurrent_requests=run.serving.max_concurrent_requests,
-            stop_token_ids=[end_of_text] if end_of_text is not None else [],
+            stop_token_ids=sorted(served.codec.stop_ids),
             device=device,
             observer=self.metrics,
+            context_length=context,
         )
-        context = loaded.model.context_length
+        self.adapter_set = AdapterSet(served, self.engine, run.storage, run.serving.max_lora_rank)
         self.service = OpenAIService(
             self.engine,
-            loaded.tokenizer,
-            model_name=name,
+            served,
             options=ServiceOptions(
-                max_prompt_tokens=min(run.serving.max_prompt_tokens or context, context),
+                max_prompt_tokens=max_prompt,
                 max_tokens=run.serving.max_tokens,
                 stream_interval=run.serving.stream_interval,
             ),
             api_key=api_key,
             metrics=self.metrics,
         )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Ray Serve calls this once the replica is up, and again in place whenever the
+        deployment's user_config (its adapters) changes."""
+        self.adapter_set.apply(adapters_from_user_config(user_config))
+        self.metrics.adapters_loaded(len(self.adapter_set.served.adapters_loaded))
 
     @api.get("/v1/models")
     def models(self, request: Request) -> Response:
@@ -127,6 +139,16 @@ class LLMServer:
     def readyz(self) -> Response:
         return self.service.health()
 
+    @api.get("/v1/adapters")
+    def adapters(self) -> Response:
+        """The adapters loaded, and those that could not be, with why."""
+        return JSONResponse(
+            {
+                "loaded": self.adapter_set.served.adapters_loaded,
+                "not_loaded": self.adapter_set.problems,
+            }
+        )
+
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)
         if engine is not None:
@@ -140,7 +162,8 @@ def app(args: dict[str, Any]) -> Application:
         num_replicas=config.replicas,
         max_ongoing_requests=max_ongoing_requests(config),
         ray_actor_options=replica_actor_options(config),
-    ).bind(config.model_dump(mode="json", by_alias=True))
+        user_config=adapters_user_config(config),
+    ).bind(config.model_copy(update={"adapters": []}).model_dump(mode="json", by_alias=True))
     return application
 
 
@@ -149,9 +172,9 @@ class PortInUseError(Exception):
 
 
 def check_model(config: ServeRunConfig) -> None:
-    """Fail before starting anything when the artifact is not there, or not one llmkube
+    """Fail before starting anything when there is no model at the URI, or not one llmkube
     serves."""
-    check_gpt_artifact(open_store(config.model_uri, config.storage), config.model_uri)
+    inspect_model(open_store(config.model_uri, config.storage), config.model_uri)
 
 
 def direct_ingress_env(http_port: int, grpc_port: int) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Tokenizers, all stored as one Hugging Face `tokenizer.json`: byte-level BPE trained on the
 dataset, or the 256 plain byte values (byte-level BPE without merges)."""
 
+import json
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -45,19 +46,37 @@ def _byte_of(char: str) -> int:
     return _BYTE_OF[char]
 
 
+def _decodes_bytes(tokenizer: Tokenizer) -> bool:
+    decoder = json.loads(tokenizer.to_str()).get("decoder") or {}
+    parts = decoder.get("decoders") or [decoder]
+    return any(part.get("type") == "ByteLevel" for part in parts)
+
+
+def _sentencepiece_bytes(token: str) -> bytes:
+    """A SentencePiece-style token: `<0xNN>` is one raw byte, `▁` a space."""
+    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        return bytes([int(token[3:5], 16)])
+    return token.replace("\u2581", " ").encode()
+
+
 def token_bytes(tokenizer: Tokenizer) -> list[bytes]:
     """The bytes each token id stands for (special tokens stand for nothing): what lets serving
-    decode one token at a time without calling the tokenizer."""
+    decode one token at a time without calling the tokenizer. Byte-level vocabularies (llmkube's,
+    GPT-2's, Qwen2's, SmolLM2's, Llama 3's) map characters back to bytes; SentencePiece ones
+    (Llama 2's) spell spaces as `▁` and rare bytes as `<0xNN>`."""
     specials = {
         token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special
     }
+    byte_level = _decodes_bytes(tokenizer)
     table = []
     for index in range(tokenizer.get_vocab_size()):
         token = tokenizer.id_to_token(index)
         if token is None or token in specials:
             table.append(b"")
-        else:
+        elif byte_level:
             table.append(bytes(_BYTE_OF[char] for char in token))
+        else:
+            table.append(_sentencepiece_bytes(token))
     return table
 
 

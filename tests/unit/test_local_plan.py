@@ -54,7 +54,7 @@ def test_gpus_and_cpus_are_fitted_to_the_machine_with_warnings() -> None:
 
 def test_a_deployment_needs_its_training_job() -> None:
     _, deployments = quickstart()
-    with pytest.raises(PlanError, match="LLMTrainingJob pydoc, which is not among"):
+    with pytest.raises(PlanError, match="LLMTrainingJob pydoc as its model, which is not among"):
         plan([], deployments, cpus=2, has_gpu=False)
     with pytest.raises(PlanError, match="one LLMDeployment at a time"):
         plan([], deployments * 2, cpus=2, has_gpu=False)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import peft
 import torch
 import transformers
 from torch import Tensor
@@ -146,6 +147,21 @@ class HuggingFaceLM(CausalLM):
         if logits_at is not None:
             logits = logits[torch.arange(batch, device=logits.device), picked][:, None]
         return logits
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        """Load the LoRA adapter in `folder` under `name` (the first one wraps the model in
+        peft's); requests then pick it per row."""
+        if isinstance(self.inner, peft.PeftModel):
+            self.inner.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        else:
+            self.inner = peft.PeftModel.from_pretrained(
+                self.inner, str(folder), adapter_name=name, is_trainable=False
+            )
+        self.inner.eval()
+
+    def remove_adapter(self, name: str) -> None:
+        assert isinstance(self.inner, peft.PeftModel), "an adapter was added"
+        self.inner.delete_adapter(name)
 
     def trainable_state(self) -> dict[str, Tensor]:
         """What a checkpoint holds: the weights that train (a LoRA run's adapters only), each

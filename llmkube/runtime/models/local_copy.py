@@ -27,17 +27,20 @@ def model_cache_root() -> Path:
     return Path.home() / ".cache" / "llmkube" / "models"
 
 
-def model_file_names(store: ObjectStore, uri: str, what: str) -> list[str]:
-    """The files of a model folder, checked to hold a config.json and safetensors weights."""
+def model_file_names(
+    store: ObjectStore, uri: str, what: str, required: str = REQUIRED
+) -> list[str]:
+    """The files of a model folder, checked to hold `required` (its config) and safetensors
+    weights."""
     prefix = uri.rstrip("/") + "/"
     names = {
         listed[len(prefix) :] for listed in store.list(prefix) if "/" not in listed[len(prefix) :]
     }
     if not names:
         raise ModelError(f"{what} {uri} holds no files; import a model there first")
-    if REQUIRED not in names:
+    if required not in names:
         raise ModelError(
-            f"{what} {uri} has no config.json (found {sorted(names)[:8]}); it must be a "
+            f"{what} {uri} has no {required} (found {sorted(names)[:8]}); it must be a "
             "Hugging Face model folder (`llmkube models import` writes one)"
         )
     if not any(name.endswith(WEIGHTS_SUFFIX) for name in names):
@@ -48,9 +51,12 @@ def model_file_names(store: ObjectStore, uri: str, what: str) -> list[str]:
     return sorted(names)
 
 
-def local_model_folder(store: ObjectStore, uri: str, *, what: str = "model.pretrained.uri") -> Path:
-    """A local folder with the model's files, fetched if needed."""
-    model_file_names(store, uri, what)
+def local_model_folder(
+    store: ObjectStore, uri: str, *, what: str = "model.pretrained.uri", required: str = REQUIRED
+) -> Path:
+    """A local folder with the model's files (or an adapter's: `required` names its config),
+    fetched if needed."""
+    model_file_names(store, uri, what, required)
     if uri.startswith("file://"):
         return local_path(uri.rstrip("/"))
     prefix = uri.rstrip("/") + "/"

@@ -11,7 +11,8 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ from llmkube.runtime.serving.text import TextAssembler
 from llmkube.runtime.tokenizer import token_bytes
 
 FinishReason = str  # "stop" | "length"
+
+
+class UnknownAdapterError(Exception):
+    """The request names an adapter that is being removed."""
 
 
 class EngineOverloadedError(Exception):
@@ -66,6 +71,14 @@ class GenerationEvent:
             following.finish_reason,
             self.tokens + following.tokens,
         )
+
+
+@dataclass
+class _AdapterChange:
+    name: str
+    action: Callable[[], None]
+    removing: bool
+    done: "Future[None]"
 
 
 @dataclass
@@ -135,6 +148,7 @@ class Engine:
         stop_token_ids: Sequence[int] = (),
         device: torch.device | str = "cpu",
         observer: EngineObserver | None = None,
+        context_length: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -144,13 +158,17 @@ class Engine:
         self.device = torch.device(device)
         self.observer = observer or NullObserver()
         self._token_bytes = token_bytes(tokenizer)
-        self.cache = model.new_cache(max_batch_size, model.context_length, device=self.device)
+        self.context_length = min(context_length or model.context_length, model.context_length)
+        """Prompt plus generated tokens of one request, at most (a KV-cache slot's size)."""
+        self.cache = model.new_cache(max_batch_size, self.context_length, device=self.device)
         # Running sequence i always sits in cache slot i (see _drop_done), so a decode step
         # reads one contiguous view of the cache instead of gathering rows.
         self._outbox: list[tuple[_Sequence, GenerationEvent | BaseException]] = []
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
         self._wakeup = threading.Condition()
+        self._adapter_changes: list[_AdapterChange] = []
+        self._retired: set[str] = set()
         self._stopped = False
         self._seeds = itertools.count(int(time.time_ns() % 2**31))
         self._step_seconds = 0.05
@@ -158,10 +176,6 @@ class Engine:
         """Tokens generated since start (what /healthz reports)."""
         self._thread = threading.Thread(target=self._loop, name="llmkube-engine", daemon=True)
         self._thread.start()
-
-    @property
-    def context_length(self) -> int:
-        return self.model.context_length
 
     @property
     def running(self) -> int:
@@ -190,6 +204,8 @@ class Engine:
             submitted=time.monotonic(),
         )
         with self._wakeup:
+            if request.adapter in self._retired:
+                raise UnknownAdapterError(request.adapter)
             if len(self._waiting) + len(self._running) >= self.max_concurrent:
                 queued_steps = len(self._waiting) / self.max_batch_size + 1
                 raise EngineOverloadedError(
@@ -200,6 +216,20 @@ class Engine:
             self.observer.queue_depth(len(self._waiting))
             self._wakeup.notify()
         return Generation(sequence)
+
+    def change_adapter(
+        self, name: str, action: Callable[[], None], *, removing: bool
+    ) -> "Future[None]":
+        """Run `action` (which adds, replaces or removes adapter `name` in the model) on the
+        engine thread between two steps, once no queued or running request uses `name`; from
+        now until then, new requests for it are refused when `removing`."""
+        change = _AdapterChange(name, action, removing, Future())
+        with self._wakeup:
+            if removing:
+                self._retired.add(name)
+            self._adapter_changes.append(change)
+            self._wakeup.notify()
+        return change.done
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """`submit` and iterate in one call."""
@@ -215,10 +245,19 @@ class Engine:
     def _serve_forever(self) -> None:
         while True:
             with self._wakeup:
-                while not self._stopped and not self._waiting and not self._running:
+                while (
+                    not self._stopped
+                    and not self._waiting
+                    and not self._running
+                    and not self._adapter_changes
+                ):
                     self._wakeup.wait()
                 if self._stopped:
                     return
+                due = self._due_adapter_changes()
+            for change in due:
+                self._change(change)
+            with self._wakeup:
                 admitted: list[_Sequence] = []
                 free = self.max_batch_size - len(self._running)
                 while self._waiting and len(admitted) < free:
@@ -244,6 +283,24 @@ class Engine:
                 self._step_seconds = 0.9 * self._step_seconds + 0.1 * (time.monotonic() - began)
                 self._drop_done()
             self._deliver()
+
+    def _due_adapter_changes(self) -> "list[_AdapterChange]":
+        """Changes whose adapter no request holds any more (call with the lock held)."""
+        used = {s.request.adapter for s in (*self._waiting, *self._running) if not s.cancelled}
+        due = [c for c in self._adapter_changes if c.name not in used]
+        self._adapter_changes = [c for c in self._adapter_changes if c.name in used]
+        return due
+
+    def _change(self, change: "_AdapterChange") -> None:
+        try:
+            change.action()
+        except Exception as error:
+            change.done.set_exception(error)
+        else:
+            change.done.set_result(None)
+        if not change.removing:
+            with self._wakeup:
+                self._retired.discard(change.name)
 
     def _prefill(self, admitted: list[_Sequence]) -> None:
         """All newly admitted prompts in one forward pass, right-padded, each into the next
@@ -302,10 +359,11 @@ class Engine:
 
     def _accept(self, sequence: _Sequence, token: int) -> None:
         now = time.monotonic()
+        adapter = sequence.request.adapter
         if sequence.generated:
-            self.observer.inter_token(now - sequence.last_token_time)
+            self.observer.inter_token(now - sequence.last_token_time, adapter)
         else:
-            self.observer.first_token(now - sequence.submitted)
+            self.observer.first_token(now - sequence.submitted, adapter)
         sequence.last_token_time = now
         sequence.last_token = token
         finish: FinishReason | None = None
@@ -316,7 +374,7 @@ class Engine:
             kept = (token,)
             sequence.generated.append(token)
             self.generated_total += 1
-            self.observer.generated(1)
+            self.observer.generated(1, adapter)
             if sequence.assembler.add(token):
                 finish = "stop"
             elif (

@@ -3,11 +3,17 @@
 Each replica is its own process; Ray's per-node agent aggregates them and exports on the Ray
 metrics port (8080 under KubeRay, which the operator's Service and ServiceMonitor scrape). Ray
 prefixes application metrics with `ray_`, so Prometheus sees e.g. `ray_llmkube_requests_total`.
+
+Request and token metrics carry the `model` the request asked for: the deployment's own model,
+its base (`<name>-base`) or one of its adapters. Only ids the deployment serves ever become
+labels (a request for another id is answered 404 before anything is recorded), so the label's
+cardinality is bounded by the spec.
 """
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
 from llmkube.api.contract import (
+    ADAPTERS_LOADED,
     BATCH_SIZE,
     GENERATED_TOKENS,
     INTER_TOKEN_LATENCY,
@@ -25,10 +31,13 @@ TAGS = ("deployment", "model")
 
 
 class ServingMetrics:
-    """The engine's observer plus the HTTP layer's request accounting."""
+    """The engine's observer plus the HTTP layer's request accounting. `base_id` is the model id
+    of requests without an adapter."""
 
-    def __init__(self, deployment: str, model: str) -> None:
-        self.tags = {"deployment": deployment, "model": model}
+    def __init__(self, deployment: str, base_id: str) -> None:
+        self.deployment = deployment
+        self.base_id = base_id
+        self.tags = {"deployment": deployment, "model": base_id}
         self.requests = Counter(
             REQUESTS,
             description="Requests answered, by HTTP status.",
@@ -71,23 +80,37 @@ class ServingMetrics:
         self.batch = Gauge(
             BATCH_SIZE, description="Sequences in the latest decode step.", tag_keys=TAGS
         )
+        self.adapters = Gauge(
+            ADAPTERS_LOADED,
+            description="LoRA adapters loaded in the replica.",
+            tag_keys=("deployment",),
+        )
         self._in_flight = 0
         for gauge in (self.in_flight, self.queue, self.batch):
             gauge.set(0, tags=self.tags)
+        self.adapters.set(0, tags={"deployment": deployment})
+
+    def _tags(self, model: str | None) -> dict[str, str]:
+        return {"deployment": self.deployment, "model": model or self.base_id}
 
     # The HTTP layer.
-    def started(self, prompt_tokens: int) -> None:
+    def started(self, prompt_tokens: int, model: str) -> None:
         self._in_flight += 1
         self.in_flight.set(self._in_flight, tags=self.tags)
-        self.prompt_tokens.inc(prompt_tokens, tags=self.tags)
+        self.prompt_tokens.inc(prompt_tokens, tags=self._tags(model))
 
     def finished(self) -> None:
         self._in_flight -= 1
         self.in_flight.set(self._in_flight, tags=self.tags)
 
-    def answered(self, status: int, seconds: float) -> None:
-        self.requests.inc(1, tags={**self.tags, "status": str(status)})
-        self.duration.observe(seconds, tags=self.tags)
+    def answered(self, status: int, seconds: float, model: str | None) -> None:
+        """`model`: the id the request asked for, None when it named none the deployment serves
+        (counted under the base id)."""
+        self.requests.inc(1, tags={**self._tags(model), "status": str(status)})
+        self.duration.observe(seconds, tags=self._tags(model))
+
+    def adapters_loaded(self, count: int) -> None:
+        self.adapters.set(count, tags={"deployment": self.deployment})
 
     # The engine (EngineObserver).
     def queue_depth(self, waiting: int) -> None:
@@ -99,11 +122,11 @@ class ServingMetrics:
     def batch_size(self, running: int) -> None:
         self.batch.set(running, tags=self.tags)
 
-    def first_token(self, seconds: float) -> None:
-        self.ttft.observe(seconds, tags=self.tags)
+    def first_token(self, seconds: float, adapter: str | None) -> None:
+        self.ttft.observe(seconds, tags=self._tags(adapter))
 
-    def inter_token(self, seconds: float) -> None:
-        self.itl.observe(seconds, tags=self.tags)
+    def inter_token(self, seconds: float, adapter: str | None) -> None:
+        self.itl.observe(seconds, tags=self._tags(adapter))
 
-    def generated(self, tokens: int) -> None:
-        self.generated_tokens.inc(tokens, tags=self.tags)
+    def generated(self, tokens: int, adapter: str | None) -> None:
+        self.generated_tokens.inc(tokens, tags=self._tags(adapter))

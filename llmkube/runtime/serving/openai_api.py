@@ -13,7 +13,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from tokenizers import Tokenizer
 
 from llmkube.runtime.sampling import SamplingParams
 from llmkube.runtime.serving.engine import (
@@ -21,18 +20,17 @@ from llmkube.runtime.serving.engine import (
     EngineOverloadedError,
     GenerationEvent,
     GenerationRequest,
+    UnknownAdapterError,
 )
 from llmkube.runtime.serving.metrics import ServingMetrics
 from llmkube.runtime.serving.protocol import (
-    CHAT_STOP,
     ApiError,
     ChatCompletionRequest,
     CompletionRequest,
     SamplingFields,
     invalid_body,
-    render_chat,
 )
-from llmkube.runtime.tokenizer import separator_ids
+from llmkube.runtime.serving.served_model import ServedModel
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,8 @@ class ServiceOptions:
 @dataclass
 class _Prepared:
     kind: str  # "completion" | "chat"
+    model: str
+    """The model id asked for (one the replica serves)."""
     body: SamplingFields
     prompt: list[int]
     generation: Any  # engine.Generation
@@ -55,16 +55,15 @@ class OpenAIService:
     def __init__(
         self,
         engine: Engine,
-        tokenizer: Tokenizer,
+        served: ServedModel,
         *,
-        model_name: str,
         options: ServiceOptions,
         api_key: str | None,
         metrics: ServingMetrics | None,
     ) -> None:
         self.engine = engine
-        self.tokenizer = tokenizer
-        self.model_name = model_name
+        self.served = served
+        self.codec = served.codec
         self.options = options
         self.api_key = api_key
         self.metrics = metrics
@@ -77,8 +76,11 @@ class OpenAIService:
             self._authorize(request)
         except ApiError as error:
             return error.response()
-        card = {"id": self.model_name, "object": "model", "created": self.created}
-        return JSONResponse({"object": "list", "data": [{**card, "owned_by": "llmkube"}]})
+        cards = [
+            {"id": name, "object": "model", "created": self.created, "owned_by": "llmkube"}
+            for name in list(self.served.ids)
+        ]
+        return JSONResponse({"object": "list", "data": cards})
 
     def health(self) -> Response:
         engine = self.engine
@@ -88,6 +90,7 @@ class OpenAIService:
                 "running": engine.running,
                 "waiting": engine.waiting,
                 "generated_tokens": engine.generated_total,
+                "models": list(self.served.ids),
             }
         )
 
@@ -104,7 +107,7 @@ class OpenAIService:
         try:
             prepared = await self._prepare(request, kind, started)
         except ApiError as error:
-            self._answered(error.status, started)
+            self._answered(error.status, started, error.model)
             return error.response()
         if prepared.body.stream:
             return StreamingResponse(
@@ -133,24 +136,26 @@ class OpenAIService:
         except ValidationError as error:
             raise invalid_body(error) from None
         assert isinstance(body, SamplingFields)
-        if body.model != self.model_name:
-            raise ApiError(
-                404,
-                f"The model `{body.model}` does not exist; this server serves "
-                f"`{self.model_name}` (see GET /v1/models)",
-                param="model",
-                code="model_not_found",
-            )
+        ids = self.served.ids  # replaced whole when adapters change, never edited
+        if body.model not in ids:
+            raise self._unknown_model(body.model)
+        try:
+            return self._submit(body, kind, ids[body.model], started)
+        except ApiError as error:
+            error.model = body.model
+            raise
+
+    def _submit(
+        self, body: SamplingFields, kind: str, adapter: str | None, started: float
+    ) -> _Prepared:
         if isinstance(body, CompletionRequest):
-            text, stops, requested = body.prompt_text(), body.stops(), body.max_tokens
+            prompt, stops = self.codec.encode(body.prompt_text()), body.stops()
+            requested = body.max_tokens
         else:
             assert isinstance(body, ChatCompletionRequest)
-            text, stops, requested = (
-                render_chat(body.messages),
-                [*body.stops(), CHAT_STOP],
-                body.limit(),
-            )
-        prompt = self.tokenizer.encode(text).ids or separator_ids(self.tokenizer)
+            turns = [(message.role, message.text()) for message in body.messages]
+            prompt = self.codec.encode_chat(turns)
+            stops, requested = [*body.stops(), *self.codec.chat_stops], body.limit()
         if len(prompt) > self.options.max_prompt_tokens:
             raise ApiError(
                 400,
@@ -182,8 +187,11 @@ class OpenAIService:
                     stop=stops,
                     seed=body.seed,
                     stream_interval=interval,
+                    adapter=adapter,
                 )
             )
+        except UnknownAdapterError:
+            raise self._unknown_model(body.model) from None
         except EngineOverloadedError as error:
             raise ApiError(
                 429,
@@ -193,8 +201,17 @@ class OpenAIService:
                 headers={"Retry-After": str(max(1, round(error.retry_after)))},
             ) from None
         if self.metrics:
-            self.metrics.started(len(prompt))
-        return _Prepared(kind, body, prompt, generation, started)
+            self.metrics.started(len(prompt), body.model)
+        return _Prepared(kind, body.model, body, prompt, generation, started)
+
+    def _unknown_model(self, name: str) -> ApiError:
+        served = ", ".join(f"`{model}`" for model in self.served.ids)
+        return ApiError(
+            404,
+            f"The model `{name}` does not exist; this server serves {served} (see GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
 
     def _authorize(self, request: Request) -> None:
         if self.api_key is None:
@@ -210,9 +227,10 @@ class OpenAIService:
                 code="invalid_api_key",
             )
 
-    def _answered(self, status: int, started: float) -> None:
+    def _answered(self, status: int, started: float, model: str | None) -> None:
         if self.metrics:
-            self.metrics.answered(status, time.monotonic() - started)
+            served = model if model in self.served.ids else None
+            self.metrics.answered(status, time.monotonic() - started, served)
 
     def _usage(self, prepared: _Prepared, completion_tokens: int) -> dict[str, int]:
         return {
@@ -249,12 +267,12 @@ class OpenAIService:
                 "logprobs": None,
             }
             body = {"id": _id("chatcmpl"), "object": "chat.completion"}
-        self._answered(200, prepared.started)
+        self._answered(200, prepared.started, prepared.model)
         return JSONResponse(
             {
                 **body,
                 "created": int(time.time()),
-                "model": self.model_name,
+                "model": prepared.model,
                 "choices": [choice],
                 "usage": self._usage(prepared, last.completion_tokens),
             }
@@ -266,7 +284,7 @@ class OpenAIService:
             "id": _id("chatcmpl" if chat else "cmpl"),
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()),
-            "model": self.model_name,
+            "model": prepared.model,
         }
         completion_tokens = 0
         try:
@@ -295,7 +313,7 @@ class OpenAIService:
         finally:
             if self.metrics:
                 self.metrics.finished()
-            self._answered(200, prepared.started)
+            self._answered(200, prepared.started, prepared.model)
 
 
 def _id(prefix: str) -> str:

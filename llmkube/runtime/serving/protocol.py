@@ -37,6 +37,8 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        self.model: str | None = None
+        """The served model id the request named, once known (labels the metrics)."""
 
     def response(self) -> JSONResponse:
         body = {

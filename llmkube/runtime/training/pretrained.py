@@ -3,7 +3,6 @@ checks the model and the settings before Ray starts (`resolve`), each worker loa
 its local copy (`load`), and rank 0 publishes a folder transformers and peft load as it is
 (`publish`)."""
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -31,6 +30,7 @@ from llmkube.runtime.models.huggingface import (
 from llmkube.runtime.models.local_copy import local_model_folder
 from llmkube.runtime.training.lora import check_lora, with_lora
 from llmkube.storage import ObjectStore, open_store
+from llmkube.storage.models import folder_digest
 from llmkube.storage.uri import join
 
 log = logging.getLogger("llmkube.train")
@@ -84,14 +84,6 @@ def load(
     if pretrained.method == "lora":
         model = with_lora(model, pretrained.lora, summary.model_type)
     return HuggingFaceLM(model, summary)
-
-
-def base_digest(store: ObjectStore, uri: str) -> str:
-    prefix = uri.rstrip("/") + "/"
-    listing = sorted(
-        (info.uri.removeprefix(prefix), info.size, info.etag) for info in store.list_info(prefix)
-    )
-    return "sha256:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def _upload(store: ObjectStore, uri: str, folder: Path, last: tuple[str, ...] = ()) -> None:
@@ -151,7 +143,7 @@ def publish(
         trainable_parameters=trainable,
         base=BaseModelRecord(
             uri=pretrained.uri,
-            digest=base_digest(open_store(pretrained.uri, config.storage), pretrained.uri),
+            digest=folder_digest(open_store(pretrained.uri, config.storage), pretrained.uri),
         ),
         merged=merged,
     )
