@@ -3,10 +3,10 @@ sides (docs/architecture.md, "The operator-runtime contract"). Besides these, th
 configs (llmkube.api.runconfig) and the files under a job's output (llmkube.api.artifacts).
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from llmkube.api.base import API_GROUP, API_VERSION
-from llmkube.api.runconfig import ServeRunConfig
+from llmkube.api.runconfig import ServeRunConfig, adapters_user_config
 
 
 class Resource(NamedTuple):
@@ -38,6 +38,33 @@ def max_ongoing_requests(config: ServeRunConfig) -> int:
 def replica_actor_options(config: ServeRunConfig) -> dict[str, float]:
     """What each Serve replica asks Ray for."""
     return {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica}
+
+
+def serve_config(run_config: ServeRunConfig) -> dict[str, Any]:
+    """The declarative Serve config (a RayService's serveConfigV2; `llmkube run` deploys the
+    same). The adapters travel in the deployment's user_config, not in the app's args: Ray
+    Serve restarts replicas when args change, and only calls `reconfigure` on them when the
+    user_config does."""
+    args = run_config.model_copy(update={"adapters": []}).to_wire()
+    return {
+        "applications": [
+            {
+                "name": SERVE_APP,
+                "import_path": SERVE_IMPORT_PATH,
+                "route_prefix": "/",
+                "args": {"config": args},
+                "deployments": [
+                    {
+                        "name": SERVE_DEPLOYMENT,
+                        "num_replicas": run_config.replicas,
+                        "max_ongoing_requests": max_ongoing_requests(run_config),
+                        "ray_actor_options": replica_actor_options(run_config),
+                        "user_config": adapters_user_config(run_config),
+                    }
+                ],
+            }
+        ]
+    }
 
 
 METRICS_PORT_ENV = "LLMKUBE_RAY_METRICS_PORT"

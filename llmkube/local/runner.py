@@ -31,7 +31,10 @@ POLL_SECONDS = 1.0
 
 def write_run_config(config: TrainingRunConfig | ServeRunConfig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config.model_dump_json(by_alias=True, indent=2))
+    # Whole or not at all: a running server re-reads its config when the file changes.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(config.model_dump_json(by_alias=True, indent=2))
+    partial.replace(path)
     return path
 
 

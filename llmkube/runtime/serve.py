@@ -2,8 +2,10 @@
 config as its `config` argument (the operator writes it into the RayService's serveConfigV2).
 
 Locally: `python -m llmkube.runtime.serve --config serve.json [--port 8000]` starts Ray and
-Serve on this machine and serves until SIGINT, SIGTERM or SIGHUP (or, when `llmkube run` started
-it, until that process dies), then shuts Serve and Ray down and exits 0.
+Serve on this machine, deploys the same declarative Serve config a RayService carries, and
+serves until SIGINT, SIGTERM or SIGHUP (or, when `llmkube run` started it, until that process
+dies), then shuts Serve and Ray down and exits 0. Rewriting serve.json while it serves redeploys
+it: changed adapters reach the running replica in place, as on a cluster.
 
 With one replica, the replica itself answers on that port (Ray Serve's throughput-optimised mode
 with direct ingress): each request and each streamed chunk skips the hop through Serve's proxy,
@@ -25,6 +27,8 @@ import torch
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
+from ray.serve.context import _get_global_client
+from ray.serve.schema import ApplicationStatus, ServeDeploySchema
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,6 +39,7 @@ from llmkube.api.contract import (
     SERVE_DEPLOYMENT,
     max_ongoing_requests,
     replica_actor_options,
+    serve_config,
 )
 from llmkube.api.runconfig import (
     RunConfigError,
@@ -61,6 +66,10 @@ from llmkube.stopping import (
 )
 from llmkube.storage import StorageError, open_store
 from llmkube.storage.models import inspect_model
+
+DEPLOY_TIMEOUT_SECONDS = 900.0
+"""Loading a pretrained model on two busy cores takes minutes; the replica's own errors end the
+wait at once."""
 
 api = FastAPI(title="llmkube", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -212,8 +221,50 @@ def serve_locally(config: ServeRunConfig, host: str, port: int, *, via_proxy: bo
     )
     raise_on_stop_signals()  # ray.init replaced our SIGTERM handler with its own
     serve.start(http_options={"host": host, "port": proxy_port})
-    serve.run(app({"config": config.model_dump(mode="json")}), name=SERVE_APP, route_prefix="/")
+    deploy(config)
     idle_ray_daemons(keep=() if direct else ("ray::ProxyActor",))
+
+
+class DeployError(Exception):
+    """Serve could not start the application; the message is Serve's."""
+
+
+def deploy(config: ServeRunConfig, timeout: float = DEPLOY_TIMEOUT_SECONDS) -> None:
+    """Deploy the serve config declaratively, as KubeRay does with a RayService's serveConfigV2,
+    and wait until the application runs. Redeploying a changed config lets Serve decide what it
+    takes: new adapters (user_config) reach the running replica in place; anything else
+    restarts it."""
+    # Serve's own client: what `serve deploy` and the dashboard's REST API call.
+    client = _get_global_client()
+    assert client is not None, "serve.start() first"
+    client.deploy_apps(ServeDeploySchema(**serve_config(config)))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(SERVE_APP)
+        if status is not None and status.status == ApplicationStatus.RUNNING:
+            return
+        if status is not None and status.status == ApplicationStatus.DEPLOY_FAILED:
+            raise DeployError(f"Serve could not start the model server: {status.message}")
+        time.sleep(0.5)
+    raise DeployError(f"the model server did not start within {timeout:.0f}s")
+
+
+def _reload(path: Path, config: ServeRunConfig) -> ServeRunConfig:
+    """Redeploy when the config file changed (and still reads as a valid run config)."""
+    try:
+        changed = read_run_config(path, ServeRunConfig)
+    except RunConfigError as error:
+        print(f"error: {error}; still serving the previous config", file=sys.stderr, flush=True)
+        return config
+    if changed == config:
+        return config
+    try:
+        deploy(changed)
+    except DeployError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return config
+    print(f"reconfigured {changed.deployment.name} from {path}", flush=True)
+    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,10 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         serve_locally(config, args.host, args.port, via_proxy=args.via_proxy)
         serving = True
         print(f"serving {config.deployment.name} at http://{args.host}:{args.port}/v1", flush=True)
+        seen = args.config.stat().st_mtime_ns
         while True:
             # Short sleeps: a signal taken by one of Ray's threads still reaches us in a second.
             time.sleep(1.0)
-    except (StorageError, ModelError, PortInUseError) as error:
+            if args.config.stat().st_mtime_ns != seen:
+                seen = args.config.stat().st_mtime_ns
+                config = _reload(args.config, config)
+    except (StorageError, ModelError, PortInUseError, DeployError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

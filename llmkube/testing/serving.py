@@ -21,8 +21,8 @@ class ServeProcess(Child):
         via_proxy: bool = False,
     ) -> None:
         self.port = free_port()
-        config_path = write_run_config(config, workdir / "serve.json")
-        command = serve_command(config_path, self.port, via_proxy=via_proxy)
+        self.config_path = write_run_config(config, workdir / "serve.json")
+        command = serve_command(self.config_path, self.port, via_proxy=via_proxy)
         super().__init__(as_background_job(command), workdir / "serve.log", env or {})
 
     @property

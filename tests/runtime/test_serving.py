@@ -366,7 +366,7 @@ def test_missing_model_is_a_clear_error(minio: MinioServer, tmp_path: Path) -> N
         while serve.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert serve.process.returncode == 2
-    assert "no model artifact at s3://serving-tests/no-such-model/model" in serve.log
+    assert "no model at s3://serving-tests/no-such-model/model" in serve.log
     assert "Traceback" not in serve.log
 
 

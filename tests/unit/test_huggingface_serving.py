@@ -133,6 +133,9 @@ def test_each_row_of_a_mixed_adapter_batch_equals_peft_alone(
     # The adapters change the logits: the test would notice if one were ignored.
     base = _plain_logits(references[None], PROMPTS[0], continuations[0])
     assert (slotted[0][0] - base[0]).abs().max().item() > 1e-2
+    # A batch in which no row names an adapter is the base model's, whatever peft holds active.
+    alone = _slotted_logits(model, PROMPTS[:1], continuations[:1])
+    assert (alone[0][0] - base[0]).abs().max().item() < TOLERANCE
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

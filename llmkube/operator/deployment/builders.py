@@ -11,13 +11,7 @@ import json
 from typing import Any
 
 from llmkube.api import LLMDeployment
-from llmkube.api.contract import (
-    SERVE_APP,
-    SERVE_DEPLOYMENT,
-    SERVE_IMPORT_PATH,
-    max_ongoing_requests,
-    replica_actor_options,
-)
+from llmkube.api.contract import serve_config
 from llmkube.api.runconfig import API_KEY_ENV, ServeRunConfig
 from llmkube.operator.naming import (
     DEPLOYMENT_LABEL,
@@ -47,27 +41,6 @@ def _metadata(deployment: LLMDeployment, name: str) -> dict[str, Any]:
 def pod_selector(deployment: LLMDeployment) -> dict[str, str]:
     """Serving pods of this deployment whose Serve proxy is healthy (KubeRay's ray.io/serve)."""
     return {DEPLOYMENT_LABEL: label_value(deployment.metadata.name), "ray.io/serve": "true"}
-
-
-def serve_config(run_config: ServeRunConfig) -> dict[str, Any]:
-    return {
-        "applications": [
-            {
-                "name": SERVE_APP,
-                "import_path": SERVE_IMPORT_PATH,
-                "route_prefix": "/",
-                "args": {"config": run_config.to_wire()},
-                "deployments": [
-                    {
-                        "name": SERVE_DEPLOYMENT,
-                        "num_replicas": run_config.replicas,
-                        "max_ongoing_requests": max_ongoing_requests(run_config),
-                        "ray_actor_options": replica_actor_options(run_config),
-                    }
-                ],
-            }
-        ]
-    }
 
 
 def _env(deployment: LLMDeployment) -> list[dict[str, Any]]:

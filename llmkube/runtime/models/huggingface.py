@@ -111,6 +111,10 @@ class HuggingFaceLM(CausalLM):
         extra: dict[str, Any] = {}
         if adapters is not None:
             extra["adapter_names"] = [name or BASE_ADAPTER for name in adapters]
+        elif cache is not None and isinstance(self.inner, peft.PeftModel):
+            # Without names peft applies its active adapter to every row; rows that name none
+            # are the base model's.
+            extra["adapter_names"] = [BASE_ADAPTER] * tokens.shape[0]
         if cache is None:
             out = self.inner(input_ids=tokens, use_cache=False, **extra)
             logits: Tensor = out.logits
