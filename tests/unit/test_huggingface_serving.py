@@ -119,7 +119,7 @@ def test_each_row_of_a_mixed_adapter_batch_equals_peft_alone(
     adapters: list[str | None] = ["first", None, "second"]
     continuations = [[(7 * row + step) % VOCAB for step in range(8)] for row in range(3)]
     slotted = _slotted_logits(model, PROMPTS, continuations, adapters)
-    references = {
+    references: dict[str | None, Any] = {
         "first": peft.PeftModel.from_pretrained(load_pretrained(folder, architecture), first),
         None: load_pretrained(folder, architecture),
         "second": peft.PeftModel.from_pretrained(load_pretrained(folder, architecture), second),
@@ -143,7 +143,7 @@ def test_batched_greedy_answers_equal_each_request_alone(
     folders: dict[str, Path], architecture: str
 ) -> None:
     folder = folders[architecture]
-    inner = load_pretrained(folder, architecture)
+    inner: Any = load_pretrained(folder, architecture)
     with torch.no_grad():  # peaky logits: no near-ties for rounding to flip
         inner.get_input_embeddings().weight.mul_(30)
     model = _wrap(folder, architecture, inner)
