@@ -310,6 +310,23 @@ class ServedModel(StatusModel):
     """Identifies the published model (URI and publication time); a new version rolls out."""
 
 
+AdapterState = Literal["Ready", "Waiting", "Refused"]
+
+
+class AdapterStatus(StatusModel):
+    """One of spec.model.adapters, as the operator last saw it."""
+
+    name: str
+    """Its model id."""
+    uri: str | None = None
+    """The adapter folder it resolved to."""
+    state: AdapterState
+    """Ready: passed to the replicas; Waiting: its training job has not published it yet;
+    Refused: it cannot be served on this deployment's model (message says why)."""
+    message: str | None = None
+    """Why it waits or was refused."""
+
+
 class ScaleDecision(StatusModel):
     """One autoscaler decision."""
 
@@ -349,6 +366,8 @@ class LLMDeploymentStatus(StatusModel):
     """In-cluster base URL of the OpenAI-compatible API."""
     model: ServedModel | None = None
     """The model being rolled out or served (its version is the desired one)."""
+    adapters: list[AdapterStatus] = Field(default_factory=list)
+    """Each LoRA adapter of spec.model.adapters: ready, waiting or refused."""
     live_model_version: str | None = None
     """The model version the active Ray cluster serves; differs from model.version during a
     rollout."""

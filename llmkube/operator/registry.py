@@ -69,17 +69,18 @@ class TrainingPhasesAndRetries:
 
 
 class DeploymentRegistry:
-    """Which deployments wait on which training job, and which ones autoscale."""
+    """Which deployments wait on which training jobs (their model's and their adapters'), and
+    which ones autoscale."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._job_of: dict[tuple[str, str], str | None] = {}
+        self._jobs_of: dict[tuple[str, str], frozenset[str]] = {}
         self._autoscaled: set[tuple[str, str]] = set()
         self._published: dict[tuple[str, str], object] = {}
 
-    def observe(self, namespace: str, name: str, job: str | None, autoscaled: bool) -> None:
+    def observe(self, namespace: str, name: str, jobs: frozenset[str], autoscaled: bool) -> None:
         with self._lock:
-            self._job_of[(namespace, name)] = job
+            self._jobs_of[(namespace, name)] = jobs
             if autoscaled:
                 self._autoscaled.add((namespace, name))
             else:
@@ -87,7 +88,7 @@ class DeploymentRegistry:
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._job_of.pop((namespace, name), None)
+            self._jobs_of.pop((namespace, name), None)
             self._autoscaled.discard((namespace, name))
 
     def job_changed(self, namespace: str, job: str, published: object) -> bool:
@@ -102,9 +103,9 @@ class DeploymentRegistry:
             self._published.pop((namespace, job), None)
 
     def following(self, namespace: str, job: str) -> list[str]:
-        """Deployments serving what LLMTrainingJob `job` publishes."""
+        """Deployments serving what LLMTrainingJob `job` publishes (as model or adapter)."""
         with self._lock:
-            return [n for (ns, n), j in self._job_of.items() if ns == namespace and j == job]
+            return [n for (ns, n), j in self._jobs_of.items() if ns == namespace and job in j]
 
     def autoscaled(self) -> list[tuple[str, str]]:
         with self._lock:

@@ -1,7 +1,12 @@
-"""Checking that the Secrets a resource references exist, with a message saying what to create."""
+"""Checking that the Secrets a resource references exist, with a message saying what to create;
+and reading S3 credentials out of one."""
 
+import base64
+from collections.abc import Mapping
 from typing import Any
 
+from llmkube.api.common import StorageSpec
+from llmkube.api.runconfig import ACCESS_KEY_ENV, SECRET_KEY_ENV
 from llmkube.operator.kube import SECRETS, KubeApi
 
 
@@ -16,3 +21,19 @@ def find_secret(
     if missing:
         return None, f"Secret {name} has no key {', '.join(missing)}; add it"
     return secret, None
+
+
+def credentials_env(secret: Mapping[str, object], storage: StorageSpec) -> dict[str, str]:
+    """The S3 credentials from a Secret, as the environment variables storage reads."""
+    reference = storage.credentials_secret
+    data = secret.get("data") or {}
+    if reference is None or not isinstance(data, dict):
+        return {}
+    return {
+        env: base64.b64decode(data[key]).decode()
+        for env, key in (
+            (ACCESS_KEY_ENV, reference.access_key_id_key),
+            (SECRET_KEY_ENV, reference.secret_access_key_key),
+        )
+        if key in data
+    }

@@ -50,9 +50,11 @@ def generate(
     seed: int | None = None,
     device: torch.device | str = "cpu",
     stop_ids: frozenset[int] = frozenset(),
+    adapter: str | None = None,
 ) -> list[int]:
     """The new token ids after `prompt` (left-truncated to fit the context), up to and without
-    the first of `stop_ids`."""
+    the first of `stop_ids`; with the LoRA `adapter` of that name when one is given."""
+    extra = {"adapters": [adapter]} if adapter is not None else {}
     context = model.context_length
     max_new_tokens = min(max_new_tokens, context - 1)
     prompt = prompt[-(context - max_new_tokens) :] or [0]
@@ -60,7 +62,7 @@ def generate(
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     cache = model.new_cache(1, len(prompt) + max_new_tokens, device=torch.device(device))
-    logits = model(torch.tensor([prompt], device=device), cache)[:, -1]
+    logits = model(torch.tensor([prompt], device=device), cache, **extra)[:, -1]
     produced: list[int] = []
     for _ in range(max_new_tokens):
         token = choose_next(logits, params, generator)
@@ -69,5 +71,5 @@ def generate(
         produced.append(int(token.item()))
         if len(produced) == max_new_tokens:
             break
-        logits = model(token.view(1, 1), cache)[:, -1]
+        logits = model(token.view(1, 1), cache, **extra)[:, -1]
     return produced

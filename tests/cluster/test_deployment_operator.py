@@ -1,18 +1,26 @@
 """LLMDeployment against a real apiserver; tests play KubeRay by writing RayService status."""
 
 import json
+from pathlib import Path
 from typing import Any
 
+from llmkube.api.runconfig import StorageConfig
+from llmkube.storage import open_store
+from llmkube.storage.models import folder_digest
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.manifests import training_job_manifest
+from llmkube.testing.minio import MinioServer
 from llmkube.testing.operator import OperatorProcess
+from llmkube.testing.pretrained import publish_adapter, upload_folder, write_tiny_model
 from tests.bad_manifests import corpus
 from tests.cluster.helpers import (
     apply,
     condition,
+    credentials_secret,
     eventually,
     exists,
     get,
+    patch,
     patch_status,
     status_of,
     wait_phase,
@@ -377,3 +385,151 @@ def test_the_deployments_gauge_counts_phases(
     eventually(exported)
     assert control_plane.kubectl("delete", "llmd", "counted", "-n", namespace).returncode == 0
     eventually(lambda: 'deployment="counted"' not in operator.metrics())
+
+
+def _user_config_adapters(rayservice: dict[str, Any]) -> dict[str, str]:
+    deployment = serve_config(rayservice)["applications"][0]["deployments"][0]
+    return {a["name"]: a["uri"] for a in deployment["user_config"]["adapters"]}
+
+
+def test_adapters_are_checked_in_minio_and_change_in_place(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    minio: MinioServer,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    storage = StorageConfig(endpoint=minio.endpoint, insecure=True)
+    store = open_store(f"s3://{bucket}", storage, environ=minio.env)
+    folder = write_tiny_model(tmp_path / "llama", "llama")
+    base = upload_folder(store, f"s3://{bucket}/models/tiny-llama", folder)
+    digest = folder_digest(store, base)
+
+    def adapter(path: str, seed: int, **changes: Any) -> str:
+        settings: dict[str, Any] = {"base_digest": digest, **changes}
+        return publish_adapter(
+            store, f"s3://{bucket}/{path}", base_folder=folder, base_uri=base, seed=seed, **settings
+        )
+
+    uris = {
+        "alpha": adapter("adapters/alpha", 1),
+        "gamma": adapter("adapters/gamma", 2),
+        "wide": adapter("adapters/wide", 3, rank=16),
+        "stale": adapter("adapters/stale", 4, base_digest="sha256:" + "0" * 64),
+    }
+    # A LoRA job whose RayJob the test succeeds (as KubeRay would); its adapter is in MinIO.
+    job = training_job_manifest(
+        "lora-job",
+        model={"pretrained": {"uri": base}},
+        finetune={"method": "lora"},
+        dataset={"source": f"s3://{bucket}/chat/", "format": "chat"},
+        output=f"s3://{bucket}/jobs/lora-job/",
+    )
+    adapter("jobs/lora-job/model", 5)
+    storage_spec = {
+        "endpoint": minio.endpoint,
+        "insecure": True,
+        "credentialsSecret": {"name": "s3"},
+    }
+    apply(control_plane, namespace, credentials_secret("s3", minio.env), job)
+    apply(
+        control_plane,
+        namespace,
+        deployment_manifest(
+            "multi",
+            storage=storage_spec,
+            serving={"maxLoraRank": 8},
+            model={
+                "uri": base,
+                "adapters": [
+                    {"name": "alpha", "uri": uris["alpha"]},
+                    {"name": "tuned", "trainingJobRef": {"name": "lora-job"}},
+                    {"name": "wide", "uri": uris["wide"]},
+                    {"name": "stale", "uri": uris["stale"]},
+                ],
+            },
+        ),
+    )
+
+    def checked() -> None:
+        status = status_of(control_plane, "llmd", "multi", namespace)
+        found = status.get("adapters") or []
+        states = {a["name"]: a["state"] for a in found}
+        assert states == {
+            "alpha": "Ready",
+            "tuned": "Waiting",
+            "wide": "Refused",
+            "stale": "Refused",
+        }, status
+
+    eventually(checked)
+    status = status_of(control_plane, "llmd", "multi", namespace)
+    refused = condition(status, "AdaptersReady")
+    assert (refused["status"], refused["reason"]) == ("False", "AdapterRefused")
+    assert "rank 16, above serving.maxLoraRank 8" in refused["message"]
+    assert "stale: " in refused["message"]
+    assert "retrain the adapter" in refused["message"]
+    first = get(control_plane, "rayservice", "multi", namespace)
+    assert _user_config_adapters(first) == {"alpha": uris["alpha"]}
+    assert app_args(first)["modelUri"] == base
+    assert "adapters" not in app_args(first) or app_args(first)["adapters"] == []
+
+    # The job publishes: its adapter joins, in place (no new Ray cluster).
+    eventually(lambda: get(control_plane, "rayjob", "lora-job", namespace))
+    succeed(control_plane, "lora-job", namespace, "2026-11-28T11:00:00Z")
+
+    def joined() -> dict[str, Any]:
+        current = get(control_plane, "rayservice", "multi", namespace)
+        assert "tuned" in _user_config_adapters(current)
+        return current
+
+    second = eventually(joined)
+    assert _user_config_adapters(second)["tuned"] == f"s3://{bucket}/jobs/lora-job/model"
+    # An adapter-only edit: the serve config changes, nothing KubeRay hashes for a cluster does.
+    patch(
+        control_plane,
+        "llmd",
+        "multi",
+        namespace,
+        {
+            "spec": {
+                "model": {
+                    "uri": base,
+                    "adapters": [
+                        {"name": "gamma", "uri": uris["gamma"]},
+                        {"name": "tuned", "trainingJobRef": {"name": "lora-job"}},
+                    ],
+                }
+            }
+        },
+    )
+
+    def edited() -> dict[str, Any]:
+        current = get(control_plane, "rayservice", "multi", namespace)
+        assert set(_user_config_adapters(current)) == {"gamma", "tuned"}
+        return current
+
+    third = eventually(edited)
+    assert third["metadata"]["uid"] == first["metadata"]["uid"]
+    assert third["spec"]["rayClusterConfig"] == first["spec"]["rayClusterConfig"]
+    assert app_args(third) == app_args(first)
+    eventually(
+        lambda: (
+            condition(status_of(control_plane, "llmd", "multi", namespace), "AdaptersReady")[
+                "status"
+            ]
+            == "True"
+        )
+    )
+
+    # A deployment of the LoRA job itself: its adapter, on the base it records.
+    apply(
+        control_plane,
+        namespace,
+        deployment_manifest(
+            "tuned", storage=storage_spec, model={"trainingJobRef": {"name": "lora-job"}}
+        ),
+    )
+    handed = eventually(lambda: get(control_plane, "rayservice", "tuned", namespace))
+    assert app_args(handed)["modelUri"] == f"s3://{bucket}/jobs/lora-job/model"

@@ -1,37 +1,36 @@
-"""`llmkube run` on the quickstart, as a user runs it: a real subprocess, started as a script's
-background job would start it (SIGINT ignored), and stopped by every signal a user, a terminal or
-a supervisor sends — SIGKILL included."""
+"""`llmkube run` on the from-scratch example, as a user runs it: a real subprocess, started as a
+script's background job would start it (SIGINT ignored), and stopped by every signal a user, a
+terminal or a supervisor sends — SIGKILL included."""
 
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from llmkube.api.artifacts import complete_checkpoints_among
-from llmkube.local.child import session_processes
 from llmkube.storage import open_store
 from llmkube.testing.models import publish_byte_model
-from llmkube.testing.processes import as_background_job, free_port
-from llmkube.testing.training import command_line
+from llmkube.testing.processes import free_port
+from tests.runtime.local_run import LLMKUBE, Run
 
 ROOT = Path(__file__).parents[2]
-QUICKSTART = ROOT / "examples" / "quickstart"
-LLMKUBE = [sys.executable, "-m", "llmkube.cli.main"]
+FROM_SCRATCH = ROOT / "examples" / "from-scratch"
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     env = {**os.environ, "LLMKUBE_DATA_DIR": str(tmp_path)}
     sample = subprocess.run(
-        [*LLMKUBE, "data", "sample"], env=env, capture_output=True, text=True, check=False
+        [*LLMKUBE, "data", "sample", "--no-model"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert sample.returncode == 0, sample.stderr
     assert "pydoc-topics.txt" in sample.stdout
@@ -42,91 +41,9 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-class Run:
-    def __init__(self, data_dir: Path, *args: str) -> None:
-        self.log_path = data_dir / f"run-{time.monotonic_ns()}.log"
-        self.sessions: set[int] = set()
-        self.data_dir = data_dir
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                as_background_job([*LLMKUBE, "run", *args]),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "LLMKUBE_DATA_DIR": str(data_dir), "COLUMNS": "200"},
-                start_new_session=True,
-            )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def watch_children(self) -> None:
-        """Remember the sessions of the entrypoints `llmkube run` started."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            command = command_line(int(entry.name))
-            if str(self.data_dir) in command and "llmkube.runtime." in command:
-                self.sessions.add(int(entry.name))
-
-    def _wait(self, done: Callable[[], bool], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.watch_children()
-            if done():
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"llmkube run exited {self.process.returncode}:\n{self.log}")
-            time.sleep(0.2)
-        raise AssertionError(f"no {what} in {timeout}s:\n{self.log}")
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        self._wait(lambda: text in self.log, repr(text), timeout)
-
-    def wait_for_checkpoint(self, output: Path, timeout: float) -> None:
-        progress = output / "progress.json"  # written atomically
-        self._wait(
-            lambda: progress.exists() and bool(json.loads(progress.read_text())["checkpoint_step"]),
-            "checkpoint",
-            timeout,
-        )
-
-    def wait_for_training(self, timeout: float) -> None:
-        """Until the training workers run: their step-0 evaluation is logged."""
-        self._wait(lambda: "eval at step 0" in self.train_log, "training", timeout)
-
-    @property
-    def train_log(self) -> str:
-        path = self.data_dir / "runs" / "pydoc" / "train.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def interrupt(self, signum: int = signal.SIGINT, timeout: float = 120) -> int:
-        self.process.send_signal(signum)
-        return self.process.wait(timeout)
-
-    def assert_nothing_left(self, timeout: float = 20) -> None:
-        assert self.sessions, "the test never saw the entrypoints"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            left = [pid for session in self.sessions for pid in session_processes(session)]
-            if not left:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"processes left behind: {left}")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for session in self.sessions:
-            for pid in session_processes(session):
-                os.kill(pid, signal.SIGKILL)
-
-
-def test_quickstart_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
+def test_from_scratch_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
     port = free_port()
-    run = Run(data_dir, str(QUICKSTART), "--max-steps", "30", "--port", str(port))
+    run = Run(data_dir, str(FROM_SCRATCH), "--max-steps", "30", "--port", str(port))
     try:
         run.wait_for("serving pydoc at", timeout=600)
         model = data_dir / "models" / "pydoc" / "model"
@@ -187,7 +104,7 @@ def test_quickstart_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
 
 
 def test_stopped_training_resumes_from_its_checkpoint(data_dir: Path) -> None:
-    job = str(QUICKSTART / "training-job.yaml")
+    job = str(FROM_SCRATCH / "training-job.yaml")
     # So many steps that no machine finishes them before the stop: the test cannot race the end
     # of training. The stop comes after the first checkpoint (step 100) and maybe later ones.
     first = Run(data_dir, job, "--max-steps", "1000000")
@@ -236,7 +153,7 @@ def published_model(data_dir: Path) -> Path:
 def started_in(phase: str, data_dir: Path) -> Run:
     """`llmkube run` once it is training (its workers run) or serving."""
     if phase == "training":
-        run = Run(data_dir, str(QUICKSTART / "training-job.yaml"), "--max-steps", "1000000")
+        run = Run(data_dir, str(FROM_SCRATCH / "training-job.yaml"), "--max-steps", "1000000")
         run.wait_for_training(timeout=600)
     else:
         run = Run(data_dir, str(published_model(data_dir)), "--port", str(free_port()))

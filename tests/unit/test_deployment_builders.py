@@ -6,9 +6,10 @@ from typing import Any
 import pytest
 
 from llmkube.api import LLMDeployment, LLMDeploymentStatus
-from llmkube.api.deployment import ServedModel
+from llmkube.api.deployment import AdapterStatus, ServedModel
 from llmkube.api.runconfig import ServeRunConfig, serve_run_config
 from llmkube.operator.conditions import find
+from llmkube.operator.deployment.adapters import AdapterChoice
 from llmkube.operator.deployment.builders import (
     build_rayservice,
     build_service,
@@ -194,3 +195,64 @@ def test_waiting_for_a_model_deploys_nothing() -> None:
         now="T",
     )
     assert (status.phase, status.replicas, status.endpoint) == ("WaitingForModel", 0, None)
+
+
+def test_adapters_travel_in_user_config_so_changing_them_touches_nothing_else() -> None:
+    dep = deployment(replicas=2)
+    plain = build_rayservice(
+        dep, serve_run_config(dep, model_uri=URI), model_version="v1", default_image="img"
+    )
+    adapters = {"sql": "s3://adapters/sql/model", "docs": "s3://adapters/docs/model"}
+    with_adapters = build_rayservice(
+        dep,
+        serve_run_config(dep, model_uri=URI, adapter_uris=adapters),
+        model_version="v1",
+        default_image="img",
+    )
+    server = serve(with_adapters)["deployments"][0]
+    assert server["user_config"] == {
+        "adapters": [
+            {"name": "docs", "uri": "s3://adapters/docs/model"},
+            {"name": "sql", "uri": "s3://adapters/sql/model"},
+        ]
+    }
+    assert serve(plain)["deployments"][0]["user_config"] == {"adapters": []}
+    # Ray Serve restarts replicas when args change; adapters must not be in them.
+    assert serve(with_adapters)["args"] == serve(plain)["args"]
+    assert with_adapters["spec"]["rayClusterConfig"] == plain["spec"]["rayClusterConfig"]
+
+
+@pytest.mark.parametrize(
+    ("states", "condition", "reason"),
+    [
+        ([], None, None),
+        (["Ready", "Ready"], "True", "AdaptersReady"),
+        (["Ready", "Waiting"], "False", "AdapterWaiting"),
+        (["Waiting", "Refused"], "False", "AdapterRefused"),
+    ],
+)
+def test_adapter_states_become_one_condition(
+    states: list[str], condition: str | None, reason: str | None
+) -> None:
+    dep = deployment()
+    adapters = AdapterChoice(
+        statuses=[
+            AdapterStatus(name=f"a{i}", state=state, message=None if state == "Ready" else "why")  # type: ignore[arg-type]
+            for i, state in enumerate(states)
+        ]
+    )
+    status = deployment_status(
+        LLMDeploymentStatus(),
+        dep,
+        choice=ModelChoice(ServedModel(uri=URI, version="v1")),
+        rayservice_name="chat",
+        rayservice=None,
+        adapters=adapters,
+        now="t",
+    )
+    found = find(status.conditions, "AdaptersReady")
+    assert (found.status if found else None, found.reason if found else None) == (
+        condition,
+        reason,
+    )
+    assert [a.state for a in status.adapters] == states

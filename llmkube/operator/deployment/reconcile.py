@@ -9,6 +9,7 @@ from llmkube.api.deployment import ServedModel
 from llmkube.api.runconfig import serve_run_config
 from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, validated_or_blocked
 from llmkube.operator.conditions import ConditionStatus, set_condition, utcnow
+from llmkube.operator.deployment.adapters import choose_adapters
 from llmkube.operator.deployment.builders import (
     build_rayservice,
     build_service,
@@ -26,7 +27,7 @@ from llmkube.operator.kube import (
     KubeApi,
 )
 from llmkube.operator.naming import MODEL_VERSION_ANNOTATION, rayservice_name
-from llmkube.operator.secret_refs import find_secret
+from llmkube.operator.secret_refs import credentials_env, find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
 
@@ -109,6 +110,16 @@ def _check_secrets(body: dict[str, Any], deployment: LLMDeployment, api: KubeApi
             )
 
 
+def _credentials(api: KubeApi, deployment: LLMDeployment) -> dict[str, str]:
+    """The S3 credentials the replicas get, for the operator's own checks in storage."""
+    reference = deployment.spec.storage.credentials_secret
+    if reference is None:
+        return {}
+    keys = [reference.access_key_id_key, reference.secret_access_key_key]
+    secret, _ = find_secret(api, deployment.metadata.namespace or "default", reference.name, keys)
+    return credentials_env(secret or {}, deployment.spec.storage)
+
+
 def _apply(
     api: KubeApi, resource: Any, namespace: str, desired: dict[str, Any], owned: list[str]
 ) -> dict[str, Any]:
@@ -148,9 +159,22 @@ def reconcile_deployment(
         served = current.model  # keep serving the last model while a re-run trains
     rayservice = None
     monitoring_problem: str | None = None
+    adapters = None
     if served is not None and served.uri:
+        adapters = choose_adapters(
+            api,
+            deployment,
+            model_uri=served.uri,
+            storage=serve_run_config(
+                deployment, model_uri=served.uri, default_endpoint=settings.s3_endpoint
+            ).storage,
+            credentials=_credentials(api, deployment),
+        )
         run_config = serve_run_config(
-            deployment, model_uri=served.uri, default_endpoint=settings.s3_endpoint
+            deployment,
+            model_uri=served.uri,
+            adapter_uris=adapters.uris,
+            default_endpoint=settings.s3_endpoint,
         )
         desired = build_rayservice(
             deployment,
@@ -175,6 +199,7 @@ def reconcile_deployment(
         rayservice_name=name,
         rayservice=rayservice,
         live_version=live_version(api, namespace, rayservice),
+        adapters=adapters,
         now=now,
     )
     if rayservice is not None:

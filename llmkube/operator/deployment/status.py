@@ -7,6 +7,7 @@ from llmkube.api import LLMDeployment, LLMDeploymentStatus
 from llmkube.api.contract import SERVE_APP
 from llmkube.api.deployment import DeploymentPhase, ServedModel
 from llmkube.operator.conditions import ConditionStatus, set_condition
+from llmkube.operator.deployment.adapters import AdapterChoice
 from llmkube.operator.deployment.builders import endpoint, selector
 
 
@@ -44,6 +45,30 @@ def _rayservice_condition(rayservice: dict[str, Any], type_: str) -> dict[str, A
     return next((c for c in conditions if c.get("type") == type_), None)
 
 
+def _adapters(
+    status: LLMDeploymentStatus, adapters: AdapterChoice, generation: int | None, now: str
+) -> None:
+    listed = any(c.type == "AdaptersReady" for c in status.conditions)
+    status.adapters = adapters.statuses
+    if not adapters.statuses and not listed:
+        return
+    refused = [a for a in adapters.statuses if a.state == "Refused"]
+    waiting = [a for a in adapters.statuses if a.state == "Waiting"]
+    state: ConditionStatus
+    if refused:
+        state, reason = "False", "AdapterRefused"
+        message = "; ".join(f"{a.name}: {a.message}" for a in refused)
+    elif waiting:
+        state, reason = "False", "AdapterWaiting"
+        message = "; ".join(f"{a.name}: {a.message}" for a in waiting)
+    elif adapters.statuses:
+        state, reason = "True", "AdaptersReady"
+        message = "serving " + ", ".join(a.name for a in adapters.statuses)
+    else:
+        state, reason, message = "True", "NoAdapters", "spec.model.adapters is empty"
+    _condition(status, "AdaptersReady", state, reason, message, generation, now)
+
+
 def deployment_status(
     current: LLMDeploymentStatus,
     deployment: LLMDeployment,
@@ -52,14 +77,18 @@ def deployment_status(
     rayservice_name: str,
     rayservice: dict[str, Any] | None,
     live_version: str | None = None,
+    adapters: AdapterChoice | None = None,
     now: str,
 ) -> LLMDeploymentStatus:
-    """`live_version`: the model version annotation of the RayService's active RayCluster."""
+    """`live_version`: the model version annotation of the RayService's active RayCluster;
+    `adapters`: what became of spec.model.adapters (None: as last reported)."""
     generation = deployment.metadata.generation
     status = current.model_copy(deep=True)
     status.observed_generation = generation
     status.desired_replicas = deployment.spec.replicas
     status.selector = selector(deployment)
+    if adapters is not None:
+        _adapters(status, adapters, generation, now)
 
     if rayservice is None:
         # Nothing deployed yet: we are waiting for the model.

@@ -1,6 +1,5 @@
 """Reading a running job's progress.json and metrics.jsonl from object storage."""
 
-import base64
 import json
 from collections.abc import Mapping
 
@@ -8,7 +7,7 @@ from pydantic import ValidationError
 
 from llmkube.api import LLMTrainingJob
 from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE, MetricsRecord, ProgressRecord
-from llmkube.api.runconfig import ACCESS_KEY_ENV, SECRET_KEY_ENV, training_run_config
+from llmkube.api.runconfig import training_run_config
 from llmkube.api.training import TrainingMetrics
 from llmkube.operator.training.status import ProgressSnapshot
 from llmkube.storage import NotFoundError, open_store
@@ -18,22 +17,6 @@ from llmkube.storage.uri import join
 READ_RETRY_SECONDS = 2.0
 # metrics.jsonl grows for the whole run; only its end holds the latest numbers.
 METRICS_TAIL_BYTES = 64 * 1024
-
-
-def credentials_env(secret: Mapping[str, object], job: LLMTrainingJob) -> dict[str, str]:
-    """The S3 credentials from a Secret, as the environment variables storage reads."""
-    reference = job.spec.storage.credentials_secret
-    data = secret.get("data") or {}
-    if reference is None or not isinstance(data, dict):
-        return {}
-    return {
-        env: base64.b64decode(data[key]).decode()
-        for env, key in (
-            (ACCESS_KEY_ENV, reference.access_key_id_key),
-            (SECRET_KEY_ENV, reference.secret_access_key_key),
-        )
-        if key in data
-    }
 
 
 def complete_lines(tail: bytes, truncated: bool) -> str:

@@ -12,11 +12,11 @@ from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, SECRETS, TRAINING_JOBS, K
 from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
 from llmkube.operator.patches import changed_paths
 from llmkube.operator.registry import TrainingPhasesAndRetries
-from llmkube.operator.secret_refs import find_secret
+from llmkube.operator.secret_refs import credentials_env, find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_status, write_training_status
 from llmkube.operator.training.builders import applied_spec, build_rayjob, build_run_configmap
-from llmkube.operator.training.progress import credentials_env, read_snapshot
+from llmkube.operator.training.progress import read_snapshot
 from llmkube.operator.training.status import training_status
 from llmkube.storage import StorageError
 
@@ -46,7 +46,7 @@ def _credentials(
             generation=job.metadata.generation,
             now=now,
         )
-    return credentials_env(secret, job)
+    return credentials_env(secret, job.spec.storage)
 
 
 def ignored_spec_changes(rayjob: dict[str, Any], job: LLMTrainingJob) -> list[str]:
@@ -143,7 +143,7 @@ def refresh_training_status(
         try:
             secret_ref = job.spec.storage.credentials_secret
             secret = api.get(SECRETS, namespace, secret_ref.name) if secret_ref else None
-            credentials = credentials_env(secret or {}, job)
+            credentials = credentials_env(secret or {}, job.spec.storage)
             snapshot = read_snapshot(job, credentials, settings.s3_endpoint)
         except StorageError as error:
             # Progress is best-effort; the phase still updates and the next tick retries.

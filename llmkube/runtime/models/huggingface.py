@@ -111,9 +111,9 @@ class HuggingFaceLM(CausalLM):
         extra: dict[str, Any] = {}
         if adapters is not None:
             extra["adapter_names"] = [name or BASE_ADAPTER for name in adapters]
-        elif cache is not None and isinstance(self.inner, peft.PeftModel):
-            # Without names peft applies its active adapter to every row; rows that name none
-            # are the base model's.
+        elif positions is not None and isinstance(self.inner, peft.PeftModel):
+            # The engine's rows that name no adapter are the base model's; without names peft
+            # would apply its active adapter (what training and its samples want) to them.
             extra["adapter_names"] = [BASE_ADAPTER] * tokens.shape[0]
         if cache is None:
             out = self.inner(input_ids=tokens, use_cache=False, **extra)

