@@ -60,16 +60,16 @@ def save_artifact(
 
 
 def check_gpt_artifact(store: ObjectStore, uri: str) -> None:
-    """A ModelError for a fine-tuned Hugging Face folder (llmkube serves and generates with its
-    GPT artifacts); a StorageError when there is no artifact at all."""
+    """A ModelError for a fine-tuned Hugging Face folder (training continues only from GPT
+    artifacts: spec.model.base); a StorageError when there is no artifact at all."""
     record = join(uri, MODEL_RECORD_FILE)
     if store.exists(record):
         kind = ModelRecord.model_validate_json(store.read_bytes(record)).format
         if kind != "gpt":
             raise ModelError(
-                f"{uri} is a fine-tuned Hugging Face model ({kind}); llmkube serves and "
-                "generates with its own GPT artifacts only, for now: load it with transformers "
-                "and peft (docs/finetuning.md)"
+                f"{uri} is a fine-tuned Hugging Face model ({kind}), not an llmkube GPT "
+                "artifact; fine-tune it further with spec.model.pretrained instead of "
+                "spec.model.base"
             )
     if not store.exists(join(uri, CONFIG_FILE)):
         raise NotFoundError(

@@ -9,6 +9,7 @@ from typing import Any
 import peft
 import pytest
 import torch
+from tokenizers import Tokenizer, decoders, models
 
 from llmkube.runtime.models.huggingface import (
     HuggingFaceLM,
@@ -16,6 +17,7 @@ from llmkube.runtime.models.huggingface import (
     load_pretrained,
     load_tokenizer,
 )
+from llmkube.runtime.prompts import PretrainedPrompts
 from llmkube.runtime.sampling import generate
 from llmkube.runtime.serving.engine import (
     Engine,
@@ -23,6 +25,7 @@ from llmkube.runtime.serving.engine import (
     decode_inputs,
     prefill_inputs,
 )
+from llmkube.runtime.tokenizer import token_bytes
 from llmkube.testing.pretrained import VOCAB, write_tiny_model
 
 ARCHITECTURES = ("llama", "qwen2", "gpt2")
@@ -164,3 +167,36 @@ def test_batched_greedy_answers_equal_each_request_alone(
         assert asyncio.run(together()) == alone
     finally:
         engine.close()
+
+
+def test_chats_use_the_models_template_or_plain_text_without_one(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    templated = PretrainedPrompts(load_tokenizer(folders["llama"]), chat=False)
+    turns = [("developer", "Be brief."), ("user", "What is a list?")]
+    text = templated.tokenizer.decode(templated.encode_chat(turns))
+    assert text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is a list?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert templated.stop_ids == {templated.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    assert templated.chat_stops == ()
+    bare = write_tiny_model(tmp_path / "bare", "gpt2", chat_template=None)
+    plain = PretrainedPrompts(load_tokenizer(bare), chat=False, stop_ids=frozenset({7}))
+    assert plain.tokenizer.decode(plain.encode_chat(turns)) == (
+        "Be brief.\n\nUser: What is a list?\nAssistant:"
+    )
+    assert plain.chat_stops == ("\nUser:",)
+    assert 7 in plain.stop_ids
+
+
+def test_sentencepiece_vocabularies_map_to_their_bytes() -> None:
+    vocab = {"<unk>": 0, "<0x0A>": 1, "<0xC3>": 2, "<0xA9>": 3, "\u2581the": 4, "re": 5}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, unk_token="<unk>"))
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    tokenizer.add_special_tokens(["<unk>"])
+    table = token_bytes(tokenizer)
+    assert table == [b"", b"\n", b"\xc3", b"\xa9", b" the", b"re"]
+    assert (table[2] + table[3]).decode() == "é"

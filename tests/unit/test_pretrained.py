@@ -279,7 +279,7 @@ def test_fine_tune_defaults_resolve_in_the_run_config() -> None:
     assert config.context_length == 1024
 
 
-def test_generate_and_serving_refuse_a_fine_tuned_folder_by_name(tmp_path: Path) -> None:
+def test_continuing_training_refuses_a_fine_tuned_folder_by_name(tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / MODEL_RECORD_FILE).write_text(
@@ -287,7 +287,7 @@ def test_generate_and_serving_refuse_a_fine_tuned_folder_by_name(tmp_path: Path)
             format="lora", architecture="llama", parameters=10, trainable_parameters=1
         ).model_dump_json()
     )
-    with pytest.raises(ModelError, match=r"is a fine-tuned Hugging Face model \(lora\)"):
+    with pytest.raises(ModelError, match=r"model \(lora\), .* instead of spec.model.base"):
         check_gpt_artifact(open_store("file://"), f"file://{folder}")
     with pytest.raises(StorageError, match="no model artifact at"):
         check_gpt_artifact(open_store("file://"), f"file://{tmp_path}/nothing")
