@@ -23,6 +23,9 @@ pure-Python one does, and its share of a core is printed.
 
     .venv/bin/python benchmarks/serve_throughput.py [--preset tiny|small] [--max-tokens 64]
         [--stream-interval 4] [--via-proxy] [--pairs 5]
+
+`--model hf-tiny|smollm2` measures a Hugging Face model instead, with and without LoRA
+adapters (benchmarks/serve_adapters.py).
 """
 
 import argparse
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import serve_adapters
 import torch
 
 from llmkube.api.deployment import ServingSpec
@@ -219,7 +223,13 @@ def ideal_decode(model: CausalLM, prompt_length: int, steps: int, batch: int = 1
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    which = argparse.ArgumentParser(add_help=False)
+    which.add_argument("--model", default="gpt", choices=["gpt", "hf-tiny", "smollm2"])
+    chosen, rest = which.parse_known_args()
+    if chosen.model != "gpt":  # a Hugging Face model, with and without adapters
+        serve_adapters.main(["--model", chosen.model, *rest])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[which])
     parser.add_argument("--preset", default="tiny", choices=["tiny", "small"])
     parser.add_argument("--vocab-size", type=int, default=8192)
     parser.add_argument("--prompt-tokens", type=int, default=32)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmkube.api.contract import (
+    ADAPTERS_LOADED,
     BATCH_SIZE,
     EVAL_LOSS,
     GENERATED_TOKENS,
@@ -27,7 +28,7 @@ from llmkube.api.contract import (
 )
 
 # Grafana template variables, and what the test puts in their place.
-VARIABLES = {"$job": ".+", "$deployment": ".+"}
+VARIABLES = {"$job": ".+", "$deployment": ".+", "$model": ".+"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ def _quantiles(metric: str, selector: str) -> tuple[tuple[str, str], ...]:
 
 TRAIN = 'training_job=~"$job"'
 SERVE = 'deployment=~"$deployment"'
+# Request and token series carry the model id asked for: the deployment's own, its base or an
+# adapter (llmkube/runtime/serving/metrics.py).
+PER_MODEL = 'deployment=~"$deployment",model=~"$model"'
 
 TRAINING_PANELS = (
     Panel(
@@ -114,7 +118,7 @@ SERVING_PANELS = (
         (
             (
                 "{{status}}",
-                f"sum by (status) (rate({exported(REQUESTS)}{{{SERVE}}}[1m]))",
+                f"sum by (status) (rate({exported(REQUESTS)}{{{PER_MODEL}}}[1m]))",
             ),
         ),
     ),
@@ -124,33 +128,48 @@ SERVING_PANELS = (
         (
             (
                 "errors",
-                f'sum(rate({exported(REQUESTS)}{{{SERVE},status!="200"}}[1m])) / '
-                f"sum(rate({exported(REQUESTS)}{{{SERVE}}}[1m]))",
+                f'sum(rate({exported(REQUESTS)}{{{PER_MODEL},status!="200"}}[1m])) / '
+                f"sum(rate({exported(REQUESTS)}{{{PER_MODEL}}}[1m]))",
             ),
         ),
     ),
     Panel(
         "Time to first token",
         "s",
-        _quantiles(exported(TIME_TO_FIRST_TOKEN), SERVE),
+        _quantiles(exported(TIME_TO_FIRST_TOKEN), PER_MODEL),
     ),
     Panel(
         "Inter-token latency",
         "s",
-        _quantiles(exported(INTER_TOKEN_LATENCY), SERVE),
+        _quantiles(exported(INTER_TOKEN_LATENCY), PER_MODEL),
     ),
     Panel(
         "Request duration",
         "s",
-        _quantiles(exported(REQUEST_DURATION), SERVE),
+        _quantiles(exported(REQUEST_DURATION), PER_MODEL),
     ),
     Panel(
         "Tokens per second",
         "tokens/s",
         (
-            ("generated", f"sum(rate({exported(GENERATED_TOKENS)}{{{SERVE}}}[1m]))"),
-            ("prompt", f"sum(rate({exported(PROMPT_TOKENS)}{{{SERVE}}}[1m]))"),
+            ("generated", f"sum(rate({exported(GENERATED_TOKENS)}{{{PER_MODEL}}}[1m]))"),
+            ("prompt", f"sum(rate({exported(PROMPT_TOKENS)}{{{PER_MODEL}}}[1m]))"),
         ),
+    ),
+    Panel(
+        "Generated tokens per second, by model (base and adapters)",
+        "tokens/s",
+        (
+            (
+                "{{model}}",
+                f"sum by (model) (rate({exported(GENERATED_TOKENS)}{{{PER_MODEL}}}[1m]))",
+            ),
+        ),
+    ),
+    Panel(
+        "LoRA adapters loaded (per replica)",
+        "none",
+        (("{{WorkerId}}", f"max by (WorkerId) ({exported(ADAPTERS_LOADED)}{{{SERVE}}})"),),
     ),
     Panel(
         "In flight and queued",
@@ -255,7 +274,7 @@ def _variable(name: str, label: str, metric: str) -> dict[str, Any]:
 
 
 def dashboard(
-    uid: str, title: str, panels: tuple[Panel, ...], variable: dict[str, Any]
+    uid: str, title: str, panels: tuple[Panel, ...], *variables: dict[str, Any]
 ) -> dict[str, Any]:
     return {
         "uid": uid,
@@ -273,7 +292,7 @@ def dashboard(
                     "query": "prometheus",
                     "label": "Prometheus",
                 },
-                variable,
+                *variables,
             ]
         },
         "panels": [_grafana_panel(index, panel) for index, panel in enumerate(panels)],
@@ -294,6 +313,7 @@ def dashboards() -> dict[str, dict[str, Any]]:
             "llmkube / serving",
             SERVING_PANELS,
             _variable("deployment", "deployment", exported(REQUESTS)),
+            _variable("model", "model", exported(REQUESTS)),
         ),
     }
 
