@@ -54,8 +54,10 @@ class AdapterSet:
                 self._remove(name)
             try:
                 self._add(name, uri)
-            except (StorageError, ModelError, ValueError) as error:
-                self.problems[name] = str(error)
+            except Exception as error:
+                # Whatever one adapter does wrong (its weights not fitting, say), the replica
+                # keeps serving the others; GET /v1/adapters says what happened.
+                self.problems[name] = f"{type(error).__name__}: {error}"
                 log.warning("adapter %s not loaded: %s", name, error)
 
     def _remove(self, name: str) -> None:
