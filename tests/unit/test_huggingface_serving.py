@@ -11,6 +11,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models
 
+from llmkube.api.runconfig import StorageConfig
+from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.models.huggingface import (
     HuggingFaceLM,
     check_model_config,
@@ -25,6 +27,7 @@ from llmkube.runtime.serving.engine import (
     decode_inputs,
     prefill_inputs,
 )
+from llmkube.runtime.serving.served_model import load_model
 from llmkube.runtime.tokenizer import token_bytes
 from llmkube.testing.pretrained import VOCAB, write_tiny_model
 
@@ -200,3 +203,11 @@ def test_sentencepiece_vocabularies_map_to_their_bytes() -> None:
     table = token_bytes(tokenizer)
     assert table == [b"", b"\n", b"\xc3", b"\xa9", b" the", b"re"]
     assert (table[2] + table[3]).decode() == "é"
+
+
+def test_sliding_window_models_are_refused_for_serving(tmp_path: Path) -> None:
+    folder = write_tiny_model(tmp_path / "qwen2", "qwen2")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "use_sliding_window": True}))
+    with pytest.raises(ModelError, match="sliding-window attention"):
+        load_model(f"file://{folder}", StorageConfig(), "cpu", name="m", max_lora_rank=8)

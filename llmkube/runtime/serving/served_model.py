@@ -94,7 +94,14 @@ def _local(storage: StorageConfig, uri: str, *, what: str, required: str) -> Pat
 
 
 def _huggingface(folder: Path, device: str) -> tuple[HuggingFaceLM, PretrainedPrompts]:
-    summary = check_model_config(json.loads((folder / MODEL_CONFIG_FILE).read_text()), str(folder))
+    raw = json.loads((folder / MODEL_CONFIG_FILE).read_text())
+    summary = check_model_config(raw, str(folder))
+    if raw.get("use_sliding_window"):
+        # The engine's mask lets every layer see the whole slot; a sliding window would differ.
+        raise ModelError(
+            f"{folder} uses sliding-window attention (use_sliding_window: true), which llmkube's "
+            "serving engine does not apply; serve a model without it"
+        )
     model = HuggingFaceLM(load_pretrained(folder, summary.model_type), summary)
     model.to(device)
     model.eval()
