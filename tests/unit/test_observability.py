@@ -51,6 +51,7 @@ def test_every_query_names_only_exported_metrics() -> None:
         "ray_llmkube_requests_in_flight",
         "ray_llmkube_queue_depth",
         "ray_llmkube_batch_size",
+        "ray_llmkube_adapters_loaded",
     }
     for expr in observability.measured_expressions() + observability.alert_expressions():
         for name in re.findall(r"\b((?:ray_)?llmkube_[a-z_]+)\b", expr):

@@ -86,6 +86,7 @@ class ServingMetrics:
             tag_keys=("deployment",),
         )
         self._in_flight = 0
+        self._adapters = 0
         for gauge in (self.in_flight, self.queue, self.batch):
             gauge.set(0, tags=self.tags)
         self.adapters.set(0, tags={"deployment": deployment})
@@ -97,6 +98,8 @@ class ServingMetrics:
     def started(self, prompt_tokens: int, model: str) -> None:
         self._in_flight += 1
         self.in_flight.set(self._in_flight, tags=self.tags)
+        # Ray exports a gauge only while it is being set: the adapter count is set again here.
+        self.adapters.set(self._adapters, tags={"deployment": self.deployment})
         self.prompt_tokens.inc(prompt_tokens, tags=self._tags(model))
 
     def finished(self) -> None:
@@ -110,6 +113,7 @@ class ServingMetrics:
         self.duration.observe(seconds, tags=self._tags(model))
 
     def adapters_loaded(self, count: int) -> None:
+        self._adapters = count
         self.adapters.set(count, tags={"deployment": self.deployment})
 
     # The engine (EngineObserver).
