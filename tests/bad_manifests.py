@@ -3,6 +3,9 @@
 Each file starts with comment lines:
     # apiserver: <text the apiserver's rejection must contain>   (absent: the apiserver accepts it)
     # llmkube: <text llmkube's validation must contain>
+or, for what only a cluster refuses (`llmkube run` accepts it; `llmkube validate --cluster` and
+the operator do not):
+    # cluster: <text llmkube's cluster validation must contain>
 """
 
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ class BadManifest:
     path: Path
     apiserver_says: str | None
     llmkube_says: str
+    cluster_only: bool = False
 
     @property
     def document(self) -> dict[str, object]:
@@ -39,7 +43,9 @@ def corpus() -> list[BadManifest]:
     manifests = []
     for path in sorted(FOLDER.glob("*.yaml")):
         text = path.read_text()
-        llmkube_says = _expectation(text, "llmkube")
-        assert llmkube_says, f"{path} needs a '# llmkube: ...' line"
-        manifests.append(BadManifest(path, _expectation(text, "apiserver"), llmkube_says))
+        cluster_says = _expectation(text, "cluster")
+        llmkube_says = _expectation(text, "llmkube") or cluster_says
+        assert llmkube_says, f"{path} needs a '# llmkube: ...' or '# cluster: ...' line"
+        apiserver_says = _expectation(text, "apiserver")
+        manifests.append(BadManifest(path, apiserver_says, llmkube_says, cluster_says is not None))
     return manifests

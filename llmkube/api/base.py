@@ -1,8 +1,9 @@
 """The base every wire model shares: camelCase aliases, attribute docstrings as descriptions."""
 
+import re
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -54,12 +55,52 @@ PATTERN_HINTS = {
     QUANTITY_PATTERN: "must be a Kubernetes quantity such as 16Gi, 512Mi or 500m",
 }
 
+CLUSTER: Final = {"target": "cluster"}
+"""Validation context of a resource applied to a cluster (the operator, `llmkube validate
+--cluster`): what only `llmkube run` may do is refused. The apiserver refuses the same with CEL
+rules, where each such rule is also written."""
+
+
+def on_cluster(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and info.context.get("target") == "cluster"
+
+
+FILE_URI_ON_CLUSTER = (
+    "file:// URIs are for `llmkube run` on one machine; on a cluster use s3://bucket/prefix"
+)
+DOT_SEGMENT = "'.' and '..' are not allowed as path segments; write the path they mean"
+_DOT_SEGMENT_PATTERN = r"/\.\.?(/|$)"
+
+
+def _storage_uri(uri: str, info: ValidationInfo) -> str:
+    if re.search(_DOT_SEGMENT_PATTERN, uri):
+        raise invalid(DOT_SEGMENT)
+    if on_cluster(info) and uri.startswith("file://"):
+        raise invalid(FILE_URI_ON_CLUSTER)
+    return uri
+
+
+def normalized_prefix(uri: str) -> str:
+    """A storage URI as a folder prefix: repeated slashes collapsed, one trailing slash (dot
+    segments are refused by validation), for comparing where two URIs point."""
+    scheme, _, path = uri.partition("://")
+    root = "/" if path.startswith("/") else ""
+    return f"{scheme}://{root}" + "".join(f"{part}/" for part in path.split("/") if part)
+
+
 # Object-storage locations: MinIO/S3 buckets or local paths (the embedded default).
 StorageUri = Annotated[
     str,
     StringConstraints(pattern=STORAGE_URI_PATTERN, max_length=1024),
+    AfterValidator(_storage_uri),
     Field(
-        description="Object-storage URI: s3://bucket/prefix (MinIO or any S3) or file:///abs/path."
+        description="Object-storage URI: s3://bucket/prefix (MinIO or any S3) or file:///abs/path.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": f"!self.matches(r'{_DOT_SEGMENT_PATTERN}')", "message": DOT_SEGMENT},
+                {"rule": "!self.startsWith('file://')", "message": FILE_URI_ON_CLUSTER},
+            ]
+        },
     ),
 ]
 

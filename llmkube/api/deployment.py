@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal, Self
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
 
 from llmkube.api.base import (
     GROUP_VERSION,
@@ -14,6 +14,7 @@ from llmkube.api.base import (
     WireModel,
     cel_rules,
     invalid,
+    on_cluster,
 )
 from llmkube.api.common import Condition, NodePool, ObjectMeta, StorageSpec
 
@@ -218,8 +219,24 @@ class ApiKeySecret(WireModel):
     """Key in the Secret."""
 
 
+AUTHENTICATION_REQUIRED = (
+    "serving.apiKeySecret is required on a cluster: name the Secret holding the API key(s), or "
+    "set serving.allowUnauthenticated: true to let anyone who reaches the Service use the model"
+)
+KEY_OR_OPEN = "set serving.apiKeySecret or serving.allowUnauthenticated, not both"
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
 class ServingSpec(WireModel):
     """Limits and behaviour of the OpenAI-compatible server."""
+
+    model_config = cel_rules(
+        (
+            "!has(self.apiKeySecret) || !has(self.allowUnauthenticated)"
+            " || !self.allowUnauthenticated",
+            KEY_OR_OPEN,
+        )
+    )
 
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     """Sequences decoded together in one replica (continuous batching)."""
@@ -235,10 +252,26 @@ class ServingSpec(WireModel):
     token as it comes; more sends fewer, larger chunks, which costs less CPU per token in the
     replica, the Serve proxy and the client: more throughput under load, coarser streaming."""
     api_key_secret: ApiKeySecret | None = None
-    """Require this API key. Empty serves without authentication."""
+    """Require an API key from this Secret (several keys, one per line, are all accepted: add the
+    new key, move clients, remove the old one; running replicas see the change within a minute).
+    Required on a cluster unless allowUnauthenticated is true."""
+    allow_unauthenticated: bool = False
+    """Serve without authentication, to anyone who can reach the Service. `llmkube run` serves
+    a deployment without apiKeySecret this way, on 127.0.0.1 only."""
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=MAX_REQUEST_BYTES)
+    """Largest request body accepted; bigger ones are answered 413 before they are read."""
+    request_timeout_seconds: int = Field(default=600, ge=1, le=86_400)
+    """A request still generating after this long is stopped and answered 504 (a stream ends
+    with an error event)."""
     max_lora_rank: int = Field(default=64, ge=1, le=1024)
     """Adapters of a higher rank are not loaded (the status names them): the rank bounds the
     cost an adapter adds to every batch it is in."""
+
+    @model_validator(mode="after")
+    def _key_or_open(self) -> Self:
+        if self.api_key_secret is not None and self.allow_unauthenticated:
+            raise invalid(KEY_OR_OPEN)
+        return self
 
 
 class DeploymentResources(WireModel):
@@ -276,6 +309,14 @@ class MonitoringSpec(WireModel):
 class LLMDeploymentSpec(WireModel):
     """Desired state of an LLMDeployment."""
 
+    model_config = cel_rules(
+        (
+            "has(self.serving) && (has(self.serving.apiKeySecret)"
+            " || (has(self.serving.allowUnauthenticated) && self.serving.allowUnauthenticated))",
+            AUTHENTICATION_REQUIRED,
+        )
+    )
+
     model: DeploymentModel
     """What to serve."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
@@ -294,6 +335,13 @@ class LLMDeploymentSpec(WireModel):
     """Runtime container image. Defaults to the operator's LLMKUBE_RUNTIME_IMAGE."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     """Prometheus scraping."""
+
+    @model_validator(mode="after")
+    def _authenticated_on_a_cluster(self, info: ValidationInfo) -> Self:
+        keyed = self.serving.api_key_secret is not None
+        if on_cluster(info) and not keyed and not self.serving.allow_unauthenticated:
+            raise invalid(AUTHENTICATION_REQUIRED)
+        return self
 
 
 DeploymentPhase = Literal["Pending", "WaitingForModel", "Deploying", "Ready", "Degraded", "Failed"]

@@ -250,12 +250,18 @@ class ServeRunConfig(WireModel):
     """LoRA adapters on the model. The operator passes them to Ray Serve as the deployment's
     user_config (see `adapters_user_config`), so a change reaches running replicas in place."""
     api_key_env: str | None = None
-    """Environment variable holding the API key, when one is required."""
+    """Environment variable holding the API key(s), when one is required (`llmkube run`)."""
+    api_key_file: str | None = None
+    """File holding the API key(s), when one is required: the Secret mounted in a cluster's
+    pods, which the kubelet keeps current (a rotation needs no restart). With neither this nor
+    api_key_env, the replica serves without authentication."""
     storage: StorageConfig
     """Object-storage access."""
 
 
 API_KEY_ENV = "LLMKUBE_API_KEY"
+API_KEYS_DIR = "/etc/llmkube/api-keys"
+API_KEYS_FILE = f"{API_KEYS_DIR}/keys"
 
 
 def serve_run_config(
@@ -264,11 +270,14 @@ def serve_run_config(
     model_uri: str,
     adapter_uris: dict[str, str] | None = None,
     default_endpoint: str | None = None,
+    keys_mounted: bool = False,
 ) -> ServeRunConfig:
     """The run config for a deployment serving `model_uri`, with the adapters in
     `adapter_uris` (name → folder; the caller resolves trainingJobRefs and leaves out what
-    cannot be served). Pure."""
+    cannot be served). The API keys come from API_KEYS_FILE when `keys_mounted` (a cluster's
+    pods mount the Secret there), else from $LLMKUBE_API_KEY. Pure."""
     spec = deployment.spec
+    keyed = spec.serving.api_key_secret is not None
     return ServeRunConfig(
         deployment=JobIdentity(
             name=deployment.metadata.name, namespace=deployment.metadata.namespace or "default"
@@ -281,7 +290,8 @@ def serve_run_config(
         adapters=[
             AdapterConfig(name=name, uri=uri) for name, uri in sorted((adapter_uris or {}).items())
         ],
-        api_key_env=API_KEY_ENV if spec.serving.api_key_secret else None,
+        api_key_env=API_KEY_ENV if keyed and not keys_mounted else None,
+        api_key_file=API_KEYS_FILE if keyed and keys_mounted else None,
         storage=StorageConfig(
             endpoint=spec.storage.endpoint or default_endpoint,
             region=spec.storage.region,

@@ -12,6 +12,7 @@ from llmkube.api.base import (
     WireModel,
     cel_rules,
     invalid,
+    normalized_prefix,
 )
 from llmkube.api.common import Condition, NodePool, ObjectMeta, PodResources, StorageSpec
 from llmkube.api.presets import DEFAULT_PRESET, PRESETS, GptDimensions, PresetName
@@ -439,8 +440,7 @@ class LLMTrainingJobSpec(WireModel):
 
     @model_validator(mode="after")
     def _output_outside_dataset(self) -> Self:
-        dataset = self.dataset.source.rstrip("/") + "/"
-        if (self.output.rstrip("/") + "/").startswith(dataset):
+        if normalized_prefix(self.output).startswith(normalized_prefix(self.dataset.source)):
             raise invalid(
                 "output {output} lies inside dataset.source {source}: the job would read its own "
                 "checkpoints as training text; choose another prefix",

@@ -68,9 +68,18 @@ def dashboards(
 @app.command()
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders.")],
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Also refuse what only `llmkube run` accepts (file:// URIs, serving without an "
+            "API key), as the apiserver and the operator do.",
+        ),
+    ] = False,
 ) -> None:
     """Validate manifests exactly as the operator does; exit 1 if any is invalid.
-    ${LLMKUBE_DATA_DIR} stands for the local data folder, as in `llmkube run`."""
+    ${LLMKUBE_DATA_DIR} stands for the local data folder, as in `llmkube run`. What a cluster
+    would refuse but `llmkube run` accepts is listed as a note, or refused with --cluster."""
     try:
         documents = manifests.load(paths, {DATA_DIR_ENV: str(data_dir())})
     except FileNotFoundError as error:
@@ -79,13 +88,16 @@ def validate(
     failed = 0
     for doc in documents:
         label = f"{doc.source} {doc.kind or '?'}/{doc.name or '?'}"
-        if doc.problems:
+        problems = doc.problems + (doc.cluster_problems if cluster else [])
+        if problems:
             failed += 1
             err.print(f"[red]✗[/] {label}")
-            for problem in doc.problems:
+            for problem in problems:
                 err.print(f"    {problem}", markup=False, highlight=False)
         elif doc.is_llmkube:
             out.print(f"[green]✓[/] {label}")
+            for problem in doc.cluster_problems:
+                out.print(f"    [yellow]on a cluster:[/] {problem}", highlight=False)
         else:
             out.print(f"[dim]- {label} (not an llmkube kind; skipped)[/]")
     if not any(doc.is_llmkube for doc in documents):

@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from llmkube.api import GROUP_VERSION, LLMDeployment, LLMTrainingJob
+from llmkube.api.base import CLUSTER
 from llmkube.api.errors import describe
 
 Resource = LLMTrainingJob | LLMDeployment
@@ -29,6 +30,9 @@ class Document:
     name: str | None
     resource: Resource | None = None
     problems: list[str] = field(default_factory=list)
+    cluster_problems: list[str] = field(default_factory=list)
+    """What only `llmkube run` accepts (file:// URIs, serving without an API key): the apiserver
+    and the operator refuse it."""
 
     @property
     def is_llmkube(self) -> bool:
@@ -99,4 +103,9 @@ def parse(raw: object, *, source: str) -> Document:
         doc.resource = KINDS[doc.kind].model_validate(raw)
     except ValidationError as error:
         doc.problems.extend(describe(error))
+        return doc
+    try:
+        KINDS[doc.kind].model_validate(raw, context=CLUSTER)
+    except ValidationError as error:
+        doc.cluster_problems.extend(describe(error))
     return doc

@@ -86,6 +86,8 @@ def _run(
         raise typer.Exit(1) from None
     for warning in local.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
+    for note in local.notes:
+        err.print(f"note: {note}", highlight=False)
     try:
         for config in local.training:
             evaluation = runner.train(config, root / "runs" / config.job.name, out, stops)

@@ -39,6 +39,8 @@ class LocalPlan:
     training: list[TrainingRunConfig] = field(default_factory=list)
     serving: ServeRunConfig | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What differs from a cluster on purpose (shown, but nothing to fix)."""
 
 
 def fit_training(
@@ -153,4 +155,10 @@ def plan(
         )
         result.serving = serving
         result.warnings.extend(warnings)
+        if not deployment.spec.serving.allow_unauthenticated and serving.api_key_env is None:
+            result.notes.append(
+                f"{deployment.metadata.name} is served without authentication, on 127.0.0.1 "
+                "only; set serving.apiKeySecret (and export LLMKUBE_API_KEY) to require a key, "
+                "as a cluster does"
+            )
     return result

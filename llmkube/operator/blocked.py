@@ -9,6 +9,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 from pydantic import ValidationError
 
 from llmkube.api import LLMDeployment, LLMDeploymentStatus, LLMTrainingJob, LLMTrainingJobStatus
+from llmkube.api.base import CLUSTER
 from llmkube.api.errors import describe
 from llmkube.operator.conditions import set_condition
 from llmkube.operator.kube import KubeApi, Resource
@@ -92,7 +93,7 @@ def validated_or_blocked(
 ) -> Spec:
     """The body as a `kind`; an invalid one gets a Failed status and raises InvalidSpecError."""
     try:
-        return kind.model_validate(body)
+        return kind.model_validate(body, context=CLUSTER)
     except ValidationError as error:
         message = "invalid spec: " + "; ".join(describe(error))
         block(
@@ -112,6 +113,6 @@ def fetch_valid(
     if body is None:
         return None
     try:
-        return body, kind.model_validate(body)
+        return body, kind.model_validate(body, context=CLUSTER)
     except ValidationError:
         return None

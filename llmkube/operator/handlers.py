@@ -25,6 +25,7 @@ from llmkube.operator.metrics import (
     serve,
 )
 from llmkube.operator.naming import DEPLOYMENT_LABEL, TRAINING_JOB_LABEL
+from llmkube.operator.owned import NameConflictError
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training.reconcile import reconcile_training_job, refresh_training_status
@@ -52,6 +53,8 @@ def _handle_failures(kind: str, body: dict[str, Any], work: Callable[[], object]
         pass  # reported in status; the next spec change reconciles again
     except MissingSecretError:
         REGISTRY.retry_later(uid, namespace, name, MISSING_SECRET_RETRY_SECONDS, kind)
+    except NameConflictError:
+        REGISTRY.retry_later(uid, namespace, name, OTHER_ERROR_RETRY_SECONDS, kind)
     except ApiError as error:
         log.warning("reconciling %s %s/%s: %s", kind, namespace, name, error)
         delay = TRANSIENT_RETRY_SECONDS if error.transient else OTHER_ERROR_RETRY_SECONDS

@@ -49,6 +49,7 @@ RAYSERVICES = Resource(*contract.RAYSERVICES)
 RAYCLUSTERS = Resource(*contract.RAYCLUSTERS)
 SERVICES = Resource("", "v1", "services")
 SERVICE_MONITORS = Resource("monitoring.coreos.com", "v1", "servicemonitors")
+NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies")
 
 
 class ApiError(Exception):

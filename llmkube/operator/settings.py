@@ -23,6 +23,17 @@ class OperatorSettings(BaseModel):
     """LLMKUBE_HEALTH_PORT: port of the /healthz liveness endpoint."""
     progress_interval_seconds: float = 15.0
     """LLMKUBE_PROGRESS_INTERVAL_SECONDS: how often running jobs' progress is read."""
+    network_policies: bool = True
+    """LLMKUBE_NETWORK_POLICIES: give each job's and deployment's Ray pods a NetworkPolicy."""
+    ray_operator_namespace: str | None = None
+    """LLMKUBE_RAY_OPERATOR_NAMESPACE: where the KubeRay operator runs (it submits jobs and Serve
+    configs to the Ray dashboard); empty admits its pods from any namespace."""
+    ray_operator_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "kuberay-operator"}
+    )
+    """LLMKUBE_RAY_OPERATOR_LABELS: labels of the KubeRay operator's pods, as k=v,k=v."""
+    monitoring_namespace: str = "monitoring"
+    """LLMKUBE_MONITORING_NAMESPACE: the namespace whose pods (Prometheus) may scrape metrics."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "OperatorSettings":
@@ -32,7 +43,11 @@ class OperatorSettings(BaseModel):
             raw = env.get(f"LLMKUBE_{name.upper()}")
             if raw is None or raw == "":
                 continue
-            values[name] = (
-                [n.strip() for n in raw.split(",") if n.strip()] if name == "namespaces" else raw
-            )
+            items = [item.strip() for item in raw.split(",") if item.strip()]
+            if name == "namespaces":
+                values[name] = items
+            elif name == "ray_operator_labels":
+                values[name] = dict(item.partition("=")[::2] for item in items)
+            else:
+                values[name] = raw
         return cls.model_validate(values)

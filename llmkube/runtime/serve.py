@@ -52,7 +52,9 @@ from llmkube.net import free_port, port_is_free
 from llmkube.runtime.daemons import idle_ray_daemons
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.serving.adapters import AdapterSet
+from llmkube.runtime.serving.api_keys import ApiKeys, NoApiKeysError
 from llmkube.runtime.serving.engine import Engine
+from llmkube.runtime.serving.guard import RequestGuard, limit_bodies
 from llmkube.runtime.serving.metrics import ServingMetrics
 from llmkube.runtime.serving.openai_api import OpenAIService, ServiceOptions
 from llmkube.runtime.serving.protocol import ApiError
@@ -72,6 +74,7 @@ DEPLOY_TIMEOUT_SECONDS = 900.0
 wait at once."""
 
 api = FastAPI(title="llmkube", docs_url=None, redoc_url=None, openapi_url=None)
+api.add_middleware(RequestGuard)
 
 
 @api.exception_handler(HTTPException)
@@ -88,15 +91,9 @@ class LLMServer:
         run = ServeRunConfig.model_validate(config)
         torch.set_num_threads(run.cpus_per_replica)
         device = "cuda" if run.gpus_per_replica and torch.cuda.is_available() else "cpu"
+        limit_bodies(run.serving.max_request_bytes)
+        api_keys = _api_keys(run)
         served = load_served_model(run, device)
-        api_key = None
-        if run.api_key_env is not None:
-            api_key = os.environ.get(run.api_key_env)
-            if not api_key:
-                raise RuntimeError(
-                    f"serving.apiKeySecret is set but ${run.api_key_env} is empty in the replica; "
-                    "check the Secret and key it names"
-                )
         self.metrics = ServingMetrics(run.deployment.name, served.base_id)
         max_prompt, context = serving_limits(run, served.model.context_length)
         self.engine = Engine(
@@ -117,8 +114,9 @@ class LLMServer:
                 max_prompt_tokens=max_prompt,
                 max_tokens=run.serving.max_tokens,
                 stream_interval=run.serving.stream_interval,
+                request_timeout=run.serving.request_timeout_seconds,
             ),
-            api_key=api_key,
+            api_keys=api_keys,
             metrics=self.metrics,
         )
 
@@ -144,6 +142,11 @@ class LLMServer:
     def healthz(self) -> Response:
         return self.service.health()
 
+    def check_health(self) -> None:
+        """Ray Serve's periodic replica check: a replica whose engine died is replaced."""
+        if not self.engine.alive:
+            raise RuntimeError(f"the generation engine stopped: {self.engine.failure}")
+
     @api.get("/readyz")
     def readyz(self) -> Response:
         return self.service.health()
@@ -162,6 +165,19 @@ class LLMServer:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.close()
+
+
+def _api_keys(run: ServeRunConfig) -> ApiKeys | None:
+    try:
+        if run.api_key_file is not None:
+            return ApiKeys.from_file(Path(run.api_key_file))
+        if run.api_key_env is not None:
+            return ApiKeys.from_env(run.api_key_env)
+    except NoApiKeysError as error:
+        raise RuntimeError(
+            f"serving.apiKeySecret is set but {error}; check the Secret and the key it names"
+        ) from None
+    return None
 
 
 def app(args: dict[str, Any]) -> Application:

@@ -31,11 +31,24 @@ def test_validate_accepts_the_examples() -> None:
 
 
 def test_validate_reports_one_line_per_problem_and_fails() -> None:
-    result = llmkube("validate", "tests/data/bad-manifests/")
+    result = llmkube("validate", "--cluster", "tests/data/bad-manifests/")
     assert result.returncode == 1
     for bad in corpus():
         assert bad.llmkube_says in result.stderr, bad
     assert f"{len(corpus())} invalid document(s)" in result.stderr
+
+
+def test_validate_notes_what_only_a_cluster_refuses_and_refuses_it_with_cluster() -> None:
+    cluster_only = [bad for bad in corpus() if bad.cluster_only]
+    assert len(cluster_only) >= 2
+    for bad in cluster_only:
+        local = llmkube("validate", str(bad.path))
+        assert local.returncode == 0, local.stderr
+        assert "on a cluster:" in local.stdout
+        assert bad.llmkube_says in " ".join(local.stdout.split()), bad
+        strict = llmkube("validate", "--cluster", str(bad.path))
+        assert strict.returncode == 1
+        assert bad.llmkube_says in strict.stderr, bad
 
 
 def test_validate_missing_file_is_a_clear_error() -> None:
@@ -58,5 +71,5 @@ def test_run_refuses_bad_manifests_with_the_validate_messages() -> None:
     result = llmkube("run", "tests/data/bad-manifests/")
     assert result.returncode == 1
     for bad in corpus():
-        assert bad.llmkube_says in result.stderr, bad
+        assert (bad.llmkube_says in result.stderr) is not bad.cluster_only, bad
     assert "Traceback" not in result.stderr

@@ -1,13 +1,14 @@
 """Table tests of the deployment builders and status mapping (pure functions)."""
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
 
 from llmkube.api import LLMDeployment, LLMDeploymentStatus
 from llmkube.api.deployment import AdapterStatus, ServedModel
-from llmkube.api.runconfig import ServeRunConfig, serve_run_config
+from llmkube.api.runconfig import API_KEYS_FILE, ServeRunConfig, serve_run_config
 from llmkube.operator.conditions import find
 from llmkube.operator.deployment.adapters import AdapterChoice
 from llmkube.operator.deployment.builders import (
@@ -111,22 +112,45 @@ def test_only_replica_fields_change_with_replicas_and_only_the_version_with_the_
     assert other_model["spec"]["rayClusterConfig"] != one["spec"]["rayClusterConfig"]
 
 
-def test_api_key_and_credentials_by_reference() -> None:
-    rs = rayservice(
-        deployment(
-            serving={"apiKeySecret": {"name": "keys", "key": "k"}},
-            storage={"credentialsSecret": {"name": "s3"}},
-        )
+def test_api_keys_are_mounted_and_credentials_go_by_reference_to_the_replicas_only() -> None:
+    dep = deployment(
+        serving={"apiKeySecret": {"name": "keys", "key": "k"}},
+        storage={"credentialsSecret": {"name": "s3"}},
     )
-    env = rs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][
-        0
-    ]["env"]
+    run_config = serve_run_config(dep, model_uri=URI, keys_mounted=True)
+    assert (run_config.api_key_file, run_config.api_key_env) == (API_KEYS_FILE, None)
+    rs = build_rayservice(dep, run_config, model_version="v1", default_image="img")
+    cluster = rs["spec"]["rayClusterConfig"]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    env = worker["containers"][0]["env"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
     assert refs == {
         "AWS_ACCESS_KEY_ID": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"},
         "AWS_SECRET_ACCESS_KEY": {"name": "s3", "key": "AWS_SECRET_ACCESS_KEY"},
-        "LLMKUBE_API_KEY": {"name": "keys", "key": "k"},
     }
+    # A mounted Secret follows a key rotation; an environment variable would not.
+    assert worker["volumes"] == [
+        {
+            "name": "api-keys",
+            "secret": {"secretName": "keys", "items": [{"key": "k", "path": "keys"}]},
+        }
+    ]
+    mount = worker["containers"][0]["volumeMounts"][0]
+    assert (mount["mountPath"], mount["readOnly"]) == (
+        PurePosixPath(API_KEYS_FILE).parent.as_posix(),
+        True,
+    )
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert "volumes" not in head
+    assert not any("valueFrom" in e for e in head["containers"][0]["env"])
+
+
+def test_without_a_key_secret_nothing_is_mounted_and_the_replica_is_open() -> None:
+    dep = deployment(serving={"allowUnauthenticated": True})
+    run_config = serve_run_config(dep, model_uri=URI, keys_mounted=True)
+    assert (run_config.api_key_file, run_config.api_key_env) == (None, None)
+    worker = rayservice(dep)["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["volumes"] == []
 
 
 def test_service_monitor_service_endpoint_and_selector() -> None:

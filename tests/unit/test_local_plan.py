@@ -73,6 +73,11 @@ def test_the_quickstart_fine_tunes_and_serves_the_adapter_as_written() -> None:
     deployments = [d.resource for d in documents if isinstance(d.resource, LLMDeployment)]
     local = plan(jobs, deployments, cpus=2, has_gpu=False)
     assert local.warnings == []
+    # llmkube run serves without a key on 127.0.0.1 only, and says so (a cluster refuses it).
+    assert local.notes == [
+        "python-chat is served without authentication, on 127.0.0.1 only; set "
+        "serving.apiKeySecret (and export LLMKUBE_API_KEY) to require a key, as a cluster does"
+    ]
     (training,) = local.training
     assert training.pretrained is not None
     assert training.pretrained.uri == "file:///data/models/smollm2-135m-instruct"

@@ -8,11 +8,12 @@ takes the traffic once it is ready).
 """
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
 from llmkube.api import LLMDeployment
 from llmkube.api.contract import serve_config
-from llmkube.api.runconfig import API_KEY_ENV, ServeRunConfig
+from llmkube.api.runconfig import API_KEYS_DIR, API_KEYS_FILE, ServeRunConfig
 from llmkube.operator.naming import (
     DEPLOYMENT_LABEL,
     MODEL_VERSION_ANNOTATION,
@@ -21,7 +22,9 @@ from llmkube.operator.naming import (
     rayservice_name,
     standard_labels,
 )
-from llmkube.operator.pods import resources, scheduling, storage_env
+from llmkube.operator.network_policy import build_network_policy
+from llmkube.operator.pods import locked_down, resources, scheduling, storage_env
+from llmkube.operator.settings import OperatorSettings
 
 SERVE_PORT = 8000
 METRICS_PORT = 8080
@@ -43,17 +46,24 @@ def pod_selector(deployment: LLMDeployment) -> dict[str, str]:
     return {DEPLOYMENT_LABEL: label_value(deployment.metadata.name), "ray.io/serve": "true"}
 
 
-def _env(deployment: LLMDeployment) -> list[dict[str, Any]]:
-    env = [*storage_env(deployment.spec.storage), {"name": "PYTHONUNBUFFERED", "value": "1"}]
+API_KEYS_VOLUME = "api-keys"
+
+
+def _api_keys(deployment: LLMDeployment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts) that put the API-key Secret where the replicas read it: a mounted
+    Secret follows a rotation, an environment variable would not."""
     secret = deployment.spec.serving.api_key_secret
-    if secret is not None:
-        env.append(
-            {
-                "name": API_KEY_ENV,
-                "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}},
-            }
-        )
-    return env
+    if secret is None:
+        return [], []
+    volume = {
+        "name": API_KEYS_VOLUME,
+        "secret": {
+            "secretName": secret.name,
+            "items": [{"key": secret.key, "path": PurePosixPath(API_KEYS_FILE).name}],
+        },
+    }
+    mount = {"name": API_KEYS_VOLUME, "mountPath": API_KEYS_DIR, "readOnly": True}
+    return [volume], [mount]
 
 
 def _pod_template(
@@ -64,7 +74,7 @@ def _pod_template(
             "labels": _labels(deployment),
             "annotations": {MODEL_VERSION_ANNOTATION: model_version},
         },
-        "spec": {"containers": [container], **spec},
+        "spec": locked_down([container], **spec),
     }
 
 
@@ -73,7 +83,8 @@ def build_rayservice(
 ) -> dict[str, Any]:
     spec = deployment.spec
     image = spec.image or default_image
-    env = _env(deployment)
+    unbuffered = {"name": "PYTHONUNBUFFERED", "value": "1"}
+    volumes, mounts = _api_keys(deployment)
     ports = [
         {"name": "serve", "containerPort": SERVE_PORT},
         {"name": "metrics", "containerPort": METRICS_PORT},
@@ -81,7 +92,8 @@ def build_rayservice(
     head = {
         "name": "ray-head",
         "image": image,
-        "env": env,
+        # The head runs Serve's controller and proxy only: no model, no keys.
+        "env": [unbuffered],
         "resources": resources(2, "4Gi", 0),
         "ports": [
             {"name": "gcs", "containerPort": 6379},
@@ -92,7 +104,8 @@ def build_rayservice(
     worker = {
         "name": "ray-worker",
         "image": image,
-        "env": env,
+        "env": [*storage_env(spec.storage), unbuffered],
+        "volumeMounts": mounts,
         "resources": resources(
             spec.resources.cpus_per_replica,
             spec.resources.memory_per_replica,
@@ -111,6 +124,8 @@ def build_rayservice(
             "excludeHeadPodFromServeSvc": True,
             "rayClusterConfig": {
                 "headGroupSpec": {
+                    # KubeRay deploys Serve configs through the dashboard, on the pod's address;
+                    # the NetworkPolicy admits only the KubeRay operator to it.
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
                     "template": _pod_template(deployment, head, model_version),
                 },
@@ -125,6 +140,7 @@ def build_rayservice(
                             deployment,
                             worker,
                             model_version,
+                            volumes=volumes,
                             **scheduling(spec.resources.node_pool),
                         ),
                     }
@@ -132,6 +148,19 @@ def build_rayservice(
             },
         },
     }
+
+
+def build_deployment_network_policy(
+    deployment: LLMDeployment, settings: OperatorSettings
+) -> dict[str, Any]:
+    name = deployment.metadata.name
+    return build_network_policy(
+        _metadata(deployment, f"{rayservice_name(name)}-ray"),
+        {DEPLOYMENT_LABEL: label_value(name)},
+        metrics_port=METRICS_PORT,
+        serving_port=SERVE_PORT,
+        settings=settings,
+    )
 
 
 def build_service(deployment: LLMDeployment) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, val
 from llmkube.operator.conditions import ConditionStatus, set_condition, utcnow
 from llmkube.operator.deployment.adapters import choose_adapters
 from llmkube.operator.deployment.builders import (
+    build_deployment_network_policy,
     build_rayservice,
     build_service,
     build_service_monitor,
@@ -18,6 +19,7 @@ from llmkube.operator.deployment.builders import (
 from llmkube.operator.deployment.status import ModelChoice, deployment_status
 from llmkube.operator.kube import (
     DEPLOYMENTS,
+    NETWORK_POLICIES,
     RAYCLUSTERS,
     RAYSERVICES,
     SERVICE_MONITORS,
@@ -27,6 +29,7 @@ from llmkube.operator.kube import (
     KubeApi,
 )
 from llmkube.operator.naming import MODEL_VERSION_ANNOTATION, rayservice_name
+from llmkube.operator.owned import NameConflictError, create_or_get_owned, delete_owned
 from llmkube.operator.secret_refs import credentials_env, find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
@@ -123,8 +126,9 @@ def _credentials(api: KubeApi, deployment: LLMDeployment) -> dict[str, str]:
 def _apply(
     api: KubeApi, resource: Any, namespace: str, desired: dict[str, Any], owned: list[str]
 ) -> dict[str, Any]:
-    """Create, or merge-patch the `owned` top-level fields of spec that drifted from `desired`."""
-    existing, created = api.create_or_get(resource, namespace, desired)
+    """Create, or merge-patch the `owned` top-level fields of spec that drifted from `desired`
+    (only in an object this deployment controls: see llmkube.operator.owned)."""
+    existing, created = create_or_get_owned(api, resource, namespace, desired)
     if created:
         return existing
     changes = {
@@ -175,6 +179,7 @@ def reconcile_deployment(
             model_uri=served.uri,
             adapter_uris=adapters.uris,
             default_endpoint=settings.s3_endpoint,
+            keys_mounted=True,
         )
         desired = build_rayservice(
             deployment,
@@ -182,14 +187,17 @@ def reconcile_deployment(
             model_version=served.version or model_version(served.uri, None),
             default_image=settings.runtime_image,
         )
-        rayservice = _apply(
-            api,
-            RAYSERVICES,
-            namespace,
-            desired,
-            ["serveConfigV2", "rayClusterConfig", "upgradeStrategy", "excludeHeadPodFromServeSvc"],
-        )
-        _apply(api, SERVICES, namespace, build_service(deployment), ["selector", "ports"])
+        try:
+            rayservice = _ensure_children(api, namespace, deployment, desired, settings)
+        except NameConflictError as error:
+            api.post_event(body, type="Warning", reason=error.reason, message=str(error))
+            block(
+                error,
+                current,
+                lambda status: write_deployment_status(api, body, status),
+                generation=deployment.metadata.generation,
+                now=now,
+            )
         monitoring_problem = _ensure_service_monitor(api, namespace, deployment)
 
     status = deployment_status(
@@ -223,6 +231,28 @@ def reconcile_deployment(
     return deployment
 
 
+def _ensure_children(
+    api: KubeApi,
+    namespace: str,
+    deployment: LLMDeployment,
+    rayservice: dict[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The NetworkPolicy first (no Ray pod ever runs unfenced), then RayService and Service."""
+    if settings.network_policies:
+        policy = build_deployment_network_policy(deployment, settings)
+        _apply(api, NETWORK_POLICIES, namespace, policy, ["podSelector", "policyTypes", "ingress"])
+    applied = _apply(
+        api,
+        RAYSERVICES,
+        namespace,
+        rayservice,
+        ["serveConfigV2", "rayClusterConfig", "upgradeStrategy", "excludeHeadPodFromServeSvc"],
+    )
+    _apply(api, SERVICES, namespace, build_service(deployment), ["selector", "ports"])
+    return applied
+
+
 def _ensure_service_monitor(api: KubeApi, namespace: str, deployment: LLMDeployment) -> str | None:
     """Create or remove the ServiceMonitor; a problem message instead of failing the deployment
     when the cluster has no prometheus-operator (serving works without it)."""
@@ -232,7 +262,7 @@ def _ensure_service_monitor(api: KubeApi, namespace: str, deployment: LLMDeploym
             monitor = build_service_monitor(deployment)
             _apply(api, SERVICE_MONITORS, namespace, monitor, ["selector", "endpoints"])
         else:
-            api.delete(SERVICE_MONITORS, namespace, name)
+            delete_owned(api, SERVICE_MONITORS, namespace, name, deployment.metadata.uid or "")
     except ApiError as error:
         if error.status != 404:
             raise

@@ -14,14 +14,17 @@ from llmkube.operator.naming import (
     run_configmap_name,
     standard_labels,
 )
+from llmkube.operator.network_policy import build_network_policy
+from llmkube.operator.pods import locked_down, scheduling, storage_env
 from llmkube.operator.pods import resources as pod_resources
-from llmkube.operator.pods import scheduling, storage_env
+from llmkube.operator.settings import OperatorSettings
 
 RUN_CONFIG_DIR = "/etc/llmkube"
 RUN_CONFIG_FILE = "run.json"
 ENTRYPOINT = f"python -m llmkube.runtime.train --config {RUN_CONFIG_DIR}/{RUN_CONFIG_FILE}"
 # The finished Ray cluster lingers this long so its logs can still be read.
 FINISHED_CLUSTER_TTL_SECONDS = 300
+METRICS_PORT = 8080
 
 
 def _labels(job: LLMTrainingJob) -> dict[str, str]:
@@ -38,6 +41,19 @@ def _metadata(job: LLMTrainingJob, name: str) -> dict[str, Any]:
 def applied_spec(job: LLMTrainingJob) -> str:
     """The spec a RayJob was built from, minus `suspend` (the one field that may change later)."""
     return json.dumps(job.spec.to_wire() | {"suspend": None}, sort_keys=True, separators=(",", ":"))
+
+
+def build_training_network_policy(
+    job: LLMTrainingJob, settings: OperatorSettings
+) -> dict[str, Any]:
+    name = job.metadata.name
+    return build_network_policy(
+        _metadata(job, f"{rayjob_name(name)}-ray"),
+        {TRAINING_JOB_LABEL: label_value(name)},
+        metrics_port=METRICS_PORT,
+        serving_port=None,
+        settings=settings,
+    )
 
 
 def build_run_configmap(job: LLMTrainingJob, run_config: TrainingRunConfig) -> dict[str, Any]:
@@ -90,6 +106,22 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": FINISHED_CLUSTER_TTL_SECONDS,
             "backoffLimit": spec.backoff_limit,
+            # KubeRay runs `ray job submit` in this pod (it fills in the command): ours carries
+            # the job's labels, so the NetworkPolicy lets it reach the dashboard, and is locked
+            # down like the cluster's own pods. No credentials: it only submits.
+            "submitterPodTemplate": {
+                "metadata": {"labels": _labels(job)},
+                "spec": locked_down(
+                    [
+                        {
+                            "name": "ray-job-submitter",
+                            "image": image,
+                            "resources": pod_resources(1, "1Gi", 0),
+                        }
+                    ],
+                    restartPolicy="Never",
+                ),
+            },
             "suspend": spec.suspend,
             "rayClusterSpec": {
                 "headGroupSpec": {
@@ -97,25 +129,20 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
                     "rayStartParams": {"num-cpus": "0", "num-gpus": "0"},
                     "template": {
                         "metadata": {"labels": _labels(job)},
-                        "spec": {
-                            "containers": [
+                        "spec": locked_down(
+                            [
                                 {
-                                    **_container(
-                                        "ray-head",
-                                        image,
-                                        head_resources,
-                                        env,
-                                    ),
+                                    **_container("ray-head", image, head_resources, env),
                                     "ports": [
                                         {"name": "gcs", "containerPort": 6379},
                                         {"name": "dashboard", "containerPort": 8265},
                                         {"name": "client", "containerPort": 10001},
-                                        {"name": "metrics", "containerPort": 8080},
+                                        {"name": "metrics", "containerPort": METRICS_PORT},
                                     ],
                                 }
                             ],
-                            "volumes": volumes,
-                        },
+                            volumes=volumes,
+                        ),
                     },
                 },
                 "workerGroupSpecs": [
@@ -127,18 +154,11 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
                         "rayStartParams": {},
                         "template": {
                             "metadata": {"labels": _labels(job)},
-                            "spec": {
-                                "containers": [
-                                    _container(
-                                        "ray-worker",
-                                        image,
-                                        worker_resources,
-                                        env,
-                                    )
-                                ],
-                                "volumes": volumes,
+                            "spec": locked_down(
+                                [_container("ray-worker", image, worker_resources, env)],
+                                volumes=volumes,
                                 **scheduling(resources.node_pool),
-                            },
+                            ),
                         },
                     }
                 ],

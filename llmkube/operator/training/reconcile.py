@@ -8,14 +8,27 @@ from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import training_run_config
 from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, validated_or_blocked
 from llmkube.operator.conditions import utcnow
-from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, SECRETS, TRAINING_JOBS, KubeApi
+from llmkube.operator.kube import (
+    CONFIGMAPS,
+    NETWORK_POLICIES,
+    RAYJOBS,
+    SECRETS,
+    TRAINING_JOBS,
+    KubeApi,
+)
 from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
+from llmkube.operator.owned import NameConflictError, create_or_get_owned
 from llmkube.operator.patches import changed_paths
 from llmkube.operator.registry import TrainingPhasesAndRetries
 from llmkube.operator.secret_refs import credentials_env, find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_status, write_training_status
-from llmkube.operator.training.builders import applied_spec, build_rayjob, build_run_configmap
+from llmkube.operator.training.builders import (
+    applied_spec,
+    build_rayjob,
+    build_run_configmap,
+    build_training_network_policy,
+)
 from llmkube.operator.training.progress import read_snapshot
 from llmkube.operator.training.status import training_status
 from llmkube.storage import StorageError
@@ -68,7 +81,11 @@ def _ensure_children(
     configmap = build_run_configmap(
         job, training_run_config(job, default_endpoint=settings.s3_endpoint)
     )
-    existing, created = api.create_or_get(CONFIGMAPS, namespace, configmap)
+    if settings.network_policies:
+        create_or_get_owned(
+            api, NETWORK_POLICIES, namespace, build_training_network_policy(job, settings)
+        )
+    existing, created = create_or_get_owned(api, CONFIGMAPS, namespace, configmap)
     if not created and existing.get("data") != configmap["data"]:
         rayjob = api.get(RAYJOBS, namespace, name)
         if rayjob is not None:
@@ -76,8 +93,8 @@ def _ensure_children(
         # Left by a reconcile that died before creating the RayJob, from an older spec.
         configmap_name = configmap["metadata"]["name"]
         api.patch(CONFIGMAPS, namespace, configmap_name, {"data": configmap["data"]})
-    return api.create_or_get(
-        RAYJOBS, namespace, build_rayjob(job, default_image=settings.runtime_image)
+    return create_or_get_owned(
+        api, RAYJOBS, namespace, build_rayjob(job, default_image=settings.runtime_image)
     )
 
 
@@ -100,7 +117,17 @@ def reconcile_training_job(
     namespace = job.metadata.namespace or "default"
     name = rayjob_name(job.metadata.name)
 
-    rayjob, created = _ensure_children(job, api, settings)
+    try:
+        rayjob, created = _ensure_children(job, api, settings)
+    except NameConflictError as error:
+        api.post_event(body, type="Warning", reason=error.reason, message=str(error))
+        block(
+            error,
+            current_status(body),
+            lambda status: write_training_status(api, body, status, registry),
+            generation=job.metadata.generation,
+            now=now,
+        )
     ignored: list[str] = []
     if not created:
         ignored = ignored_spec_changes(rayjob, job)

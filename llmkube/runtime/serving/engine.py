@@ -8,6 +8,7 @@ at their own positions. Callers on an asyncio loop submit requests and read even
 
 import asyncio
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -26,10 +27,15 @@ from llmkube.runtime.serving.text import TextAssembler
 from llmkube.runtime.tokenizer import token_bytes
 
 FinishReason = str  # "stop" | "length"
+log = logging.getLogger(__name__)
 
 
 class UnknownAdapterError(Exception):
     """The request names an adapter that is being removed."""
+
+
+class EngineStoppedError(Exception):
+    """The engine thread has died; this replica cannot generate any more."""
 
 
 class EngineOverloadedError(Exception):
@@ -166,6 +172,7 @@ class Engine:
         self._outbox: list[tuple[_Sequence, GenerationEvent | BaseException]] = []
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
+        self._admitting: list[_Sequence] = []
         self._wakeup = threading.Condition()
         self._adapter_changes: list[_AdapterChange] = []
         self._retired: set[str] = set()
@@ -174,8 +181,14 @@ class Engine:
         self._step_seconds = 0.05
         self.generated_total = 0
         """Tokens generated since start (what /healthz reports)."""
+        self.failure: BaseException | None = None
+        """What killed the engine thread, if something did (health checks then fail)."""
         self._thread = threading.Thread(target=self._loop, name="llmkube-engine", daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and self._thread.is_alive()
 
     @property
     def running(self) -> int:
@@ -204,6 +217,8 @@ class Engine:
             submitted=time.monotonic(),
         )
         with self._wakeup:
+            if not self.alive:
+                raise EngineStoppedError(f"the generation engine has stopped: {self.failure}")
             if request.adapter in self._retired:
                 raise UnknownAdapterError(request.adapter)
             if len(self._waiting) + len(self._running) >= self.max_concurrent:
@@ -239,8 +254,20 @@ class Engine:
     # --- the engine thread -------------------------------------------------------------------
 
     def _loop(self) -> None:
-        with torch.inference_mode():
-            self._serve_forever()
+        try:
+            with torch.inference_mode():
+                self._serve_forever()
+        except BaseException as error:
+            # Errors in a forward pass fail only its requests; anything else leaves the engine
+            # unable to go on: every request still here is answered with it, and health checks
+            # fail so that the replica is replaced.
+            log.exception("the generation engine stopped")
+            with self._wakeup:
+                self.failure = error
+                for sequence in [*self._waiting, *self._admitting, *self._running]:
+                    self._fail(sequence, EngineStoppedError(f"the engine stopped: {error}"))
+                self._waiting.clear()
+            self._deliver()
 
     def _serve_forever(self) -> None:
         while True:
@@ -258,7 +285,9 @@ class Engine:
             for change in due:
                 self._change(change)
             with self._wakeup:
+                # Named on self: if the loop dies before they run, they are answered too.
                 admitted: list[_Sequence] = []
+                self._admitting = admitted
                 free = self.max_batch_size - len(self._running)
                 while self._waiting and len(admitted) < free:
                     sequence = self._waiting.popleft()

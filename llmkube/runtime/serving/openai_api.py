@@ -2,7 +2,7 @@
 `llmkube.runtime.serve` hand each request here; everything that can go wrong with a request
 ends as an `ApiError` in OpenAI's shape."""
 
-import hmac
+import asyncio
 import json
 import secrets
 import time
@@ -15,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from llmkube.runtime.sampling import SamplingParams
+from llmkube.runtime.serving.api_keys import ApiKeys
 from llmkube.runtime.serving.engine import (
     Engine,
     EngineOverloadedError,
+    EngineStoppedError,
     GenerationEvent,
     GenerationRequest,
     UnknownAdapterError,
@@ -38,6 +40,14 @@ class ServiceOptions:
     max_prompt_tokens: int
     max_tokens: int
     stream_interval: int = 1
+    request_timeout: float = 600.0
+    """Seconds a request may take in all, queueing and generating."""
+
+
+MAX_CHARACTERS_PER_TOKEN = 32
+"""A prompt longer than max_prompt_tokens times this is refused without tokenizing it (no
+tokenizer of ours packs more characters into one token in ordinary text): the tokenizer's time
+grows with the text, and a request must not buy unbounded CPU before it is refused."""
 
 
 @dataclass
@@ -58,14 +68,14 @@ class OpenAIService:
         served: ServedModel,
         *,
         options: ServiceOptions,
-        api_key: str | None,
+        api_keys: ApiKeys | None,
         metrics: ServingMetrics | None,
     ) -> None:
         self.engine = engine
         self.served = served
         self.codec = served.codec
         self.options = options
-        self.api_key = api_key
+        self.api_keys = api_keys
         self.metrics = metrics
         self.created = int(time.time())
 
@@ -83,7 +93,13 @@ class OpenAIService:
         return JSONResponse({"object": "list", "data": cards})
 
     def health(self) -> Response:
+        """200 while the engine can generate; 503 once its thread has died."""
         engine = self.engine
+        if not engine.alive:
+            return JSONResponse(
+                {"status": "failed", "error": f"the generation engine stopped: {engine.failure}"},
+                status_code=503,
+            )
         return JSONResponse(
             {
                 "status": "ok",
@@ -119,51 +135,57 @@ class OpenAIService:
 
     async def _prepare(self, request: Request, kind: str, started: float) -> _Prepared:
         self._authorize(request)
-        raw = await request.body()
-        try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(
-                400, "the request body is not valid JSON; send a JSON object", code="invalid_json"
-            ) from None
-        if not isinstance(payload, dict):
-            raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
-        schema: type[BaseModel] = (
-            CompletionRequest if kind == "completion" else ChatCompletionRequest
-        )
-        try:
-            body = schema.model_validate(payload)
-        except ValidationError as error:
-            raise invalid_body(error) from None
-        assert isinstance(body, SamplingFields)
+        body = _parse(await request.body(), kind)
         ids = self.served.ids  # replaced whole when adapters change, never edited
         if body.model not in ids:
             raise self._unknown_model(body.model)
         try:
-            return self._submit(body, kind, ids[body.model], started)
+            prompt = await asyncio.to_thread(self._encode, body, kind)
+            return self._submit(body, kind, prompt, ids[body.model], started)
         except ApiError as error:
             error.model = body.model
             raise
 
-    def _submit(
-        self, body: SamplingFields, kind: str, adapter: str | None, started: float
-    ) -> _Prepared:
+    def _encode(self, body: SamplingFields, kind: str) -> list[int]:
+        """The prompt's tokens; on a worker thread, so that tokenizing a long prompt holds up
+        no other request."""
         if isinstance(body, CompletionRequest):
-            prompt, stops = self.codec.encode(body.prompt_text()), body.stops()
-            requested = body.max_tokens
+            text = body.prompt_text()
         else:
             assert isinstance(body, ChatCompletionRequest)
             turns = [(message.role, message.text()) for message in body.messages]
-            prompt = self.codec.encode_chat(turns)
+            text = "".join(turn for _, turn in turns)
+        limit = self.options.max_prompt_tokens
+        if len(text) > limit * MAX_CHARACTERS_PER_TOKEN:
+            raise self._prompt_too_long(kind, f"{len(text)} characters")
+        if isinstance(body, CompletionRequest):
+            return self.codec.encode(text)
+        return self.codec.encode_chat(turns)
+
+    def _prompt_too_long(self, kind: str, size: str) -> ApiError:
+        return ApiError(
+            400,
+            f"This model's maximum prompt length is {self.options.max_prompt_tokens} tokens; "
+            f"your prompt has {size}. Shorten the prompt.",
+            param="prompt" if kind == "completion" else "messages",
+            code="context_length_exceeded",
+        )
+
+    def _submit(
+        self,
+        body: SamplingFields,
+        kind: str,
+        prompt: list[int],
+        adapter: str | None,
+        started: float,
+    ) -> _Prepared:
+        if isinstance(body, CompletionRequest):
+            stops, requested = body.stops(), body.max_tokens
+        else:
+            assert isinstance(body, ChatCompletionRequest)
             stops, requested = [*body.stops(), *self.codec.chat_stops], body.limit()
         if len(prompt) > self.options.max_prompt_tokens:
-            raise ApiError(
-                400,
-                f"This model's maximum prompt length is {self.options.max_prompt_tokens} tokens; "
-                f"your prompt has {len(prompt)} tokens. Shorten the prompt.",
-                param="prompt" if kind == "completion" else "messages",
-                code="context_length_exceeded",
-            )
+            raise self._prompt_too_long(kind, f"{len(prompt)} tokens")
         if requested is not None and requested > self.options.max_tokens:
             raise ApiError(
                 400,
@@ -192,6 +214,8 @@ class OpenAIService:
             )
         except UnknownAdapterError:
             raise self._unknown_model(body.model) from None
+        except EngineStoppedError as error:
+            raise ApiError(503, f"{error}; retry on another replica", kind="server_error") from None
         except EngineOverloadedError as error:
             raise ApiError(
                 429,
@@ -214,13 +238,11 @@ class OpenAIService:
         )
 
     def _authorize(self, request: Request) -> None:
-        if self.api_key is None:
+        if self.api_keys is None:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), self.api_key.encode()
-        ):
+        if scheme.lower() != "bearer" or not self.api_keys.accepts(token):
             raise ApiError(
                 401,
                 "Incorrect or missing API key; send it as `Authorization: Bearer <key>`",
@@ -239,13 +261,34 @@ class OpenAIService:
             "total_tokens": len(prepared.prompt) + completion_tokens,
         }
 
+    def _deadline(self, prepared: _Prepared) -> float:
+        """The event-loop time at which the request is out of time."""
+        remaining = prepared.started + self.options.request_timeout - time.monotonic()
+        return asyncio.get_running_loop().time() + max(remaining, 0.0)
+
+    def _timed_out(self) -> ApiError:
+        return ApiError(
+            504,
+            f"the request did not finish within this server's limit of "
+            f"{self.options.request_timeout:.0f}s; ask for fewer tokens or retry when it is "
+            "less busy",
+            kind="server_error",
+            code="timeout",
+        )
+
     async def _whole(self, prepared: _Prepared) -> Response:
         pieces: list[str] = []
         last: GenerationEvent | None = None
         try:
-            async for event in prepared.generation:
-                pieces.append(event.text)
-                last = event
+            async with asyncio.timeout_at(self._deadline(prepared)):
+                async for event in prepared.generation:
+                    pieces.append(event.text)
+                    last = event
+        except TimeoutError:
+            prepared.generation.cancel()
+            error = self._timed_out()
+            self._answered(error.status, prepared.started, prepared.model)
+            return error.response()
         finally:
             if self.metrics:
                 self.metrics.finished()
@@ -287,11 +330,20 @@ class OpenAIService:
             "model": prepared.model,
         }
         completion_tokens = 0
+        status = 200
+        deadline = self._deadline(prepared)
         try:
             if chat:
                 role = {"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}
                 yield _sse({**head, "choices": [role]})
-            async for event in prepared.generation:
+            async for event in _until(prepared.generation, deadline):
+                if event is None:
+                    # Headers are sent: the error goes in the stream, as OpenAI's do.
+                    prepared.generation.cancel()
+                    timed_out = self._timed_out()
+                    status = timed_out.status
+                    yield _sse(timed_out.body())
+                    return
                 completion_tokens = event.completion_tokens
                 if not event.text and event.finish_reason is None:
                     continue
@@ -313,7 +365,44 @@ class OpenAIService:
         finally:
             if self.metrics:
                 self.metrics.finished()
-            self._answered(200, prepared.started, prepared.model)
+            self._answered(status, prepared.started, prepared.model)
+
+
+async def _until(generation: Any, deadline: float) -> AsyncIterator[GenerationEvent | None]:
+    """The generation's events, then None if the deadline passes before its end."""
+    events = aiter(generation)
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                event = await anext(events)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            yield None
+            return
+        yield event
+
+
+def _parse(raw: bytes, kind: str) -> SamplingFields:
+    """The request body as a completion or chat request; any problem is a 400."""
+    schema: type[BaseModel] = CompletionRequest if kind == "completion" else ChatCompletionRequest
+    try:
+        payload = json.loads(raw)
+        if not isinstance(payload, dict):
+            raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+        body = schema.model_validate(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(
+            400, "the request body is not valid JSON; send a JSON object", code="invalid_json"
+        ) from None
+    except RecursionError:
+        raise ApiError(
+            400, "the request body is nested too deeply to be a request", code="invalid_json"
+        ) from None
+    except ValidationError as error:
+        raise invalid_body(error) from None
+    assert isinstance(body, SamplingFields)
+    return body
 
 
 def _id(prefix: str) -> str:

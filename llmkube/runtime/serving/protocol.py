@@ -40,8 +40,8 @@ class ApiError(Exception):
         self.model: str | None = None
         """The served model id the request named, once known (labels the metrics)."""
 
-    def response(self) -> JSONResponse:
-        body = {
+    def body(self) -> dict[str, Any]:
+        return {
             "error": {
                 "message": self.message,
                 "type": self.kind,
@@ -49,7 +49,9 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 def invalid_body(error: ValidationError) -> ApiError:
@@ -74,7 +76,8 @@ class SamplingFields(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    """A 64-bit integer, as OpenAI's."""
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
