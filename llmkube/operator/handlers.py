@@ -37,6 +37,7 @@ DEPLOYMENT_REGISTRY = DeploymentRegistry()
 # anything else (RBAC, a rejected object) needs a human, so it is retried slowly.
 MISSING_SECRET_RETRY_SECONDS = 10
 TRANSIENT_RETRY_SECONDS = 5
+NAME_CONFLICT_RETRY_SECONDS = 15  # the user removes or renames the other object
 OTHER_ERROR_RETRY_SECONDS = 60
 # RayJob states in which the runtime writes (or has written) progress files worth reading.
 PROGRESS_STATES = ("Running", "Retrying", "Complete", "Failed")
@@ -54,7 +55,7 @@ def _handle_failures(kind: str, body: dict[str, Any], work: Callable[[], object]
     except MissingSecretError:
         REGISTRY.retry_later(uid, namespace, name, MISSING_SECRET_RETRY_SECONDS, kind)
     except NameConflictError:
-        REGISTRY.retry_later(uid, namespace, name, OTHER_ERROR_RETRY_SECONDS, kind)
+        REGISTRY.retry_later(uid, namespace, name, NAME_CONFLICT_RETRY_SECONDS, kind)
     except ApiError as error:
         log.warning("reconciling %s %s/%s: %s", kind, namespace, name, error)
         delay = TRANSIENT_RETRY_SECONDS if error.transient else OTHER_ERROR_RETRY_SECONDS

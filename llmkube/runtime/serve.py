@@ -52,7 +52,7 @@ from llmkube.net import free_port, port_is_free
 from llmkube.runtime.daemons import idle_ray_daemons
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.serving.adapters import AdapterSet
-from llmkube.runtime.serving.api_keys import ApiKeys, NoApiKeysError
+from llmkube.runtime.serving.api_keys import api_keys_for
 from llmkube.runtime.serving.engine import Engine
 from llmkube.runtime.serving.guard import RequestGuard, limit_bodies
 from llmkube.runtime.serving.metrics import ServingMetrics
@@ -92,7 +92,7 @@ class LLMServer:
         torch.set_num_threads(run.cpus_per_replica)
         device = "cuda" if run.gpus_per_replica and torch.cuda.is_available() else "cpu"
         limit_bodies(run.serving.max_request_bytes)
-        api_keys = _api_keys(run)
+        api_keys = api_keys_for(run)
         served = load_served_model(run, device)
         self.metrics = ServingMetrics(run.deployment.name, served.base_id)
         max_prompt, context = serving_limits(run, served.model.context_length)
@@ -165,19 +165,6 @@ class LLMServer:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.close()
-
-
-def _api_keys(run: ServeRunConfig) -> ApiKeys | None:
-    try:
-        if run.api_key_file is not None:
-            return ApiKeys.from_file(Path(run.api_key_file))
-        if run.api_key_env is not None:
-            return ApiKeys.from_env(run.api_key_env)
-    except NoApiKeysError as error:
-        raise RuntimeError(
-            f"serving.apiKeySecret is set but {error}; check the Secret and the key it names"
-        ) from None
-    return None
 
 
 def app(args: dict[str, Any]) -> Application:

@@ -82,12 +82,14 @@ def patch_status(
     assert result.returncode == 0, result.stderr
 
 
-def events_for(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
+def events_for(
+    cp: ControlPlane, namespace: str, name: str, kind: str = "LLMTrainingJob"
+) -> list[dict[str, Any]]:
     return [
         event
         for event in listed(cp, "events", namespace)
         if event["involvedObject"].get("name") == name
-        and event["involvedObject"].get("kind") == "LLMTrainingJob"
+        and event["involvedObject"].get("kind") == kind
     ]
 
 

@@ -17,6 +17,7 @@ from tests.cluster.helpers import (
     apply,
     condition,
     credentials_secret,
+    events_for,
     eventually,
     exists,
     get,
@@ -49,11 +50,20 @@ READY: dict[str, Any] = {
 
 
 def deployment_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    """Open (allowUnauthenticated) unless the test names an API-key Secret."""
+    serving = spec.pop("serving", {})
+    if "apiKeySecret" not in serving:
+        serving = {"allowUnauthenticated": True, **serving}
     return {
         "apiVersion": "llmkube.io/v1alpha1",
         "kind": "LLMDeployment",
         "metadata": {"name": name},
-        "spec": {"model": {"uri": "s3://models/base/model"}, "replicas": 2, **spec},
+        "spec": {
+            "model": {"uri": "s3://models/base/model"},
+            "replicas": 2,
+            "serving": serving,
+            **spec,
+        },
     }
 
 
@@ -254,7 +264,7 @@ def _replicas(cp: ControlPlane, namespace: str, name: str, count: int) -> dict[s
     return status
 
 
-def test_service_and_service_monitor_are_built_and_owned(
+def test_service_service_monitor_and_network_policy_are_built_and_owned(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     secret = {
@@ -276,8 +286,10 @@ def test_service_and_service_monitor_are_built_and_owned(
     rayservice = eventually(lambda: get(control_plane, "rayservice", "watched", namespace))
     service = eventually(lambda: get(control_plane, "service", "watched", namespace))
     monitor = eventually(lambda: get(control_plane, "servicemonitor", "watched", namespace))
+    policy = get(control_plane, "networkpolicy", "watched-ray", namespace)
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"llmkube.io/deployment": "watched"}}
     uid = get(control_plane, "llmd", "watched", namespace)["metadata"]["uid"]
-    for child in (rayservice, service, monitor):
+    for child in (rayservice, service, monitor, policy):
         assert child["metadata"]["ownerReferences"][0]["uid"] == uid
     assert service["spec"]["selector"] == {
         "llmkube.io/deployment": "watched",
@@ -286,14 +298,41 @@ def test_service_and_service_monitor_are_built_and_owned(
     assert [p["port"] for p in service["spec"]["ports"]] == [8000, 8080]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "5s"}]
-    env = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"][
-        "containers"
-    ][0]["env"]
-    assert {
-        "name": "LLMKUBE_API_KEY",
-        "valueFrom": {"secretKeyRef": {"name": "api", "key": "apiKey"}},
-    } in env
+    worker = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["volumes"][0]["secret"]["secretName"] == "api"
+    assert worker["automountServiceAccountToken"] is False
+    assert app_args(rayservice)["apiKeyFile"] == "/etc/llmkube/api-keys/keys"
     assert "sk-test" not in json.dumps(rayservice)
+
+
+def test_objects_it_does_not_control_are_left_alone_and_reported(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    squatter = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "taken", "labels": {"team": "web"}},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }
+    apply(control_plane, namespace, squatter, deployment_manifest("taken"))
+    status = wait_phase(control_plane, "llmd", "taken", namespace, "Pending")
+    ready = condition(status, "Ready")
+    assert ready["reason"] == "NameConflict"
+    assert "a Service named taken already exists" in ready["message"]
+
+    def conflict_event() -> None:
+        events = events_for(control_plane, namespace, "taken", "LLMDeployment")
+        reasons = {event["reason"] for event in events}
+        assert "NameConflict" in reasons, reasons
+
+    eventually(conflict_event)
+    service = get(control_plane, "service", "taken", namespace)
+    assert service["spec"]["selector"] == {"app": "web"}  # not patched
+    assert "ownerReferences" not in service["metadata"]  # not adopted
+    # Once the user removes it, the deployment goes on (the conflict is retried).
+    control_plane.kubectl("delete", "service", "taken", "-n", namespace)
+    owned = eventually(lambda: get(control_plane, "service", "taken", namespace), timeout=60)
+    assert owned["spec"]["selector"]["llmkube.io/deployment"] == "taken"
 
 
 def test_bad_deployment_specs_end_as_invalid_spec(

@@ -2,6 +2,8 @@
 
 import subprocess
 
+import yaml
+
 from llmkube.testing.controlplane import ControlPlane
 from tests.cluster.conftest import CHART, OPERATOR_NAMESPACE, control_plane_helm, render_chart
 
@@ -27,7 +29,8 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(control_plane: Contr
         "watchNamespaces={team-a,team-b}",
         "prometheusUrl=http://prometheus.monitoring:9090",
     )
-    control_plane.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    for namespace in (OPERATOR_NAMESPACE, "team-a", "team-b"):
+        control_plane.kubectl("create", "namespace", namespace)
     result = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     assert result.returncode == 0, result.stderr
     kinds = {line.split(" ", 1)[0].split("/")[0] for line in result.stdout.splitlines()}
@@ -35,6 +38,8 @@ def test_every_rendered_object_is_accepted_by_the_apiserver(control_plane: Contr
         "serviceaccount",
         "clusterrole.rbac.authorization.k8s.io",
         "clusterrolebinding.rbac.authorization.k8s.io",
+        "role.rbac.authorization.k8s.io",
+        "rolebinding.rbac.authorization.k8s.io",
         "deployment.apps",
         "service",
         "servicemonitor.monitoring.coreos.com",
@@ -67,3 +72,82 @@ def test_bad_values_are_refused_by_the_schema() -> None:
         result = helm("template", "x", str(CHART), "--set", bad)
         assert result.returncode != 0, bad
         assert says in result.stderr, result.stderr
+
+
+# Everything the operator may do, and nothing more: (apiGroup, resource, verb). An extra rule in
+# the chart fails the test as surely as a missing one.
+KOPF_DISCOVERY = {
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    ("", "namespaces", "list"),
+    ("", "namespaces", "watch"),
+}
+WORKLOADS = {
+    *(
+        ("llmkube.io", kind, verb)
+        for kind in ("llmtrainingjobs", "llmdeployments")
+        for verb in ("get", "list", "watch")
+    ),
+    ("llmkube.io", "llmtrainingjobs/status", "patch"),
+    ("llmkube.io", "llmdeployments/status", "patch"),
+    ("llmkube.io", "llmdeployments/scale", "patch"),
+    ("llmkube.io", "llmtrainingjobs/finalizers", "update"),
+    ("llmkube.io", "llmdeployments/finalizers", "update"),
+    *(
+        ("", kind, verb)
+        for kind in ("configmaps", "services")
+        for verb in ("create", "get", "patch")
+    ),
+    ("", "secrets", "get"),
+    ("", "events", "create"),
+    *(("networking.k8s.io", "networkpolicies", verb) for verb in ("create", "get", "patch")),
+    *(
+        ("ray.io", kind, verb)
+        for kind in ("rayjobs", "rayservices")
+        for verb in ("create", "get", "list", "watch", "patch")
+    ),
+    ("ray.io", "rayclusters", "get"),
+    *(
+        ("monitoring.coreos.com", "servicemonitors", verb)
+        for verb in ("create", "get", "patch", "delete")
+    ),
+}
+
+
+def granted(rendered: str) -> set[tuple[str, str, str, str, str]]:
+    """(scope, namespace, apiGroup, resource, verb) for every rule the chart's roles grant, where
+    scope is the role kind and namespace is '' for cluster-wide."""
+    rules = set()
+    for doc in yaml.safe_load_all(rendered):
+        if not doc or doc["kind"] not in ("Role", "ClusterRole"):
+            continue
+        namespace = doc["metadata"].get("namespace", "")
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        rules.add((doc["kind"], namespace, group, resource, verb))
+    return rules
+
+
+def test_a_cluster_wide_operator_gets_exactly_what_it_uses(control_plane: ControlPlane) -> None:
+    expected = {("ClusterRole", "", *rule) for rule in KOPF_DISCOVERY | WORKLOADS}
+    assert granted(render_chart(control_plane)) == expected
+
+
+def test_watching_namespaces_grants_roles_there_and_nothing_cluster_wide_beyond_discovery(
+    control_plane: ControlPlane,
+) -> None:
+    rendered = render_chart(control_plane, "watchNamespaces={team-a,team-b}")
+    expected = {("ClusterRole", "", *rule) for rule in KOPF_DISCOVERY} | {
+        ("Role", namespace, *rule) for namespace in ("team-a", "team-b") for rule in WORKLOADS
+    }
+    assert granted(rendered) == expected
+    bindings = [
+        doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"].endswith("Binding")
+    ]
+    assert sorted((b["kind"], b["metadata"].get("namespace", "")) for b in bindings) == [
+        ("ClusterRoleBinding", ""),
+        ("RoleBinding", "team-a"),
+        ("RoleBinding", "team-b"),
+    ]

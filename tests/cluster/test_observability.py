@@ -97,6 +97,7 @@ def test_every_dashboard_and_alert_query_returns_series(
                 "spec": {
                     "model": {"uri": model_uri},
                     "replicas": 1,
+                    "serving": {"allowUnauthenticated": True},
                     "autoscaling": {
                         "enabled": True,
                         "maxReplicas": 3,

@@ -81,6 +81,18 @@ def test_example_job_becomes_a_configmap_and_rayjob(
     assert "change-me-please" not in configmap["data"]["run.json"]
     assert configmap["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
 
+    # The Ray pods are fenced in before they exist, and run unprivileged.
+    policy = get(control_plane, "networkpolicy", "shakespeare-ray", namespace)
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    assert policy["spec"]["podSelector"] == {
+        "matchLabels": {"llmkube.io/training-job": "shakespeare"}
+    }
+    submitter = spec["submitterPodTemplate"]
+    assert submitter["metadata"]["labels"]["llmkube.io/training-job"] == "shakespeare"
+    for template in (submitter, workers["template"]):
+        assert template["spec"]["automountServiceAccountToken"] is False
+        assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+
 
 def test_status_follows_the_rayjob_to_success(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess

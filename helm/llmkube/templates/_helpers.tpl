@@ -22,3 +22,41 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{- /* What the operator does in a namespace it watches: a Role there, or a ClusterRole when it
+watches them all. */ -}}
+{{- define "llmkube.workloadRules" -}}
+- apiGroups: [llmkube.io]
+  resources: [llmtrainingjobs, llmdeployments]
+  verbs: [get, list, watch]
+- apiGroups: [llmkube.io]
+  resources: [llmtrainingjobs/status, llmdeployments/status, llmdeployments/scale]
+  verbs: [patch]
+# Children carry blockOwnerDeletion ownerReferences (OwnerReferencesPermissionEnforcement).
+- apiGroups: [llmkube.io]
+  resources: [llmtrainingjobs/finalizers, llmdeployments/finalizers]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [create, get, patch]
+# The S3 credentials and API keys the resources name (the operator checks they exist and reads
+# S3 progress with them).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, get, patch]
+- apiGroups: [ray.io]
+  resources: [rayjobs, rayservices]
+  verbs: [create, get, list, watch, patch]
+- apiGroups: [ray.io]
+  resources: [rayclusters]
+  verbs: [get]
+- apiGroups: [monitoring.coreos.com]
+  resources: [servicemonitors]
+  verbs: [create, get, patch, delete]
+{{- end -}}

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from llmkube.api.runconfig import ServeRunConfig
+
 _SEPARATORS = re.compile(r"[\s,]+")
 
 
@@ -82,3 +84,17 @@ class ApiKeys:
         for key in self._keys:
             matched |= hmac.compare_digest(candidate, key.encode())
         return matched
+
+
+def api_keys_for(run: ServeRunConfig) -> ApiKeys | None:
+    """The keys a replica of `run` accepts; None serves without authentication."""
+    try:
+        if run.api_key_file is not None:
+            return ApiKeys.from_file(Path(run.api_key_file))
+        if run.api_key_env is not None:
+            return ApiKeys.from_env(run.api_key_env)
+    except NoApiKeysError as error:
+        raise RuntimeError(
+            f"serving.apiKeySecret is set but {error}; check the Secret and the key it names"
+        ) from None
+    return None
