@@ -84,6 +84,14 @@ def block(
     raise error
 
 
+def parsed(body: dict[str, Any], kind: type[Spec]) -> tuple[Spec | None, str | None]:
+    """(the body as a `kind`, None), or (None, what is wrong with it) for an invalid spec."""
+    try:
+        return kind.model_validate(body, context=CLUSTER), None
+    except ValidationError as error:
+        return None, "invalid spec: " + "; ".join(describe(error))
+
+
 def validated_or_blocked(
     body: dict[str, Any],
     kind: type[Spec],
@@ -92,17 +100,17 @@ def validated_or_blocked(
     now: str,
 ) -> Spec:
     """The body as a `kind`; an invalid one gets a Failed status and raises InvalidSpecError."""
-    try:
-        return kind.model_validate(body, context=CLUSTER)
-    except ValidationError as error:
-        message = "invalid spec: " + "; ".join(describe(error))
-        block(
-            InvalidSpecError(message),
-            current,
-            write,
-            generation=body["metadata"].get("generation"),
-            now=now,
-        )
+    resource, problem = parsed(body, kind)
+    if resource is not None:
+        return resource
+    assert problem is not None
+    block(
+        InvalidSpecError(problem),
+        current,
+        write,
+        generation=body["metadata"].get("generation"),
+        now=now,
+    )
 
 
 def fetch_valid(

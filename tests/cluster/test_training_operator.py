@@ -373,6 +373,37 @@ def test_a_missing_secret_waits_then_starts(
     eventually(lambda: get(control_plane, "rayjob", "patient", namespace), timeout=45)
 
 
+def test_a_spec_made_invalid_mid_run_keeps_its_rayjob_followed(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(control_plane, namespace, training_job_manifest("drifting"))
+    eventually(lambda: get(control_plane, "rayjob", "drifting", namespace))
+    running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    patch_status(control_plane, "rayjob", "drifting", namespace, running)
+    wait_phase(control_plane, "ltj", "drifting", namespace, "Running")
+
+    # nHead 5 does not divide the small preset's width: only the operator can tell.
+    invalid = {"spec": {"model": {"preset": "small", "overrides": {"nHead": 5}}}}
+    patch(control_plane, "ltj", "drifting", namespace, invalid)
+
+    def both_said() -> dict[str, Any]:
+        status = status_of(control_plane, "ltj", "drifting", namespace)
+        applied = condition(status, "SpecApplied")
+        assert (applied["status"], applied["reason"]) == ("False", "InvalidSpec"), applied
+        assert "must be a multiple of nHead 5" in applied["message"]
+        assert "goes on with the spec it was started with" in applied["message"]
+        assert status["phase"] == "Running"
+        return status
+
+    eventually(both_said)
+    # The RayJob (started from the valid spec) finishes: the status still follows it.
+    done = {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+    patch_status(control_plane, "rayjob", "drifting", namespace, done)
+    status = wait_phase(control_plane, "ltj", "drifting", namespace, "Succeeded")
+    assert status["model"]["uri"] == "s3://models/drifting/model"
+    assert condition(status, "SpecApplied")["reason"] == "InvalidSpec"
+
+
 def test_suspend_passes_through_and_other_changes_are_refused(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import training_run_config
-from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, validated_or_blocked
+from llmkube.operator.blocked import InvalidSpecError, MissingSecretError, block, parsed
 from llmkube.operator.conditions import utcnow
 from llmkube.operator.kube import (
     CONFIGMAPS,
@@ -106,13 +106,18 @@ def reconcile_training_job(
 ) -> None:
     """Idempotent: safe to run again at any point, after any crash."""
     now = utcnow()
-    job = validated_or_blocked(
-        body,
-        LLMTrainingJob,
-        current_status(body),
-        lambda status: write_training_status(api, body, status, registry),
-        now,
-    )
+    job, problem = parsed(body, LLMTrainingJob)
+    if job is None:
+        assert problem is not None
+        if _follow_despite_invalid_spec(body, problem, api, registry, now):
+            return
+        block(
+            InvalidSpecError(problem),
+            current_status(body),
+            lambda status: write_training_status(api, body, status, registry),
+            generation=body["metadata"].get("generation"),
+            now=now,
+        )
     _credentials(body, job, api, registry, now)
     namespace = job.metadata.namespace or "default"
     name = rayjob_name(job.metadata.name)
@@ -146,6 +151,43 @@ def reconcile_training_job(
     write_training_status(api, body, status, registry)
 
 
+def applied_job(body: dict[str, Any], rayjob: dict[str, Any] | None) -> LLMTrainingJob | None:
+    """The job as its RayJob was built from it (the applied-spec annotation), under the body's
+    metadata; None without a RayJob."""
+    annotations = ((rayjob or {}).get("metadata") or {}).get("annotations") or {}
+    applied = annotations.get(APPLIED_SPEC_ANNOTATION)
+    if applied is None:
+        return None
+    spec = {key: value for key, value in json.loads(applied).items() if value is not None}
+    job, _ = parsed({"metadata": body["metadata"], "spec": spec}, LLMTrainingJob)
+    return job
+
+
+def _follow_despite_invalid_spec(
+    body: dict[str, Any], problem: str, api: KubeApi, registry: TrainingPhasesAndRetries, now: str
+) -> bool:
+    """A spec edited into an invalid one while its RayJob runs: the RayJob goes on with the spec
+    it was built from, so the status keeps following it and says that the spec is invalid.
+    False when nothing runs (the job is then simply InvalidSpec)."""
+    meta = body["metadata"]
+    rayjob = api.get(RAYJOBS, meta["namespace"], rayjob_name(meta["name"]))
+    running = applied_job(body, rayjob)
+    if rayjob is None or running is None:
+        return False
+    status = training_status(
+        current_status(body),
+        running,
+        rayjob_name=rayjob_name(meta["name"]),
+        rayjob_status=rayjob.get("status"),
+        snapshot=None,
+        ignored_spec_changes=[],
+        now=now,
+        invalid_spec=problem,
+    )
+    write_training_status(api, body, status, registry)
+    return True
+
+
 def refresh_training_status(
     api: KubeApi,
     namespace: str,
@@ -158,12 +200,15 @@ def refresh_training_status(
 ) -> None:
     """Re-derive a job's status from its RayJob (and progress files). A no-op for jobs the
     reconcile has not set up yet: it owns that path."""
-    found = fetch_valid(api, TRAINING_JOBS, LLMTrainingJob, namespace, job_name)
-    if found is None:
+    body = api.get(TRAINING_JOBS, namespace, job_name)
+    if body is None:
         return
-    body, job = found
     rayjob = rayjob or api.get(RAYJOBS, namespace, rayjob_name(job_name))
     if rayjob is None:
+        return
+    valid, problem = parsed(body, LLMTrainingJob)
+    job = valid or applied_job(body, rayjob)  # an invalid spec: follow what runs
+    if job is None:
         return
     snapshot = None
     if read_progress:
@@ -181,7 +226,8 @@ def refresh_training_status(
         rayjob_name=rayjob_name(job_name),
         rayjob_status=rayjob.get("status"),
         snapshot=snapshot,
-        ignored_spec_changes=ignored_spec_changes(rayjob, job),
+        ignored_spec_changes=[] if problem else ignored_spec_changes(rayjob, job),
         now=utcnow(),
+        invalid_spec=problem,
     )
     write_training_status(api, body, status, registry)

@@ -127,8 +127,11 @@ def training_status(
     snapshot: ProgressSnapshot | None,
     ignored_spec_changes: list[str],
     now: str,
+    invalid_spec: str | None = None,
 ) -> LLMTrainingJobStatus:
-    """The status of a job whose RayJob exists. `snapshot` None keeps the progress last read."""
+    """The status of a job whose RayJob exists. `snapshot` None keeps the progress last read.
+    `invalid_spec` says why the stored spec no longer validates (`job` is then the spec the
+    RayJob was built from, which it keeps running with)."""
     generation = job.metadata.generation
     verdict = verdict_from_rayjob(rayjob_name, rayjob_status)
     status = current.model_copy(deep=True)
@@ -176,7 +179,21 @@ def training_status(
         generation=generation,
         now=now,
     )
-    if ignored_spec_changes:
+    if invalid_spec is not None:
+        status.message = f"{verdict.message}; the spec is now invalid (see SpecApplied)"
+        conditions = set_condition(
+            conditions,
+            type="SpecApplied",
+            status="False",
+            reason="InvalidSpec",
+            message=(
+                f"{invalid_spec}. The RayJob goes on with the spec it was started with, and this "
+                "status keeps following it; fix the spec, or delete the job to stop it."
+            ),
+            generation=generation,
+            now=now,
+        )
+    elif ignored_spec_changes:
         conditions = set_condition(
             conditions,
             type="SpecApplied",
