@@ -6,6 +6,8 @@ Each file starts with comment lines:
 or, for what only a cluster refuses (`llmkube run` accepts it; `llmkube validate --cluster` and
 the operator do not):
     # cluster: <text llmkube's cluster validation must contain>
+or, for a rule the CRD's CEL checks in the same words pydantic uses:
+    # both: <text the apiserver's rejection and llmkube's validation must both contain>
 """
 
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ class BadManifest:
     apiserver_says: str | None
     llmkube_says: str
     cluster_only: bool = False
+    same_message: bool = False
 
     @property
     def document(self) -> dict[str, object]:
@@ -44,8 +47,17 @@ def corpus() -> list[BadManifest]:
     for path in sorted(FOLDER.glob("*.yaml")):
         text = path.read_text()
         cluster_says = _expectation(text, "cluster")
-        llmkube_says = _expectation(text, "llmkube") or cluster_says
-        assert llmkube_says, f"{path} needs a '# llmkube: ...' or '# cluster: ...' line"
-        apiserver_says = _expectation(text, "apiserver")
-        manifests.append(BadManifest(path, apiserver_says, llmkube_says, cluster_says is not None))
+        both_say = _expectation(text, "both")
+        llmkube_says = _expectation(text, "llmkube") or cluster_says or both_say
+        assert llmkube_says, f"{path} needs a '# llmkube:', '# cluster:' or '# both:' line"
+        apiserver_says = _expectation(text, "apiserver") or both_say
+        manifests.append(
+            BadManifest(
+                path,
+                apiserver_says,
+                llmkube_says,
+                cluster_only=cluster_says is not None,
+                same_message=both_say is not None,
+            )
+        )
     return manifests

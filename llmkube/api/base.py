@@ -1,10 +1,12 @@
 """The base every wire model shares: camelCase aliases, attribute docstrings as descriptions."""
 
 import re
-from typing import Annotated, Any, Final, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 API_GROUP = "llmkube.io"
@@ -113,14 +115,45 @@ KubernetesName = Annotated[
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN, max_length=64)]
 
 
-def cel_rules(*rules: tuple[str, str]) -> ConfigDict:
-    """Model config adding (CEL rule, message) pairs to the model's CRD schema.
+class Cel(NamedTuple):
+    """A CEL rule for the CRD schema and what the apiserver answers when it fails: `message`, or
+    `message_expression` (a CEL string expression) when the message names values. Either must
+    produce the very text the model's pydantic validator raises for the same rule."""
 
-    The apiserver then rejects what it can check before the operator sees it; every such rule is
-    also enforced by a pydantic validator on the same model, so `llmkube validate` agrees.
+    rule: str
+    message: str
+    message_expression: str | None = None
+
+    def to_schema(self) -> JsonDict:
+        schema: JsonDict = {"rule": self.rule, "message": self.message}
+        if self.message_expression is not None:
+            schema["messageExpression"] = self.message_expression
+        return schema
+
+
+def cel_rules(*rules: Cel | tuple[str, str]) -> ConfigDict:
+    """Model config adding CEL rules to the model's CRD schema.
+
+    The apiserver then rejects what it can check before the operator sees it, in the words the
+    pydantic validator of the same rule uses, so `kubectl apply` and `llmkube validate` agree.
     """
     return ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [{"rule": rule, "message": msg} for rule, msg in rules]
-        }
+        json_schema_extra={"x-kubernetes-validations": [Cel(*rule).to_schema() for rule in rules]}
     )
+
+
+def cel_literal_of(expression: str, values: Iterable[str]) -> str:
+    """CEL giving the literal equal to `expression` (one of `values`). A message expression may
+    name an enum's value this way: the apiserver's cost estimate rejects concatenating the field
+    itself, or any number turned to a string, as text of unbounded size."""
+    *rest, last = values
+    text = f"'{last}'"
+    for value in reversed(rest):
+        text = f"({expression} == '{value}' ? '{value}' : {text})"
+    return text
+
+
+def cel_default(field: str, default: object) -> str:
+    """CEL for `self.<field>`, or its default when the manifest leaves it out."""
+    literal = f"'{default}'" if isinstance(default, str) else repr(default)
+    return f"(has(self.{field}) ? self.{field} : {literal})"

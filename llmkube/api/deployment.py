@@ -1,17 +1,20 @@
 """LLMDeployment: serve a model with Ray Serve behind an OpenAI-compatible API, and autoscale it."""
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 
 from pydantic import ConfigDict, Field, StringConstraints, ValidationInfo, model_validator
 
 from llmkube.api.base import (
     GROUP_VERSION,
     LABEL_PATTERN,
+    Cel,
     KubernetesName,
     Quantity,
     StatusModel,
     StorageUri,
     WireModel,
+    cel_default,
+    cel_literal_of,
     cel_rules,
     invalid,
     on_cluster,
@@ -40,7 +43,12 @@ class AdapterSource(WireModel):
     """A LoRA adapter served on top of the deployment's model, chosen per request by name."""
 
     model_config = cel_rules(
-        ("has(self.trainingJobRef) != has(self.uri)", "set exactly one of trainingJobRef or uri")
+        Cel(
+            "has(self.trainingJobRef) != has(self.uri)",
+            "set exactly one of trainingJobRef or uri",
+            "'adapter ' + self.name + ': set exactly one of trainingJobRef or uri (found ' + "
+            "(has(self.uri) ? 'both' : 'neither') + ')'",
+        )
     )
 
     name: AdapterName
@@ -61,16 +69,24 @@ class AdapterSource(WireModel):
         return self
 
 
+ADAPTER_NAMES_REPEAT = "model.adapters: each name may appear once"
+
+
 class DeploymentModel(WireModel):
     """Which model to serve: the output of a training job, or an artifact URI; and LoRA
     adapters on top of it."""
 
     model_config = cel_rules(
-        ("has(self.trainingJobRef) != has(self.uri)", "set exactly one of trainingJobRef or uri"),
+        Cel(
+            "has(self.trainingJobRef) != has(self.uri)",
+            "set exactly one of model.trainingJobRef or model.uri",
+            "'set exactly one of model.trainingJobRef or model.uri (found ' + "
+            "(has(self.uri) ? 'both' : 'neither') + ')'",
+        ),
         (
             "!has(self.adapters) || self.adapters.all(a, self.adapters.exists_one(b, "
             "b.name == a.name))",
-            "adapter names must be unique",
+            ADAPTER_NAMES_REPEAT,
         ),
     )
 
@@ -93,12 +109,9 @@ class DeploymentModel(WireModel):
                 found="both" if self.uri is not None else "neither",
             )
         names = [adapter.name for adapter in self.adapters]
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        repeated = [name for name in names if names.count(name) > 1]
         if repeated:
-            raise invalid(
-                "model.adapters: each name may appear once; repeated: {names}",
-                names=", ".join(repeated),
-            )
+            raise invalid(ADAPTER_NAMES_REPEAT + "; repeated: {names}", names=", ".join(repeated))
         return self
 
 
@@ -108,17 +121,32 @@ MetricType = Literal["inflightRequests", "queueDepth", "tokensPerSecond", "ttftP
 DEFAULT_TARGETS: dict[str, float] = {"inflightRequests": 8.0, "queueDepth": 4.0}
 
 
+CUSTOM_NEEDS_QUERY = "metric type custom needs a PromQL query in autoscaling.metric.query"
+DEFAULT_METRIC: MetricType = "inflightRequests"
+_METRIC_TYPE = cel_default("type", DEFAULT_METRIC)
+_METRIC_NAME = cel_literal_of(_METRIC_TYPE, get_args(MetricType))
+
+
 class AutoscalingMetric(WireModel):
     """The Prometheus metric replicas are scaled on, and the value per replica to aim for."""
 
     model_config = cel_rules(
-        (
-            "(has(self.type) && self.type == 'custom') == has(self.query)",
-            "query is required for type custom and not allowed for the built-in types",
-        )
+        (f"{_METRIC_TYPE} != 'custom' || has(self.query)", CUSTOM_NEEDS_QUERY),
+        Cel(
+            f"{_METRIC_TYPE} == 'custom' || !has(self.query)",
+            "autoscaling.metric.query only applies to type custom",
+            f"'autoscaling.metric.query only applies to type custom; ' + {_METRIC_NAME} + ' has "
+            "a built-in query. Remove query or set type: custom'",
+        ),
+        Cel(
+            f"has(self.target) || {_METRIC_TYPE} in {list(DEFAULT_TARGETS)}",
+            "autoscaling.metric.target is required for this metric type",
+            f"'autoscaling.metric.target is required for metric type ' + {_METRIC_NAME} + ' (no "
+            "default fits every model and machine)'",
+        ),
     )
 
-    type: MetricType = "inflightRequests"
+    type: MetricType = DEFAULT_METRIC
     """inflightRequests, queueDepth, tokensPerSecond (generated), ttftP95 (seconds) or custom."""
     target: float | None = Field(default=None, gt=0.0)
     """Desired value per replica (for ttftP95: the latency to stay under). Defaults: 8 for
@@ -129,7 +157,7 @@ class AutoscalingMetric(WireModel):
     @model_validator(mode="after")
     def _complete(self) -> Self:
         if self.type == "custom" and self.query is None:
-            raise invalid("metric type custom needs a PromQL query in autoscaling.metric.query")
+            raise invalid(CUSTOM_NEEDS_QUERY)
         if self.type != "custom" and self.query is not None:
             raise invalid(
                 "autoscaling.metric.query only applies to type custom; {type} has a built-in "
@@ -165,22 +193,22 @@ class ScalingRule(WireModel):
     """Most replicas added or removed by one decision."""
 
 
+DEFAULT_MIN_REPLICAS, DEFAULT_MAX_REPLICAS = 1, 4
+MIN_ABOVE_MAX = "autoscaling.minReplicas exceeds autoscaling.maxReplicas"
+_MIN_REPLICAS = cel_default("minReplicas", DEFAULT_MIN_REPLICAS)
+_MAX_REPLICAS = cel_default("maxReplicas", DEFAULT_MAX_REPLICAS)
+
+
 class AutoscalingSpec(WireModel):
     """Scale replicas from a Prometheus metric."""
 
-    model_config = cel_rules(
-        (
-            "!has(self.minReplicas) || !has(self.maxReplicas)"
-            " || self.minReplicas <= self.maxReplicas",
-            "minReplicas must not exceed maxReplicas",
-        )
-    )
+    model_config = cel_rules((f"{_MIN_REPLICAS} <= {_MAX_REPLICAS}", MIN_ABOVE_MAX))
 
     enabled: bool = False
     """Let the operator drive spec.replicas. Leave off to drive /scale with an HPA or KEDA."""
-    min_replicas: int = Field(default=1, ge=0, le=100)
+    min_replicas: int = Field(default=DEFAULT_MIN_REPLICAS, ge=0, le=100)
     """Fewest replicas."""
-    max_replicas: int = Field(default=4, ge=1, le=100)
+    max_replicas: int = Field(default=DEFAULT_MAX_REPLICAS, ge=1, le=100)
     """Most replicas."""
     metric: AutoscalingMetric = Field(default_factory=AutoscalingMetric)
     """What to scale on."""
@@ -203,7 +231,7 @@ class AutoscalingSpec(WireModel):
     def _bounds(self) -> Self:
         if self.min_replicas > self.max_replicas:
             raise invalid(
-                "autoscaling.minReplicas {low} exceeds autoscaling.maxReplicas {high}",
+                MIN_ABOVE_MAX + " ({low} > {high})",
                 low=self.min_replicas,
                 high=self.max_replicas,
             )
@@ -435,11 +463,27 @@ class LLMDeploymentStatus(StatusModel):
     """The latest thing a human should know."""
 
 
+ADAPTER_TAKES_OWN_ID = (
+    "spec.model.adapters: an adapter name is the model id of the deployment's own model (its "
+    "name, or its name followed by -base); pick another"
+)
+_OWN_ID = "a.name != self.metadata.name && a.name != self.metadata.name + '-base'"
+
+
 class LLMDeployment(WireModel):
     """Serve a model with Ray Serve behind an OpenAI-compatible API, with Prometheus metrics
     and autoscaling."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        # At the root, where a CRD's rules may read metadata.name.
+        **cel_rules(
+            (
+                f"!has(self.spec.model.adapters) || self.spec.model.adapters.all(a, {_OWN_ID})",
+                ADAPTER_TAKES_OWN_ID,
+            )
+        ),
+    )
 
     api_version: Literal["llmkube.io/v1alpha1"] = GROUP_VERSION
     """llmkube.io/v1alpha1"""
@@ -455,12 +499,7 @@ class LLMDeployment(WireModel):
     @model_validator(mode="after")
     def _adapter_ids_free(self) -> Self:
         taken = {self.metadata.name, base_model_id(self.metadata.name)}
-        clashing = sorted(a.name for a in self.spec.model.adapters if a.name in taken)
+        clashing = [a.name for a in self.spec.model.adapters if a.name in taken]
         if clashing:
-            raise invalid(
-                "spec.model.adapters: {names} is already the model id of the deployment's own "
-                "model ({taken}); pick another adapter name",
-                names=", ".join(clashing),
-                taken=" or ".join(sorted(taken)),
-            )
+            raise invalid(ADAPTER_TAKES_OWN_ID + ": {names}", names=", ".join(clashing))
         return self

@@ -6,10 +6,13 @@ from pydantic import ConfigDict, Field, model_validator
 
 from llmkube.api.base import (
     GROUP_VERSION,
+    Cel,
     Quantity,
     StatusModel,
     StorageUri,
     WireModel,
+    cel_default,
+    cel_literal_of,
     cel_rules,
     invalid,
     normalized_prefix,
@@ -20,13 +23,6 @@ from llmkube.api.presets import DEFAULT_PRESET, PRESETS, GptDimensions, PresetNa
 
 class ModelOverrides(WireModel):
     """Per-field changes to the preset's dimensions."""
-
-    model_config = cel_rules(
-        (
-            "!has(self.dModel) || !has(self.nHead) || self.dModel % self.nHead == 0",
-            "dModel must be a multiple of nHead",
-        )
-    )
 
     n_layer: int | None = Field(default=None, ge=1, le=128)
     """Number of transformer blocks."""
@@ -49,18 +45,49 @@ class PretrainedModel(WireModel):
     puts one there). Architectures: llama, qwen2, gpt2; remote code is never run."""
 
 
+PRESET_AND_PRETRAINED = (
+    "model.preset and model.pretrained exclude each other: a pretrained model brings its own "
+    "size; remove model.preset"
+)
+BASE_AND_PRETRAINED = "model.base and model.pretrained exclude each other; keep one"
+SHAPE_FROM_MODEL = (
+    "overrides.nLayer, nHead and dModel cannot change the shape of model.base or "
+    "model.pretrained: the shape comes from that model; remove them"
+)
+HEADS_DIVIDE = (
+    "dModel must be a multiple of nHead (each head gets dModel/nHead dimensions); change "
+    "overrides.dModel or overrides.nHead"
+)
+_SHAPE_FIELDS = ("nLayer", "nHead", "dModel")
+
+
+def _dimension_cel(field: str, preset_field: str) -> str:
+    """CEL for one resolved dimension: the override, else the preset's (default preset: small)."""
+    by_preset = ", ".join(
+        f"'{name}': {getattr(dims, preset_field)}" for name, dims in PRESETS.items()
+    )
+    preset = cel_default("preset", DEFAULT_PRESET)
+    return (
+        f"(has(self.overrides) && has(self.overrides.{field}) ? self.overrides.{field} : "
+        f"{{{by_preset}}}[{preset}])"
+    )
+
+
+_D_MODEL, _N_HEAD = _dimension_cel("dModel", "d_model"), _dimension_cel("nHead", "n_head")
+
+
 class ModelSpec(WireModel):
     """The model to train: llmkube's GPT from a preset, or a pretrained Hugging Face model."""
 
     model_config = cel_rules(
+        ("!has(self.pretrained) || !has(self.preset)", PRESET_AND_PRETRAINED),
+        ("!has(self.pretrained) || !has(self.base)", BASE_AND_PRETRAINED),
         (
-            "!has(self.pretrained) || !has(self.preset)",
-            "model.preset and model.pretrained exclude each other",
+            "!(has(self.base) || has(self.pretrained)) || !has(self.overrides) || "
+            + " && ".join(f"!has(self.overrides.{f})" for f in _SHAPE_FIELDS),
+            SHAPE_FROM_MODEL,
         ),
-        (
-            "!has(self.pretrained) || !has(self.base)",
-            "model.base and model.pretrained exclude each other",
-        ),
+        (f"{_D_MODEL} % {_N_HEAD} == 0", HEADS_DIVIDE),
     )
 
     architecture: Literal["gpt"] = "gpt"
@@ -88,42 +115,32 @@ class ModelSpec(WireModel):
     def _consistent(self) -> Self:
         if self.pretrained is not None:
             if self.preset is not None:
-                raise invalid(
-                    "model.preset and model.pretrained exclude each other: a pretrained model "
-                    "brings its own size; remove model.preset"
-                )
+                raise invalid(PRESET_AND_PRETRAINED)
             if self.base is not None:
-                raise invalid("model.base and model.pretrained exclude each other; keep one")
+                raise invalid(BASE_AND_PRETRAINED)
         if self.base is not None or self.pretrained is not None:
-            fixed = [
-                alias
-                for name, alias in (
-                    ("n_layer", "nLayer"),
-                    ("n_head", "nHead"),
-                    ("d_model", "dModel"),
-                )
-                if getattr(self.overrides, name) is not None
-            ]
-            if fixed:
-                raise invalid(
-                    "overrides.{fields} cannot change the shape of model.{source}: the shape "
-                    "comes from that model; remove them",
-                    fields="/".join(fixed),
-                    source="base" if self.base is not None else "pretrained",
-                )
+            overrides = self.overrides
+            if (overrides.n_layer, overrides.n_head, overrides.d_model) != (None, None, None):
+                raise invalid(SHAPE_FROM_MODEL)
         dims = self.dimensions()
         if dims.d_model % dims.n_head:
             raise invalid(
-                "dModel {d_model} must be a multiple of nHead {n_head} (each head gets "
-                "dModel/nHead dimensions); change overrides.dModel or overrides.nHead",
+                HEADS_DIVIDE + " (dModel {d_model}, nHead {n_head})",
                 d_model=dims.d_model,
                 n_head=dims.n_head,
             )
         return self
 
 
+BYTE_VOCAB = "vocabSize does not apply to type byte (always 256 tokens); remove it"
+
+
 class TokenizerSpec(WireModel):
     """How text becomes tokens. Ignored when continuing from model.base (its tokenizer is used)."""
+
+    model_config = cel_rules(
+        ("!has(self.type) || self.type != 'byte' || !has(self.vocabSize)", BYTE_VOCAB)
+    )
 
     type: Literal["bpe", "byte"] = "bpe"
     """bpe: byte-level BPE trained on the dataset; byte: the 256 raw byte values."""
@@ -133,7 +150,7 @@ class TokenizerSpec(WireModel):
     @model_validator(mode="after")
     def _vocab_fits_type(self) -> Self:
         if self.type == "byte" and self.vocab_size is not None:
-            raise invalid("vocabSize does not apply to type byte (always 256 tokens); remove it")
+            raise invalid(BYTE_VOCAB)
         return self
 
     def resolved_vocab_size(self) -> int:
@@ -142,8 +159,13 @@ class TokenizerSpec(WireModel):
         return self.vocab_size or 8192
 
 
+FRACTION_OR_SOURCE = "set either fraction or source, not both"
+
+
 class ValidationSplit(WireModel):
     """Which text is held out for evaluation: a fraction of the dataset, or a separate source."""
+
+    model_config = cel_rules(("!has(self.fraction) || !has(self.source)", FRACTION_OR_SOURCE))
 
     fraction: float | None = Field(default=None, gt=0.0, le=0.5)
     """Share of documents held out (deterministic by content hash). Defaults to 0.05."""
@@ -153,7 +175,7 @@ class ValidationSplit(WireModel):
     @model_validator(mode="after")
     def _one_way(self) -> Self:
         if self.fraction is not None and self.source is not None:
-            raise invalid("set either fraction or source, not both")
+            raise invalid(FRACTION_OR_SOURCE)
         return self
 
 
@@ -206,11 +228,30 @@ class DatasetSpec(WireModel):
     to <output>/cache; point several jobs at one prefix to share it."""
 
 
+DEFAULT_LEARNING_RATE = 3e-4
+MIN_LR_ABOVE_LR = "minLearningRate is above learningRate; the schedule only decays"
+WARMUP_TOO_LONG = "warmupSteps must be below maxSteps"
+_LEARNING_RATE = cel_default("learningRate", DEFAULT_LEARNING_RATE)
+
+
 class TrainingSpec(WireModel):
     """The optimization run."""
 
     model_config = cel_rules(
-        ("has(self.maxSteps) != has(self.epochs)", "set exactly one of maxSteps or epochs")
+        Cel(
+            "has(self.maxSteps) != has(self.epochs)",
+            "set exactly one of training.maxSteps or training.epochs",
+            "'set exactly one of training.maxSteps or training.epochs (found ' + "
+            "(has(self.maxSteps) ? 'both' : 'neither') + ')'",
+        ),
+        (
+            f"!has(self.minLearningRate) || self.minLearningRate <= {_LEARNING_RATE}",
+            MIN_LR_ABOVE_LR,
+        ),
+        (
+            "!has(self.maxSteps) || !has(self.warmupSteps) || self.warmupSteps < self.maxSteps",
+            WARMUP_TOO_LONG,
+        ),
     )
 
     max_steps: int | None = Field(default=None, ge=1, le=1_000_000_000)
@@ -221,7 +262,7 @@ class TrainingSpec(WireModel):
     """Sequences per worker per micro-step."""
     gradient_accumulation: int = Field(default=1, ge=1, le=4096)
     """Micro-steps accumulated into one optimizer step."""
-    learning_rate: float = Field(default=3e-4, gt=0.0, le=1.0)
+    learning_rate: float = Field(default=DEFAULT_LEARNING_RATE, gt=0.0, le=1.0)
     """Peak learning rate."""
     min_learning_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     """Learning rate at the end of the schedule. Defaults to learningRate / 10."""
@@ -253,7 +294,7 @@ class TrainingSpec(WireModel):
             )
         if self.min_learning_rate is not None and self.min_learning_rate > self.learning_rate:
             raise invalid(
-                "minLearningRate {low} is above learningRate {high}; the schedule only decays",
+                MIN_LR_ABOVE_LR + " ({low} > {high})",
                 low=self.min_learning_rate,
                 high=self.learning_rate,
             )
@@ -263,7 +304,7 @@ class TrainingSpec(WireModel):
             and self.warmup_steps >= self.max_steps
         ):
             raise invalid(
-                "warmupSteps {warmup} must be below maxSteps {steps}",
+                WARMUP_TOO_LONG + " ({warmup} >= {steps})",
                 warmup=self.warmup_steps,
                 steps=self.max_steps,
             )
@@ -372,8 +413,35 @@ class TrainingResources(WireModel):
     """Resources of the Ray head pod (CPU only)."""
 
 
+TOKENIZER_WITH_PRETRAINED = (
+    "tokenizer does not apply to model.pretrained: the pretrained model's own tokenizer is used; "
+    "remove tokenizer"
+)
+FINETUNE_WITHOUT_PRETRAINED = "finetune applies only to model.pretrained; remove it or set that"
+CHECKPOINTING_WITHOUT_PRETRAINED = "training.gradientCheckpointing applies only to model.pretrained"
+_PRETRAINED = "has(self.model) && has(self.model.pretrained)"
+
+
 class LLMTrainingJobSpec(WireModel):
     """Desired state of an LLMTrainingJob."""
+
+    model_config = cel_rules(
+        (f"!({_PRETRAINED}) || !has(self.tokenizer)", TOKENIZER_WITH_PRETRAINED),
+        (f"{_PRETRAINED} || !has(self.finetune)", FINETUNE_WITHOUT_PRETRAINED),
+        Cel(
+            f"{_PRETRAINED} || !has(self.dataset.format) || "
+            f"!(self.dataset.format in {list(EXAMPLE_FORMATS)})",
+            "this dataset.format needs model.pretrained",
+            f"'dataset.format ' + {cel_literal_of('self.dataset.format', EXAMPLE_FORMATS)} + "
+            "' needs model.pretrained (a tokenizer with a chat template and a model that knows "
+            "language); use text, jsonl or parquet to train from scratch'",
+        ),
+        (
+            f"{_PRETRAINED} || !has(self.training.gradientCheckpointing) || "
+            "!self.training.gradientCheckpointing",
+            CHECKPOINTING_WITHOUT_PRETRAINED,
+        ),
+    )
 
     model: ModelSpec = Field(default_factory=ModelSpec)
     """The model to train."""
@@ -410,12 +478,9 @@ class LLMTrainingJobSpec(WireModel):
     def _pretrained_fits(self) -> Self:
         pretrained = self.model.pretrained is not None
         if pretrained and self.tokenizer is not None:
-            raise invalid(
-                "tokenizer does not apply to model.pretrained: the pretrained model's own "
-                "tokenizer is used; remove tokenizer"
-            )
+            raise invalid(TOKENIZER_WITH_PRETRAINED)
         if not pretrained and self.finetune is not None:
-            raise invalid("finetune applies only to model.pretrained; remove it or set that")
+            raise invalid(FINETUNE_WITHOUT_PRETRAINED)
         if not pretrained and self.dataset.format in EXAMPLE_FORMATS:
             raise invalid(
                 "dataset.format {format} needs model.pretrained (a tokenizer with a chat "
@@ -424,7 +489,7 @@ class LLMTrainingJobSpec(WireModel):
                 format=self.dataset.format,
             )
         if not pretrained and self.training.gradient_checkpointing:
-            raise invalid("training.gradientCheckpointing applies only to model.pretrained")
+            raise invalid(CHECKPOINTING_WITHOUT_PRETRAINED)
         return self
 
     def resolved_finetune(self) -> FinetuneSpec | None:

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llmkube.api.crd import deployment_crd
 from llmkube.api.runconfig import StorageConfig
 from llmkube.storage import open_store
 from llmkube.storage.models import folder_digest
@@ -335,16 +336,36 @@ def test_objects_it_does_not_control_are_left_alone_and_reported(
     assert owned["spec"]["selector"]["llmkube.io/deployment"] == "taken"
 
 
-def test_bad_deployment_specs_end_as_invalid_spec(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+def _without_rules(schema: Any) -> Any:
+    """The schema as a CRD from before its CEL rules would have it."""
+    if isinstance(schema, dict):
+        return {
+            key: _without_rules(value)
+            for key, value in schema.items()
+            if key != "x-kubernetes-validations"
+        }
+    if isinstance(schema, list):
+        return [_without_rules(item) for item in schema]
+    return schema
+
+
+def test_specs_an_older_crd_lets_through_end_as_invalid_spec(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    bad = [
-        m for m in corpus() if m.apiserver_says is None and m.document["kind"] == "LLMDeployment"
-    ]
-    assert len(bad) >= 2
-    for manifest in bad:
-        result = control_plane.kubectl("apply", "-n", namespace, "-f", str(manifest.path))
-        assert result.returncode == 0, result.stderr
+    """Helm never upgrades a chart's CRDs, so a cluster may run this operator with CRDs that lack
+    today's CEL rules: the operator's own validation still refuses what they would have."""
+    bad = [m for m in corpus() if m.same_message and m.document["kind"] == "LLMDeployment"]
+    assert len(bad) >= 4
+    current, older = tmp_path / "current.json", tmp_path / "older.json"
+    current.write_text(json.dumps(deployment_crd()))
+    older.write_text(json.dumps(_without_rules(deployment_crd())))
+    try:
+        control_plane.install_crds([older])
+        for manifest in bad:
+            result = control_plane.kubectl("apply", "-n", namespace, "-f", str(manifest.path))
+            assert result.returncode == 0, result.stderr
+    finally:
+        control_plane.install_crds([current])
     for manifest in bad:
         name = manifest.document["metadata"]["name"]  # type: ignore[index]
         status = wait_phase(control_plane, "llmd", name, namespace, "Failed")

@@ -254,7 +254,7 @@ def _job(**spec: Any) -> dict[str, Any]:
         ),
         (
             {"model": {"pretrained": {"uri": "s3://models/x"}, "overrides": {"nLayer": 2}}},
-            "overrides.nLayer cannot change the shape of model.pretrained",
+            "overrides.nLayer, nHead and dModel cannot change the shape of model.base",
         ),
     ],
 )
