@@ -34,6 +34,7 @@ from llmkube.runtime.data.prepare_examples import prepare_examples
 from llmkube.runtime.models import ModelConfig, read_model_config
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.training import pretrained
+from llmkube.runtime.training.checkpoint import CheckpointMismatchError, check_resumable
 from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
 from llmkube.stopping import (
     exit_code,
@@ -149,11 +150,15 @@ def run(config: TrainingRunConfig) -> int:
     if store.exists(published):
         log.info("the model is already published at %s; nothing to do", published)
         return 0
+    # A checkpoint this run could not resume from fails it before it writes anything; wrong URIs
+    # and credentials fail in a second too, before a Ray cluster starts.
+    resuming = check_resumable(store, config)
+    if resuming is not None:
+        log.info("resuming from the checkpoint of step %d", resuming)
     store.write_bytes(
         join(config.output, RUN_CONFIG_FILE),
         config.model_dump_json(by_alias=True, indent=2).encode(),
     )
-    # Wrong URIs and credentials fail here, in a second, before a Ray cluster starts.
     check_dataset(config)
     cache_uri, manifest, model_config = _prepare(config)
     sequences = sequences_in(manifest, model_config.context_length)
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stop_with_parent()
         code = run(config)
-    except (DataError, StorageError, ModelError) as error:
+    except (DataError, StorageError, ModelError, CheckpointMismatchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

@@ -184,6 +184,16 @@ def test_a_restarted_driver_resumes_at_the_checkpointed_step(
     resumed_at = complete_checkpoints(store, config.output)[-1][0]
     assert resumed_at >= checkpointed
 
+    # The same output with another model shape: refused before any Ray cluster starts.
+    assert config.model is not None
+    reshaped = config.model_copy(
+        update={"model": config.model.model_copy(update={"n_layer": config.model.n_layer + 1})}
+    )
+    with TrainingProcess(reshaped, tmp_path / "reshaped", minio.env) as refused:
+        assert refused.wait(120) == 2, refused.log[-4000:]
+    assert f"model.nLayer: {config.model.n_layer} -> {config.model.n_layer + 1}" in refused.log
+    assert complete_checkpoints(store, config.output)[-1][0] == resumed_at  # nothing lost
+
     with TrainingProcess(config, tmp_path, minio.env) as second:
         assert second.wait(RUN_TIMEOUT) == 0, second.log[-4000:]
     assert "already prepared" in second.log

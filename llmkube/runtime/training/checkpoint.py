@@ -1,7 +1,14 @@
 """Checkpoints under `<output>/checkpoints/step-NNNNNNNN/`: the weights, the optimizer, every
 worker's RNG and the data position. The learning-rate schedule is a function of the step, so the
-step is its whole state. state.json is written last: a folder without it is ignored."""
+step is its whole state. state.json is written last: a folder without it is ignored, and removed
+before a run resumes.
 
+state.json also records what the checkpoint was made with (`run_identity`: the model's shape,
+its tokenizer, the data whose position it holds) and a hash of that. A run whose own identity
+differs refuses to resume from it and says what differs, instead of loading weights of another
+shape or skipping into other data."""
+
+import hashlib
 import io
 import json
 import logging
@@ -16,6 +23,7 @@ from llmkube.api.artifacts import (
     checkpoint_folder,
     complete_checkpoints_among,
 )
+from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import join
 
@@ -34,6 +42,96 @@ class CheckpointState:
     """Training sequences consumed (the data position)."""
     tokens_seen: int
     total_steps: int
+    identity: dict[str, Any] | None = None
+    """`run_identity` of the run that wrote it (None: written before llmkube recorded it)."""
+    identity_hash: str | None = None
+    """sha256 of `identity`, a quick equality check for tools."""
+
+
+class CheckpointMismatchError(Exception):
+    """The newest checkpoint was made by a run with another model, tokenizer or dataset."""
+
+
+def run_identity(config: TrainingRunConfig) -> dict[str, Any]:
+    """What a checkpoint must have been made with for `config` to resume from it. Settings that
+    may change between attempts (dropout, learning rate, step count, batch size) are not in it."""
+
+    def wire(model: Any, exclude: set[str]) -> Any:
+        return (
+            None if model is None else model.model_dump(mode="json", by_alias=True, exclude=exclude)
+        )
+
+    return {
+        "model": wire(config.model, {"dropout"}),
+        "base": config.base,
+        "pretrained": wire(config.pretrained, {"dropout", "merge_on_publish"}),
+        "tokenizer": wire(config.tokenizer, set()),
+        "dataset": wire(config.dataset, {"cache", "skip_invalid_records"}),
+    }
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def identity_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`path: old -> new` for every leaf that differs."""
+    old, new = _leaves(recorded), _leaves(current)
+    return [
+        f"{path}: {old.get(path)!r} -> {new.get(path)!r}"
+        for path in sorted(old.keys() | new.keys())
+        if old.get(path) != new.get(path)
+    ]
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        found: dict[str, Any] = {}
+        for key, item in value.items():
+            found.update(_leaves(item, f"{prefix}.{key}" if prefix else key))
+        return found
+    return {prefix: value}
+
+
+def check_resumable(store: ObjectStore, config: TrainingRunConfig) -> int | None:
+    """Before a run starts: remove checkpoint folders a crash left without their state.json, and
+    make sure the newest checkpoint (if any) fits this run. Its step, or None without one."""
+    removed = remove_incomplete_checkpoints(store, config.output)
+    if removed:
+        log.info("removed %d incomplete checkpoint folder(s): %s", len(removed), ", ".join(removed))
+    checkpoints = complete_checkpoints(store, config.output)
+    if not checkpoints:
+        return None
+    step, uri = checkpoints[-1]
+    recorded = load_state(store, uri).identity
+    if recorded is None:
+        log.warning("checkpoint %s records no run identity; resuming from it unchecked", uri)
+        return step
+    changes = identity_changes(recorded, run_identity(config))
+    if changes:
+        raise CheckpointMismatchError(
+            f"the newest checkpoint, {uri} (step {step}), was made with a different run: "
+            + "; ".join(changes)
+            + ". Resuming would load it into another model or skip into other data. Write to "
+            f"another output, or delete {join(config.output, CHECKPOINTS_DIR)}/ to start over"
+        )
+    return step
+
+
+def remove_incomplete_checkpoints(store: ObjectStore, output: str) -> list[str]:
+    """Delete every checkpoint folder without a state.json; the folders removed."""
+    root = join(output, CHECKPOINTS_DIR) + "/"
+    listed = store.list(root)
+    complete = {uri for _, uri in complete_checkpoints_among(listed)}
+    folders: dict[str, list[str]] = {}
+    for uri in listed:
+        folder = root + uri[len(root) :].split("/", 1)[0]
+        folders.setdefault(folder, []).append(uri)
+    incomplete = sorted(folder for folder in folders if folder not in complete)
+    for folder in incomplete:
+        for uri in folders[folder]:
+            store.delete(uri)
+    return incomplete
 
 
 def checkpoint_uri(output: str, step: int) -> str:

@@ -5,7 +5,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,11 @@ from llmkube.runtime.training.checkpoint import (
     CheckpointState,
     checkpoint_uri,
     complete_checkpoints,
+    identity_hash,
     load_state,
     load_torch,
     prune_checkpoints,
+    run_identity,
     save_checkpoint,
 )
 from llmkube.runtime.training.evaluate import evaluate, samples
@@ -367,7 +369,9 @@ def _checkpoint(worker: Worker) -> None:
     else:
         rng_states = [torch.get_rng_state()]
     if worker.reporter is not None:
-        output, state = worker.config.output, worker.state
+        output = worker.config.output
+        identity = run_identity(worker.config)
+        state = replace(worker.state, identity=identity, identity_hash=identity_hash(identity))
         uri = checkpoint_uri(output, state.step)
         save_checkpoint(
             worker.store,
