@@ -1,12 +1,19 @@
 """One operator-wide loop for what watch events do not trigger: retrying blocked reconciles,
 autoscaling deployments and polling running jobs' progress. (Kopf's per-object timers would do
 this too, but they put a finalizer on every object they run for, which blocks deletion whenever
-the operator is down.)"""
+the operator is down.)
+
+The loop only decides what is due; the work runs on a pool, at most one piece per object and
+kind of work at a time. So one user's endpoint that never answers (a Prometheus, an S3) holds up
+that user's own object until its call's short deadline, and nobody else's autoscaling or status.
+"""
 
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from llmkube.operator.deployment.autoscaler.runner import Autoscaler
@@ -17,6 +24,11 @@ from llmkube.operator.training.reconcile import refresh_training_status
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
+WorkKey = tuple[str, str, str]
+"""(what, namespace, name): at most one of each runs at a time."""
+WORKERS = 8
+"""Objects worked on at once; each call has a deadline of a few seconds (quick_store, the
+Prometheus query), so even as many black-holed endpoints only delay the rest by that much."""
 
 
 class BackgroundLoop(threading.Thread):
@@ -36,35 +48,57 @@ class BackgroundLoop(threading.Thread):
         self.deployments = deployments
         self.autoscaler = Autoscaler(api, settings)
         self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="llmkube-work")
+        self._busy: set[WorkKey] = set()
+        self._busy_lock = threading.Lock()
 
     def run(self) -> None:
         next_progress = time.monotonic() + self.settings.progress_interval_seconds
         while not self.stopping.wait(TICK_SECONDS):
-            self._retry_blocked()
-            self.autoscaler.tick(self.deployments.autoscaled())
-            if time.monotonic() >= next_progress:
-                self._poll_progress()
-                next_progress = time.monotonic() + self.settings.progress_interval_seconds
+            for kind, namespace, name in self.registry.due_for_retry():
+                self._start(("retry", namespace, name), partial(self._retry, kind, namespace, name))
+            now = time.monotonic()
+            for namespace, name in self.autoscaler.due(self.deployments.autoscaled(), now):
+                evaluate = partial(self.autoscaler.evaluate, namespace, name, now=now)
+                self._start(("autoscale", namespace, name), evaluate)
+            if now >= next_progress:
+                for namespace, name in self.registry.in_phase("Running"):
+                    self._start(
+                        ("progress", namespace, name), partial(self._progress, namespace, name)
+                    )
+                next_progress = now + self.settings.progress_interval_seconds
 
-    def _retry_blocked(self) -> None:
-        for kind, namespace, name in self.registry.due_for_retry():
-            resource = DEPLOYMENTS if kind == "LLMDeployment" else TRAINING_JOBS
-            try:
-                body = self.api.get(resource, namespace, name)
-                if body is not None:
-                    self.reconcile(body)
-            except Exception:  # one bad object must not stop the loop for the others
-                log.exception("retrying %s/%s failed", namespace, name)
+    def _start(self, key: WorkKey, work: Callable[[], None]) -> None:
+        """Run `work` on the pool, unless the same work for the same object is still running
+        (then this round is skipped: the next one comes soon)."""
+        with self._busy_lock:
+            if key in self._busy:
+                return
+            self._busy.add(key)
 
-    def _poll_progress(self) -> None:
-        for namespace, name in self.registry.in_phase("Running"):
+        def run() -> None:
             try:
-                refresh_training_status(
-                    self.api, namespace, name, self.settings, self.registry, read_progress=True
-                )
-            except Exception:
-                log.exception("reading the progress of %s/%s failed", namespace, name)
+                work()
+            except Exception:  # one object's trouble must not stop the others
+                log.exception("%s of %s/%s failed", *key)
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(key)
+
+        self.pool.submit(run)
+
+    def _retry(self, kind: str, namespace: str, name: str) -> None:
+        resource = DEPLOYMENTS if kind == "LLMDeployment" else TRAINING_JOBS
+        body = self.api.get(resource, namespace, name)
+        if body is not None:
+            self.reconcile(body)
+
+    def _progress(self, namespace: str, name: str) -> None:
+        refresh_training_status(
+            self.api, namespace, name, self.settings, self.registry, read_progress=True
+        )
 
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=10)
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -148,12 +148,13 @@ class S3Store:
         secure: bool,
         region: str | None = None,
         retry_for_seconds: float = 60.0,
+        timeout_seconds: float = 60.0,
     ) -> None:
         self.endpoint = endpoint
         self.retry_for_seconds = retry_for_seconds
         # Our own retry loop below handles outages; the client's own retries would stack on it.
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=60),
+            timeout=urllib3.Timeout(connect=min(5.0, timeout_seconds), read=timeout_seconds),
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0),
             maxsize=16,
         )
@@ -279,9 +280,12 @@ def open_store(
     *,
     environ: Mapping[str, str] | None = None,
     retry_for_seconds: float = 60.0,
+    timeout_seconds: float = 60.0,
 ) -> ObjectStore:
     """The store for a URI's scheme; credentials come from the environment variables the config
-    names (the operator puts them there from the user's Secret), never from the config itself."""
+    names (the operator puts them there from the user's Secret), never from the config itself.
+    `timeout_seconds` bounds each request (an endpoint that accepts and never answers), and
+    `retry_for_seconds` the retries of failed ones."""
     if uri.startswith("file://"):
         return LocalStore()
     if not uri.startswith("s3://"):
@@ -304,4 +308,5 @@ def open_store(
         secure=secure,
         region=config.region,
         retry_for_seconds=retry_for_seconds,
+        timeout_seconds=timeout_seconds,
     )

@@ -105,7 +105,7 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def wait_phase(
-    cp: ControlPlane, kind: str, name: str, namespace: str, phase: str
+    cp: ControlPlane, kind: str, name: str, namespace: str, phase: str, timeout: float = 30.0
 ) -> dict[str, Any]:
     """The status once it reaches `phase`."""
 
@@ -114,4 +114,4 @@ def wait_phase(
         assert status.get("phase") == phase, status
         return status
 
-    return eventually(check)
+    return eventually(check, timeout=timeout)

@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from llmkube.testing.black_hole import BlackHole
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.operator import OperatorProcess
 from llmkube.testing.processes import free_port
 from llmkube.testing.prometheus import PrometheusServer
-from tests.cluster.helpers import apply, eventually, get
+from tests.cluster.helpers import apply, eventually, get, patch_status, wait_phase
 
 UP_WINDOW = 6
 DOWN_WINDOW = 10
@@ -61,11 +63,11 @@ def prometheus(exporter: Exporter) -> Iterator[PrometheusServer]:
         yield server
 
 
-def autoscaled(prometheus_url: str) -> dict[str, Any]:
+def autoscaled(prometheus_url: str, name: str = "busy") -> dict[str, Any]:
     return {
         "apiVersion": "llmkube.io/v1alpha1",
         "kind": "LLMDeployment",
-        "metadata": {"name": "busy"},
+        "metadata": {"name": name},
         "spec": {
             "model": {"uri": "s3://models/base/model"},
             "replicas": 1,
@@ -179,3 +181,45 @@ def _metric_is(cp: ControlPlane, namespace: str, value: float) -> None:
 
 def _replicas_are(cp: ControlPlane, namespace: str, count: int) -> None:
     assert replicas(cp, namespace) == count
+
+
+def test_endpoints_that_never_answer_delay_no_other_deployment(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    exporter: Exporter,
+    prometheus: PrometheusServer,
+) -> None:
+    """Another user's Prometheus and S3 accept connections and never answer. Their objects wait
+    out their own short deadlines; this deployment scales as if they were not there."""
+    with BlackHole() as hole:
+        apply(control_plane, namespace, autoscaled(f"http://{hole.address}", name="stuck"))
+        stuck_job = training_job_manifest(
+            "stuck-job", storage={"endpoint": hole.address, "insecure": True}
+        )
+        apply(control_plane, namespace, stuck_job)
+        eventually(lambda: get(control_plane, "rayjob", "stuck-job", namespace))
+        running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+        patch_status(control_plane, "rayjob", "stuck-job", namespace, running)
+        # Running: its progress is read, each read waiting out its deadline (a 60 s one, before).
+        wait_phase(control_plane, "ltj", "stuck-job", namespace, "Running", timeout=90)
+
+        def both_hanging() -> None:  # progress reads and metric queries, each held open
+            assert hole.accepted >= 3, hole.accepted
+
+        eventually(both_hanging, timeout=30)
+
+        exporter.set(4)
+        apply(control_plane, namespace, autoscaled(prometheus.url))
+        eventually(lambda: _stable(control_plane, namespace), timeout=30)
+        exporter.set(18)
+        # Before, each tick waited out the black holes in turn (a 60 s read of S3 every
+        # progress interval): the scale-up came a minute late.
+        eventually(lambda: _replicas_are(control_plane, namespace, 4), timeout=UP_WINDOW + 20)
+
+        def stuck_is_reported() -> None:
+            conditions = get(control_plane, "llmd", "stuck", namespace)["status"]["conditions"]
+            scaling = next(c for c in conditions if c["type"] == "ScalingActive")
+            assert scaling["reason"] == "PrometheusUnavailable", scaling
+
+        eventually(stuck_is_reported, timeout=30)

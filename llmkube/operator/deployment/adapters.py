@@ -11,11 +11,9 @@ from llmkube.api import LLMDeployment
 from llmkube.api.deployment import AdapterSource, AdapterStatus
 from llmkube.api.runconfig import StorageConfig
 from llmkube.operator.kube import TRAINING_JOBS, KubeApi
-from llmkube.storage import NotFoundError, ObjectStore, StorageError, open_store
+from llmkube.operator.quick_store import quick_store
+from llmkube.storage import NotFoundError, ObjectStore, StorageError
 from llmkube.storage.models import adapter_problem, folder_digest, inspect_model
-
-# A reconcile must not hang on a storage outage; the replica checks what could not be.
-READ_RETRY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def _base(model_uri: str, storage: StorageConfig, credentials: Mapping[str, str]
     adapter. Raises StorageError (NotAModelError for a GPT: it takes no adapters)."""
 
     def store(uri: str) -> ObjectStore:
-        return open_store(uri, storage, environ=credentials, retry_for_seconds=READ_RETRY_SECONDS)
+        return quick_store(uri, storage, credentials)
 
     served = inspect_model(store(model_uri), model_uri)
     base_uri = served.base_uri if served.format == "lora" else model_uri
@@ -112,9 +110,7 @@ def choose_adapters(
             continue
         try:
             adapter = inspect_model(
-                open_store(
-                    status.uri, storage, environ=credentials, retry_for_seconds=READ_RETRY_SECONDS
-                ),
+                quick_store(status.uri, storage, credentials),
                 status.uri,
             )
         except NotFoundError as error:

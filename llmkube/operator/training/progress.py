@@ -9,12 +9,11 @@ from llmkube.api import LLMTrainingJob
 from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE, MetricsRecord, ProgressRecord
 from llmkube.api.runconfig import training_run_config
 from llmkube.api.training import TrainingMetrics
+from llmkube.operator.quick_store import quick_store
 from llmkube.operator.training.status import ProgressSnapshot
-from llmkube.storage import NotFoundError, open_store
+from llmkube.storage import NotFoundError
 from llmkube.storage.uri import join
 
-# A status update must not hang on a storage outage; the next tick tries again.
-READ_RETRY_SECONDS = 2.0
 # metrics.jsonl grows for the whole run; only its end holds the latest numbers.
 METRICS_TAIL_BYTES = 64 * 1024
 
@@ -57,12 +56,7 @@ def read_snapshot(
 ) -> ProgressSnapshot:
     """Raises StorageError when storage cannot be read (not when nothing is written yet)."""
     run_config = training_run_config(job, default_endpoint=default_endpoint)
-    store = open_store(
-        run_config.output,
-        run_config.storage,
-        environ=credentials,
-        retry_for_seconds=READ_RETRY_SECONDS,
-    )
+    store = quick_store(run_config.output, run_config.storage, credentials)
     try:
         progress: ProgressRecord | None = ProgressRecord.model_validate_json(
             store.read_bytes(join(run_config.output, PROGRESS_FILE))

@@ -2,7 +2,6 @@
 
 import datetime
 import logging
-import time
 
 from llmkube.api import LLMDeployment
 from llmkube.api.deployment import AutoscalingStatus, ScaleDecision
@@ -37,17 +36,12 @@ class Autoscaler:
         self.history: dict[tuple[str, str], list[Recommendation]] = {}
         self.next_at: dict[tuple[str, str], float] = {}
 
-    def tick(self, deployments: list[tuple[str, str]]) -> None:
-        now = time.monotonic()
-        for key in deployments:
-            if self.next_at.get(key, 0.0) <= now:
-                try:
-                    self.evaluate(*key, now=now)
-                except Exception:  # one deployment's trouble must not stop the others
-                    log.exception("autoscaling %s/%s failed", *key)
+    def due(self, deployments: list[tuple[str, str]], now: float) -> list[tuple[str, str]]:
+        """The deployments to evaluate now (forgetting those no longer autoscaled)."""
         for key in set(self.next_at) - set(deployments):
             self.next_at.pop(key, None)
             self.history.pop(key, None)
+        return [key for key in deployments if self.next_at.get(key, 0.0) <= now]
 
     def evaluate(self, namespace: str, name: str, *, now: float) -> None:
         key = (namespace, name)
