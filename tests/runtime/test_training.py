@@ -23,6 +23,7 @@ from llmkube.runtime.training.checkpoint import (
     load_torch,
 )
 from llmkube.runtime.training.evaluate import evaluate
+from llmkube.storage import open_store
 from llmkube.storage.uri import join
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.processes import free_port, stop_by_signal, wait_until
@@ -81,6 +82,13 @@ def test_trains_evaluates_and_publishes(
         }
         with TrainingProcess(config, tmp_path, env) as run:
             assert run.wait(RUN_TIMEOUT) == 0, run.log[-4000:]
+            # The credentials came from the environment; nothing the run wrote repeats them.
+            recorded = open_store(config.output, config.storage, environ=minio.env).read_bytes(
+                join(config.output, "run.json")
+            )
+            for secret in minio.env.values():
+                assert secret.encode() not in recorded
+                assert secret not in run.log
 
             # Ray exports the gauges with its own `ray_` prefix; `job` is Prometheus' own label.
             def exported(name: str) -> list[float]:
