@@ -92,27 +92,6 @@ def parsed(body: dict[str, Any], kind: type[Spec]) -> tuple[Spec | None, str | N
         return None, "invalid spec: " + "; ".join(describe(error))
 
 
-def validated_or_blocked(
-    body: dict[str, Any],
-    kind: type[Spec],
-    current: Status,
-    write: Callable[[Status], object],
-    now: str,
-) -> Spec:
-    """The body as a `kind`; an invalid one gets a Failed status and raises InvalidSpecError."""
-    resource, problem = parsed(body, kind)
-    if resource is not None:
-        return resource
-    assert problem is not None
-    block(
-        InvalidSpecError(problem),
-        current,
-        write,
-        generation=body["metadata"].get("generation"),
-        now=now,
-    )
-
-
 def fetch_valid(
     api: KubeApi, resource: Resource, kind: type[Spec], namespace: str, name: str
 ) -> tuple[dict[str, Any], Spec] | None:

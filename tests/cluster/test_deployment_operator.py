@@ -349,6 +349,45 @@ def _without_rules(schema: Any) -> Any:
     return schema
 
 
+def test_a_spec_made_invalid_while_serving_keeps_its_rayservice_followed(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    apply(control_plane, namespace, deployment_manifest("drifting"))
+    eventually(lambda: get(control_plane, "rayservice", "drifting", namespace))
+    patch_status(control_plane, "rayservice", "drifting", namespace, READY)
+    wait_phase(control_plane, "llmd", "drifting", namespace, "Ready")
+
+    # Only a CRD without today's rules lets an invalid spec in (Helm never upgrades CRDs).
+    current, older = tmp_path / "current.json", tmp_path / "older.json"
+    current.write_text(json.dumps(deployment_crd()))
+    older.write_text(json.dumps(_without_rules(deployment_crd())))
+    invalid = {"spec": {"autoscaling": {"minReplicas": 9, "maxReplicas": 2}}}
+    try:
+        control_plane.install_crds([older])
+        patch(control_plane, "llmd", "drifting", namespace, invalid)
+    finally:
+        control_plane.install_crds([current])
+
+    def both_said() -> None:
+        status = status_of(control_plane, "llmd", "drifting", namespace)
+        applied = condition(status, "SpecApplied")
+        assert (applied["status"], applied["reason"]) == ("False", "InvalidSpec"), applied
+        assert "minReplicas exceeds" in applied["message"]
+        assert status["phase"] == "Ready"  # still serving, and said so
+        assert status["readyReplicas"] == 2
+
+    eventually(both_said)
+    assert exists(control_plane, "rayservice", "drifting", namespace)
+
+    patch(control_plane, "llmd", "drifting", namespace, {"spec": {"autoscaling": None}})
+
+    def fixed() -> None:
+        applied = condition(status_of(control_plane, "llmd", "drifting", namespace), "SpecApplied")
+        assert (applied["status"], applied["reason"]) == ("True", "Applied"), applied
+
+    eventually(fixed)
+
+
 def test_specs_an_older_crd_lets_through_end_as_invalid_spec(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:

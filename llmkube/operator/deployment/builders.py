@@ -15,6 +15,7 @@ from llmkube.api import LLMDeployment
 from llmkube.api.contract import serve_config
 from llmkube.api.runconfig import API_KEYS_DIR, API_KEYS_FILE, ServeRunConfig
 from llmkube.operator.naming import (
+    APPLIED_SPEC_ANNOTATION,
     DEPLOYMENT_LABEL,
     MODEL_VERSION_ANNOTATION,
     child_metadata,
@@ -78,6 +79,12 @@ def _pod_template(
     }
 
 
+def applied_spec(deployment: LLMDeployment) -> str:
+    """The spec a RayService was built from, minus replicas (which /scale changes in place)."""
+    wire = deployment.spec.to_wire() | {"replicas": None}
+    return json.dumps(wire, sort_keys=True, separators=(",", ":"))
+
+
 def build_rayservice(
     deployment: LLMDeployment, run_config: ServeRunConfig, *, model_version: str, default_image: str
 ) -> dict[str, Any]:
@@ -116,7 +123,11 @@ def build_rayservice(
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": _metadata(deployment, rayservice_name(deployment.metadata.name)),
+        "metadata": {
+            **_metadata(deployment, rayservice_name(deployment.metadata.name)),
+            # What the operator keeps following should the spec later turn invalid.
+            "annotations": {APPLIED_SPEC_ANNOTATION: applied_spec(deployment)},
+        },
         "spec": {
             "upgradeStrategy": {"type": spec.rollout.strategy},
             "serveConfigV2": json.dumps(serve_config(run_config), indent=2, sort_keys=True),

@@ -2,12 +2,13 @@
 report status. Idempotent, like the training reconcile."""
 
 import hashlib
+import json
 from typing import Any
 
 from llmkube.api import LLMDeployment
 from llmkube.api.deployment import ServedModel
 from llmkube.api.runconfig import serve_run_config
-from llmkube.operator.blocked import MissingSecretError, block, fetch_valid, validated_or_blocked
+from llmkube.operator.blocked import InvalidSpecError, MissingSecretError, block, parsed
 from llmkube.operator.conditions import ConditionStatus, set_condition, utcnow
 from llmkube.operator.deployment.adapters import choose_adapters
 from llmkube.operator.deployment.builders import (
@@ -16,7 +17,7 @@ from llmkube.operator.deployment.builders import (
     build_service,
     build_service_monitor,
 )
-from llmkube.operator.deployment.status import ModelChoice, deployment_status
+from llmkube.operator.deployment.status import ModelChoice, deployment_status, spec_applied
 from llmkube.operator.kube import (
     DEPLOYMENTS,
     NETWORK_POLICIES,
@@ -28,7 +29,11 @@ from llmkube.operator.kube import (
     ApiError,
     KubeApi,
 )
-from llmkube.operator.naming import MODEL_VERSION_ANNOTATION, rayservice_name
+from llmkube.operator.naming import (
+    APPLIED_SPEC_ANNOTATION,
+    MODEL_VERSION_ANNOTATION,
+    rayservice_name,
+)
 from llmkube.operator.owned import NameConflictError, create_or_get_owned, delete_owned
 from llmkube.operator.secret_refs import credentials_env, find_secret
 from llmkube.operator.settings import OperatorSettings
@@ -126,32 +131,46 @@ def _credentials(api: KubeApi, deployment: LLMDeployment) -> dict[str, str]:
 def _apply(
     api: KubeApi, resource: Any, namespace: str, desired: dict[str, Any], owned: list[str]
 ) -> dict[str, Any]:
-    """Create, or merge-patch the `owned` top-level fields of spec that drifted from `desired`
-    (only in an object this deployment controls: see llmkube.operator.owned)."""
+    """Create, or merge-patch the `owned` top-level fields of spec (and the annotations) that
+    drifted from `desired` (only in an object this deployment controls: see
+    llmkube.operator.owned)."""
     existing, created = create_or_get_owned(api, resource, namespace, desired)
     if created:
         return existing
+    patch: dict[str, Any] = {}
     changes = {
         key: desired["spec"].get(key)
         for key in owned
         if existing.get("spec", {}).get(key) != desired["spec"].get(key)
     }
-    if not changes:
+    if changes:
+        patch["spec"] = changes
+    annotations = desired["metadata"].get("annotations") or {}
+    current = existing["metadata"].get("annotations") or {}
+    if any(current.get(key) != value for key, value in annotations.items()):
+        patch["metadata"] = {"annotations": annotations}
+    if not patch:
         return existing
-    return api.patch(resource, namespace, desired["metadata"]["name"], {"spec": changes})
+    return api.patch(resource, namespace, desired["metadata"]["name"], patch)
 
 
 def reconcile_deployment(
     body: dict[str, Any], api: KubeApi, settings: OperatorSettings
 ) -> LLMDeployment:
     now = utcnow()
-    deployment = validated_or_blocked(
-        body,
-        LLMDeployment,
-        current_deployment_status(body),
-        lambda status: write_deployment_status(api, body, status),
-        now,
-    )
+    deployment, problem = parsed(body, LLMDeployment)
+    if deployment is None:
+        assert problem is not None
+        running = _follow_despite_invalid_spec(api, body, problem, now)
+        if running is not None:
+            return running
+        block(
+            InvalidSpecError(problem),
+            current_deployment_status(body),
+            lambda status: write_deployment_status(api, body, status),
+            generation=body["metadata"].get("generation"),
+            now=now,
+        )
     _check_secrets(body, deployment, api, now)
     namespace = deployment.metadata.namespace or "default"
     name = rayservice_name(deployment.metadata.name)
@@ -227,6 +246,7 @@ def reconcile_deployment(
             generation=deployment.metadata.generation,
             now=now,
         )
+    spec_applied(status, None, deployment.metadata.generation, now)
     write_deployment_status(api, body, status)
     return deployment
 
@@ -273,14 +293,46 @@ def _ensure_service_monitor(api: KubeApi, namespace: str, deployment: LLMDeploym
     return None
 
 
-def refresh_deployment_status(
-    api: KubeApi, namespace: str, name: str, rayservice: dict[str, Any]
+def applied_deployment(
+    body: dict[str, Any], rayservice: dict[str, Any] | None
+) -> LLMDeployment | None:
+    """The deployment as its RayService was built from it, under the body's metadata and
+    replicas; None without a RayService."""
+    annotations = ((rayservice or {}).get("metadata") or {}).get("annotations") or {}
+    applied = annotations.get(APPLIED_SPEC_ANNOTATION)
+    if applied is None:
+        return None
+    spec = {key: value for key, value in json.loads(applied).items() if value is not None}
+    replicas = (body.get("spec") or {}).get("replicas")
+    if isinstance(replicas, int):
+        spec["replicas"] = replicas
+    deployment, _ = parsed({"metadata": body["metadata"], "spec": spec}, LLMDeployment)
+    return deployment
+
+
+def _follow_despite_invalid_spec(
+    api: KubeApi, body: dict[str, Any], problem: str, now: str
+) -> LLMDeployment | None:
+    """A spec edited into an invalid one while its RayService serves: it goes on serving what
+    it was built from, so the status keeps following it and says that the spec is invalid. None
+    when nothing serves (the deployment is then simply InvalidSpec)."""
+    meta = body["metadata"]
+    rayservice = api.get(RAYSERVICES, meta["namespace"], rayservice_name(meta["name"]))
+    running = applied_deployment(body, rayservice)
+    if rayservice is None or running is None:
+        return None
+    _write_followed_status(api, body, running, rayservice, problem, now)
+    return running
+
+
+def _write_followed_status(
+    api: KubeApi,
+    body: dict[str, Any],
+    deployment: LLMDeployment,
+    rayservice: dict[str, Any],
+    problem: str | None,
+    now: str,
 ) -> None:
-    """Re-derive status from a RayService event (no children are touched)."""
-    found = fetch_valid(api, DEPLOYMENTS, LLMDeployment, namespace, name)
-    if found is None:
-        return
-    body, deployment = found
     current = current_deployment_status(body)
     status = deployment_status(
         current,
@@ -288,7 +340,23 @@ def refresh_deployment_status(
         choice=ModelChoice(current.model),
         rayservice_name=rayservice["metadata"]["name"],
         rayservice=rayservice,
-        live_version=live_version(api, namespace, rayservice),
-        now=utcnow(),
+        live_version=live_version(api, body["metadata"]["namespace"], rayservice),
+        now=now,
     )
+    spec_applied(status, problem, deployment.metadata.generation, now)
     write_deployment_status(api, body, status)
+
+
+def refresh_deployment_status(
+    api: KubeApi, namespace: str, name: str, rayservice: dict[str, Any]
+) -> None:
+    """Re-derive status from a RayService event (no children are touched); for a spec that
+    turned invalid, from the spec the RayService was built from."""
+    body = api.get(DEPLOYMENTS, namespace, name)
+    if body is None:
+        return
+    valid, problem = parsed(body, LLMDeployment)
+    deployment = valid or applied_deployment(body, rayservice)
+    if deployment is None:
+        return
+    _write_followed_status(api, body, deployment, rayservice, problem, utcnow())

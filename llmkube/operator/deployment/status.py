@@ -6,7 +6,7 @@ from typing import Any
 from llmkube.api import LLMDeployment, LLMDeploymentStatus
 from llmkube.api.contract import SERVE_APP
 from llmkube.api.deployment import DeploymentPhase, ServedModel
-from llmkube.operator.conditions import ConditionStatus, set_condition
+from llmkube.operator.conditions import ConditionStatus, find, set_condition
 from llmkube.operator.deployment.adapters import AdapterChoice
 from llmkube.operator.deployment.builders import endpoint, selector
 
@@ -186,3 +186,34 @@ def deployment_status(
         status, "Ready", "True" if phase == "Ready" else "False", reason, message, generation, now
     )
     return status
+
+
+def spec_applied(
+    status: LLMDeploymentStatus, problem: str | None, generation: int | None, now: str
+) -> None:
+    """Say that the spec turned invalid while the RayService serves what it was built from
+    (`problem`), or clear an earlier such report once the spec is valid again."""
+    if problem is not None:
+        status.message = (
+            f"{status.message or ''}; the spec is now invalid (see SpecApplied)".lstrip("; ")
+        )
+        _condition(
+            status,
+            "SpecApplied",
+            "False",
+            "InvalidSpec",
+            f"{problem}. The RayService goes on serving the spec it was built from, and this "
+            "status keeps following it; fix the spec, or delete the deployment to stop it.",
+            generation,
+            now,
+        )
+    elif find(status.conditions, "SpecApplied") is not None:
+        _condition(
+            status,
+            "SpecApplied",
+            "True",
+            "Applied",
+            "the RayService matches the spec",
+            generation,
+            now,
+        )
