@@ -89,6 +89,14 @@ MERGED_DIR = "merged"
 """In a LoRA job's model/ folder with mergeOnPublish: the base with the adapters merged in."""
 MODEL_RECORD_FILE = "llmkube-model.json"
 """Written last into a published model/ folder: what it holds and where it came from."""
+GPT_CONFIG_FILE = "config.json"
+"""An llmkube GPT artifact's config, written last into its published model/ folder."""
+
+
+def published_marker(output: str, *, pretrained: bool) -> str:
+    """The file whose presence means a job's model is published (it is written last)."""
+    marker = MODEL_RECORD_FILE if pretrained else GPT_CONFIG_FILE
+    return f"{output.rstrip('/')}/{MODEL_DIR}/{marker}"
 
 
 class BaseModelRecord(WireModel):

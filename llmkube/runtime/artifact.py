@@ -10,14 +10,14 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tokenizers import Tokenizer
 
-from llmkube.api.artifacts import MODEL_RECORD_FILE, ModelRecord
+from llmkube.api.artifacts import GPT_CONFIG_FILE, MODEL_RECORD_FILE, ModelRecord
 from llmkube.api.runconfig import GptConfig
 from llmkube.runtime.models import CausalLM, ModelConfig, build_model, read_model_config
 from llmkube.runtime.models.errors import ModelError
 from llmkube.storage import NotFoundError, ObjectStore
 from llmkube.storage.uri import join
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = GPT_CONFIG_FILE
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 EVAL_FILE = "eval.json"

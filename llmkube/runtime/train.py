@@ -19,10 +19,17 @@ from pathlib import Path
 
 import ray
 import ray.train
+from pydantic import ValidationError
 from ray.train.torch import TorchTrainer
 
-from llmkube.api.artifacts import MODEL_DIR, MODEL_RECORD_FILE
+from llmkube.api.artifacts import published_marker
 from llmkube.api.contract import METRICS_PORT_ENV
+from llmkube.api.run_identity import (
+    RUN_CONFIG_FILE,
+    identity_changes,
+    output_identity,
+    output_in_use,
+)
 from llmkube.api.runconfig import GptConfig, RunConfigError, TrainingRunConfig, read_run_config
 from llmkube.api.training import EXAMPLE_FORMATS
 from llmkube.runtime.artifact import CONFIG_FILE
@@ -44,12 +51,10 @@ from llmkube.stopping import (
     stop_signal,
     stop_with_parent,
 )
-from llmkube.storage import StorageError, open_store
+from llmkube.storage import NotFoundError, ObjectStore, StorageError, open_store
 from llmkube.storage.uri import join
 
 log = logging.getLogger("llmkube.train")
-
-RUN_CONFIG_FILE = "run.json"
 
 
 class Trainer(TorchTrainer):
@@ -141,13 +146,28 @@ def stop_ray() -> None:
     ray.shutdown()
 
 
+class OutputInUseError(Exception):
+    """The output holds a model published by a run with other settings."""
+
+
+def check_same_run(store: ObjectStore, config: TrainingRunConfig) -> None:
+    """An output that holds a published model finishes a run at once, but only a run with the
+    settings that model was trained with: any other would report the old model as its own."""
+    try:
+        recorded = store.read_bytes(join(config.output, RUN_CONFIG_FILE))
+        previous = TrainingRunConfig.model_validate_json(recorded)
+    except (NotFoundError, ValidationError):
+        return  # published before runs were recorded: nothing to compare with
+    changes = identity_changes(output_identity(previous), output_identity(config))
+    if changes:
+        raise OutputInUseError(output_in_use(config.output, changes))
+
+
 def run(config: TrainingRunConfig) -> int:
     store = open_store(config.output, config.storage)
-    # What a published model/ folder gets last: a GPT's config.json, a fine-tune's record.
-    published = join(
-        config.output, MODEL_DIR, MODEL_RECORD_FILE if config.pretrained else CONFIG_FILE
-    )
+    published = published_marker(config.output, pretrained=config.pretrained is not None)
     if store.exists(published):
+        check_same_run(store, config)
         log.info("the model is already published at %s; nothing to do", published)
         return 0
     # A checkpoint this run could not resume from fails it before it writes anything; wrong URIs
@@ -208,6 +228,10 @@ def run(config: TrainingRunConfig) -> int:
     return 0
 
 
+REFUSALS = (DataError, StorageError, ModelError, CheckpointMismatchError, OutputInUseError)
+"""What ends a run with its message and exit code 2, without a traceback."""
+
+
 def main(argv: list[str] | None = None) -> int:
     raise_on_stop_signals()
     parser = argparse.ArgumentParser(prog="python -m llmkube.runtime.train", description=__doc__)
@@ -225,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stop_with_parent()
         code = run(config)
-    except (DataError, StorageError, ModelError, CheckpointMismatchError) as error:
+    except REFUSALS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

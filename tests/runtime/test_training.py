@@ -153,6 +153,19 @@ def test_trains_evaluates_and_publishes(
     assert first_eval["step"] == 0
     assert first_eval["eval_loss"] == pytest.approx(final, abs=1e-4)
 
+    # Again with the same settings: done at once. With other settings: refused, since
+    # finishing would report the published model as that run's.
+    with TrainingProcess(config, tmp_path / "again", minio.env) as rerun:
+        assert rerun.wait(120) == 0, rerun.log[-4000:]
+    assert "already published" in rerun.log
+    longer = config.model_copy(
+        update={"training": config.training.model_copy(update={"max_steps": 400})}
+    )
+    with TrainingProcess(longer, tmp_path / "longer", minio.env) as refused:
+        assert refused.wait(120) == 2, refused.log[-4000:]
+    assert "already holds a model published by a run with other settings" in refused.log
+    assert "training.maxSteps: 200 -> 400" in refused.log
+
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint(
     minio: MinioServer, bucket: str, dataset: str, tmp_path: Path

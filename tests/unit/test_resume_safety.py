@@ -7,15 +7,14 @@ from typing import Any
 import pytest
 
 from llmkube.api import LLMTrainingJob
+from llmkube.api.run_identity import identity_hash, run_identity
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
 from llmkube.runtime.training.checkpoint import (
     CheckpointMismatchError,
     CheckpointState,
     check_resumable,
     checkpoint_uri,
-    identity_hash,
     load_state,
-    run_identity,
     save_checkpoint,
 )
 from llmkube.storage import open_store

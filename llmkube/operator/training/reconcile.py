@@ -29,6 +29,7 @@ from llmkube.operator.training.builders import (
     build_run_configmap,
     build_training_network_policy,
 )
+from llmkube.operator.training.output_check import OutputInUseError, output_problem
 from llmkube.operator.training.progress import read_snapshot
 from llmkube.operator.training.status import training_status
 from llmkube.storage import StorageError
@@ -118,9 +119,19 @@ def reconcile_training_job(
             generation=body["metadata"].get("generation"),
             now=now,
         )
-    _credentials(body, job, api, registry, now)
+    credentials = _credentials(body, job, api, registry, now)
     namespace = job.metadata.namespace or "default"
     name = rayjob_name(job.metadata.name)
+    if api.get(RAYJOBS, namespace, name) is None:
+        problem = output_problem(job, credentials, settings.s3_endpoint)
+        if problem is not None:
+            block(
+                OutputInUseError(problem),
+                current_status(body),
+                lambda status: write_training_status(api, body, status, registry),
+                generation=job.metadata.generation,
+                now=now,
+            )
 
     try:
         rayjob, created = _ensure_children(job, api, settings)

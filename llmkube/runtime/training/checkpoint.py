@@ -8,7 +8,6 @@ its tokenizer, the data whose position it holds) and a hash of that. A run whose
 differs refuses to resume from it and says what differs, instead of loading weights of another
 shape or skipping into other data."""
 
-import hashlib
 import io
 import json
 import logging
@@ -23,6 +22,7 @@ from llmkube.api.artifacts import (
     checkpoint_folder,
     complete_checkpoints_among,
 )
+from llmkube.api.run_identity import identity_changes, run_identity
 from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import join
@@ -50,47 +50,6 @@ class CheckpointState:
 
 class CheckpointMismatchError(Exception):
     """The newest checkpoint was made by a run with another model, tokenizer or dataset."""
-
-
-def run_identity(config: TrainingRunConfig) -> dict[str, Any]:
-    """What a checkpoint must have been made with for `config` to resume from it. Settings that
-    may change between attempts (dropout, learning rate, step count, batch size) are not in it."""
-
-    def wire(model: Any, exclude: set[str]) -> Any:
-        return (
-            None if model is None else model.model_dump(mode="json", by_alias=True, exclude=exclude)
-        )
-
-    return {
-        "model": wire(config.model, {"dropout"}),
-        "base": config.base,
-        "pretrained": wire(config.pretrained, {"dropout", "merge_on_publish"}),
-        "tokenizer": wire(config.tokenizer, set()),
-        "dataset": wire(config.dataset, {"cache", "skip_invalid_records"}),
-    }
-
-
-def identity_hash(identity: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-def identity_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """`path: old -> new` for every leaf that differs."""
-    old, new = _leaves(recorded), _leaves(current)
-    return [
-        f"{path}: {old.get(path)!r} -> {new.get(path)!r}"
-        for path in sorted(old.keys() | new.keys())
-        if old.get(path) != new.get(path)
-    ]
-
-
-def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        found: dict[str, Any] = {}
-        for key, item in value.items():
-            found.update(_leaves(item, f"{prefix}.{key}" if prefix else key))
-        return found
-    return {prefix: value}
 
 
 def check_resumable(store: ObjectStore, config: TrainingRunConfig) -> int | None:

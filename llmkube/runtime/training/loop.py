@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from llmkube.api.artifacts import MODEL_DIR
+from llmkube.api.run_identity import identity_hash, run_identity
 from llmkube.api.runconfig import GptConfig, TrainingRunConfig
 from llmkube.runtime.artifact import load_artifact, load_weights, save_artifact, weights_bytes
 from llmkube.runtime.data.examples import IGNORED
@@ -37,11 +38,9 @@ from llmkube.runtime.training.checkpoint import (
     CheckpointState,
     checkpoint_uri,
     complete_checkpoints,
-    identity_hash,
     load_state,
     load_torch,
     prune_checkpoints,
-    run_identity,
     save_checkpoint,
 )
 from llmkube.runtime.training.evaluate import evaluate, samples
