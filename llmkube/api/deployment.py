@@ -383,7 +383,8 @@ class ServedModel(StatusModel):
     training_job: str | None = None
     """The LLMTrainingJob it came from, if any."""
     version: str | None = None
-    """Identifies the published model (URI and publication time); a new version rolls out."""
+    """Identifies the published model by its files' content (by URI and publication time while
+    storage cannot be read); a new version rolls out, the same bytes published again do not."""
 
 
 AdapterState = Literal["Ready", "Waiting", "Refused"]

@@ -11,6 +11,7 @@ from typing import Literal, Self, TypeVar
 from pydantic import Field, ValidationError, model_validator
 
 from llmkube.api.base import StorageUri, WireModel, invalid
+from llmkube.api.common import StorageSpec
 from llmkube.api.deployment import LLMDeployment, ServingSpec
 from llmkube.api.errors import describe
 from llmkube.api.training import (
@@ -209,11 +210,7 @@ def training_run_config(
         checkpoint=spec.checkpoint,
         scaling=scaling_config(spec.resources),
         max_failures=spec.backoff_limit,
-        storage=StorageConfig(
-            endpoint=spec.storage.endpoint or default_endpoint,
-            region=spec.storage.region,
-            insecure=spec.storage.insecure,
-        ),
+        storage=storage_config(spec.storage, default_endpoint),
         output=output,
     )
 
@@ -292,11 +289,7 @@ def serve_run_config(
         ],
         api_key_env=API_KEY_ENV if keyed and not keys_mounted else None,
         api_key_file=API_KEYS_FILE if keyed and keys_mounted else None,
-        storage=StorageConfig(
-            endpoint=spec.storage.endpoint or default_endpoint,
-            region=spec.storage.region,
-            insecure=spec.storage.insecure,
-        ),
+        storage=storage_config(spec.storage, default_endpoint),
     )
 
 
@@ -313,6 +306,16 @@ def adapters_from_user_config(user_config: dict[str, object]) -> list[AdapterCon
     listed = user_config.get(ADAPTERS_KEY) or []
     assert isinstance(listed, list), "adapters_user_config wrote it"
     return [AdapterConfig.model_validate(item) for item in listed]
+
+
+def storage_config(storage: StorageSpec, default_endpoint: str | None) -> StorageConfig:
+    """How a resource's s3:// URIs are reached (the operator's default endpoint when the
+    resource names none); credentials travel separately, by environment variable."""
+    return StorageConfig(
+        endpoint=storage.endpoint or default_endpoint,
+        region=storage.region,
+        insecure=storage.insecure,
+    )
 
 
 class RunConfigError(Exception):

@@ -1,5 +1,6 @@
 """LLMDeployment against a real apiserver; tests play KubeRay by writing RayService status."""
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,51 @@ def _message_contains(cp: ControlPlane, name: str, namespace: str, type_: str, t
     assert text in condition(status_of(cp, "llmd", name, namespace), type_)["message"]
 
 
+def test_a_rerun_that_publishes_the_same_bytes_rolls_nothing_out(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    minio: MinioServer,
+    bucket: str,
+) -> None:
+    storage = {"endpoint": minio.endpoint, "insecure": True, "credentialsSecret": {"name": "s3"}}
+    job = training_job_manifest("same", storage=storage, output=f"s3://{bucket}/same/")
+    served = deployment_manifest(
+        "same", model={"trainingJobRef": {"name": "same"}}, storage=storage
+    )
+    apply(control_plane, namespace, credentials_secret("s3", minio.env), job, served)
+    eventually(lambda: get(control_plane, "rayjob", "same", namespace))
+
+    def publish(weights: bytes) -> None:  # what the runtime writes (no Ray runs in this tier)
+        for key, data in (("model.safetensors", weights), ("config.json", b"{}")):
+            minio.client().put_object(bucket, f"same/model/{key}", io.BytesIO(data), len(data))
+
+    publish(b"first weights")
+    succeed(control_plane, "same", namespace, "2026-11-28T11:00:00Z")
+    first = model_version(eventually(lambda: get(control_plane, "rayservice", "same", namespace)))
+
+    # A re-run finishes at once with the model already there: a new completion time, the
+    # same files. A spec edit made at the same time shows when the reconcile has happened.
+    succeed(control_plane, "same", namespace, "2026-11-28T12:00:00Z")
+    patch(control_plane, "llmd", "same", namespace, {"spec": {"serving": {"maxTokens": 123}}})
+
+    def reconciled() -> dict[str, Any]:
+        rayservice = get(control_plane, "rayservice", "same", namespace)
+        assert app_args(rayservice)["serving"]["maxTokens"] == 123
+        return rayservice
+
+    assert model_version(eventually(reconciled)) == first
+
+    publish(b"other weights")  # a re-run that trained again
+    succeed(control_plane, "same", namespace, "2026-11-28T13:00:00Z")
+
+    def rolled() -> None:
+        rayservice = get(control_plane, "rayservice", "same", namespace)
+        assert model_version(rayservice) != first
+
+    eventually(rolled)
+
+
 def test_kubectl_scale_changes_serve_replicas_in_place(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -287,7 +333,7 @@ def test_service_service_monitor_and_network_policy_are_built_and_owned(
     rayservice = eventually(lambda: get(control_plane, "rayservice", "watched", namespace))
     service = eventually(lambda: get(control_plane, "service", "watched", namespace))
     monitor = eventually(lambda: get(control_plane, "servicemonitor", "watched", namespace))
-    policy = get(control_plane, "networkpolicy", "watched-ray", namespace)
+    policy = get(control_plane, "networkpolicy", "watched-serving", namespace)
     assert policy["spec"]["podSelector"] == {"matchLabels": {"llmkube.io/deployment": "watched"}}
     uid = get(control_plane, "llmd", "watched", namespace)["metadata"]["uid"]
     for child in (rayservice, service, monitor, policy):

@@ -84,7 +84,7 @@ def test_example_job_becomes_a_configmap_and_rayjob(
     assert configmap["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
 
     # The Ray pods are fenced in before they exist, and run unprivileged.
-    policy = get(control_plane, "networkpolicy", "shakespeare-ray", namespace)
+    policy = get(control_plane, "networkpolicy", "shakespeare-training", namespace)
     assert policy["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
     assert policy["spec"]["podSelector"] == {
         "matchLabels": {"llmkube.io/training-job": "shakespeare"}

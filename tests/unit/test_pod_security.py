@@ -246,3 +246,9 @@ def test_settings_come_from_the_environment() -> None:
     assert settings.network_policies is False
     assert settings.ray_operator_labels == {"app": "kuberay", "tier": "control"}
     assert settings.monitoring_namespace == "prom"
+
+
+def test_a_job_and_a_deployment_of_one_name_get_policies_of_their_own() -> None:
+    serving = build_deployment_network_policy(deployment("twin"), SETTINGS)
+    training = build_training_network_policy(training_job("twin"), SETTINGS)
+    assert serving["metadata"]["name"] != training["metadata"]["name"]

@@ -166,7 +166,8 @@ def build_deployment_network_policy(
 ) -> dict[str, Any]:
     name = deployment.metadata.name
     return build_network_policy(
-        _metadata(deployment, f"{rayservice_name(name)}-ray"),
+        # Named by kind: a training job and a deployment may share a name.
+        _metadata(deployment, f"{rayservice_name(name)}-serving"),
         {DEPLOYMENT_LABEL: label_value(name)},
         metrics_port=METRICS_PORT,
         serving_port=SERVE_PORT,

@@ -3,11 +3,12 @@ report status. Idempotent, like the training reconcile."""
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from llmkube.api import LLMDeployment
 from llmkube.api.deployment import ServedModel
-from llmkube.api.runconfig import serve_run_config
+from llmkube.api.runconfig import StorageConfig, serve_run_config, storage_config
 from llmkube.operator.blocked import InvalidSpecError, MissingSecretError, block, parsed
 from llmkube.operator.conditions import ConditionStatus, set_condition, utcnow
 from llmkube.operator.deployment.adapters import choose_adapters
@@ -35,21 +36,50 @@ from llmkube.operator.naming import (
     rayservice_name,
 )
 from llmkube.operator.owned import NameConflictError, create_or_get_owned, delete_owned
+from llmkube.operator.quick_store import quick_store
 from llmkube.operator.secret_refs import credentials_env, find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
+from llmkube.storage import StorageError
+from llmkube.storage.models import folder_digest
 
 
 def model_version(uri: str, published_at: str | None) -> str:
-    """Changes when a new model is published, even to the same URI (a re-run of the job)."""
+    """Stands in for the content's version while storage cannot be read: changes with each
+    publication, even of the same bytes."""
     return hashlib.sha256(f"{uri}@{published_at or ''}".encode()).hexdigest()[:12]
 
 
-def choose_model(api: KubeApi, deployment: LLMDeployment) -> ModelChoice:
-    """The model to serve now: the URI, or what the referenced job published when it succeeded."""
+def content_version(uri: str, storage: StorageConfig, credentials: Mapping[str, str]) -> str | None:
+    """The version of the model at `uri` from its files (names, sizes, content hashes): the
+    same bytes published again are the same version, and roll nothing out. None when storage
+    cannot be read now."""
+    try:
+        store = quick_store(uri, storage, credentials)
+        if not store.list(uri.rstrip("/") + "/"):
+            return None  # nothing there (yet): not a version of anything
+        digest = folder_digest(store, uri)
+    except StorageError:
+        return None
+    return digest.removeprefix("sha256:")[:12]
+
+
+def choose_model(
+    api: KubeApi,
+    deployment: LLMDeployment,
+    storage: StorageConfig | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> ModelChoice:
+    """The model to serve now: the URI, or what the referenced job published when it succeeded;
+    versioned by content when `storage` can be read."""
+
+    def version(uri: str, published_at: str | None) -> str:
+        found = content_version(uri, storage, credentials or {}) if storage else None
+        return found or model_version(uri, published_at)
+
     if deployment.spec.model.uri is not None:
         uri = deployment.spec.model.uri
-        return ModelChoice(ServedModel(uri=uri, version=model_version(uri, None)))
+        return ModelChoice(ServedModel(uri=uri, version=version(uri, None)))
     reference = deployment.spec.model.training_job_ref
     assert reference is not None  # the model validator guarantees one of the two
     namespace = deployment.metadata.namespace or "default"
@@ -69,7 +99,7 @@ def choose_model(api: KubeApi, deployment: LLMDeployment) -> ModelChoice:
             ServedModel(
                 uri=published,
                 training_job=reference.name,
-                version=model_version(published, status.get("completionTime")),
+                version=version(published, status.get("completionTime")),
             )
         )
     progress = (status.get("progress") or {}).get("summary")
@@ -174,7 +204,9 @@ def reconcile_deployment(
     _check_secrets(body, deployment, api, now)
     namespace = deployment.metadata.namespace or "default"
     name = rayservice_name(deployment.metadata.name)
-    choice = choose_model(api, deployment)
+    credentials = _credentials(api, deployment)
+    storage = storage_config(deployment.spec.storage, settings.s3_endpoint)
+    choice = choose_model(api, deployment, storage, credentials)
     current = current_deployment_status(body)
 
     served = choice.served
@@ -188,10 +220,8 @@ def reconcile_deployment(
             api,
             deployment,
             model_uri=served.uri,
-            storage=serve_run_config(
-                deployment, model_uri=served.uri, default_endpoint=settings.s3_endpoint
-            ).storage,
-            credentials=_credentials(api, deployment),
+            storage=storage,
+            credentials=credentials,
         )
         run_config = serve_run_config(
             deployment,

@@ -48,7 +48,8 @@ def build_training_network_policy(
 ) -> dict[str, Any]:
     name = job.metadata.name
     return build_network_policy(
-        _metadata(job, f"{rayjob_name(name)}-ray"),
+        # Named by kind: a training job and a deployment may share a name.
+        _metadata(job, f"{rayjob_name(name)}-training"),
         {TRAINING_JOB_LABEL: label_value(name)},
         metrics_port=METRICS_PORT,
         serving_port=None,
