@@ -85,18 +85,44 @@ class MetricsRecord(WireModel):
     """Next-token accuracy on validation data."""
 
 
+EVAL_FILE = "eval.json"
+"""In a published model's folder: the final evaluation (loss, perplexity, accuracy, samples)."""
 MERGED_DIR = "merged"
-"""In a LoRA job's model/ folder with mergeOnPublish: the base with the adapters merged in."""
+"""In a LoRA job's model folder with mergeOnPublish: the base with the adapters merged in."""
 MODEL_RECORD_FILE = "llmkube-model.json"
-"""Written last into a published model/ folder: what it holds and where it came from."""
+"""Written last into a published Hugging Face model folder: what it holds and where it came
+from."""
 GPT_CONFIG_FILE = "config.json"
-"""An llmkube GPT artifact's config, written last into its published model/ folder."""
+"""An llmkube GPT artifact's config, written last into its folder."""
+PUBLISHED_LAST = (GPT_CONFIG_FILE, MODEL_RECORD_FILE)
+"""Uploaded after a published model's other files, in this order: whoever finds them finds the
+rest."""
+VERSIONS_DIR = "versions"
+"""`<output>/versions/<version>/`: each model a job published, never changed once written."""
+MODEL_POINTER_FILE = "current.json"
+"""`<output>/model/current.json`: which version `<output>/model` stands for. Written in one PUT
+after the version's files, so a reader sees the old version or the new one, never a mix."""
 
 
-def published_marker(output: str, *, pretrained: bool) -> str:
-    """The file whose presence means a job's model is published (it is written last)."""
-    marker = MODEL_RECORD_FILE if pretrained else GPT_CONFIG_FILE
-    return f"{output.rstrip('/')}/{MODEL_DIR}/{marker}"
+class ModelPointer(WireModel):
+    """`<output>/model/current.json`."""
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore")
+
+    version: str
+    """The folder under `<output>/versions/`: a digest of the model's files."""
+    run: str
+    """A hash of the settings of the run that published it (`run_identity.output_identity`)."""
+    published_at: str
+    """When it was published (RFC 3339)."""
+
+
+def model_pointer_uri(output: str) -> str:
+    return f"{output.rstrip('/')}/{MODEL_DIR}/{MODEL_POINTER_FILE}"
+
+
+def version_uri(output: str, version: str) -> str:
+    return f"{output.rstrip('/')}/{VERSIONS_DIR}/{version}"
 
 
 class BaseModelRecord(WireModel):

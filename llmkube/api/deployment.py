@@ -385,6 +385,10 @@ class ServedModel(StatusModel):
     version: str | None = None
     """Identifies the published model by its files' content (by URI and publication time while
     storage cannot be read); a new version rolls out, the same bytes published again do not."""
+    folder: str | None = None
+    """The folder the replicas load: a job's model/ resolved to the version it points at, so
+    that every replica of a rollout serves that version (unset while storage cannot be read:
+    each replica resolves uri itself)."""
 
 
 AdapterState = Literal["Ready", "Waiting", "Refused"]

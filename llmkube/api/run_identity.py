@@ -68,5 +68,5 @@ def output_in_use(output: str, changes: list[str]) -> str:
         f"{output} already holds a model published by a run with other settings ("
         + "; ".join(changes)
         + "). Finishing now would report that model as this run's. Write to a new output, or "
-        "delete the old one to train again there"
+        "set restartPolicy: restart to train again there (the published versions stay)"
     )

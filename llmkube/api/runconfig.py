@@ -139,6 +139,13 @@ class TrainingRunConfig(WireModel):
     """Object-storage access."""
     output: StorageUri
     """Output prefix (layout: docs/architecture.md)."""
+    restart_policy: Literal["resume", "restart"] = "resume"
+    """What the run does with another run's work in its output (LLMTrainingJob.spec)."""
+    base_folder: StorageUri | None = None
+    """The folder `base` stood for when the run started; set by the driver, which resolves a
+    job's model/ once: it may point at a newer version before this run is done reading it."""
+    pretrained_folder: StorageUri | None = None
+    """The same for `pretrained.uri`."""
 
     @model_validator(mode="after")
     def _one_model(self) -> Self:
@@ -156,6 +163,15 @@ class TrainingRunConfig(WireModel):
             return self.pretrained.context_length or DEFAULT_PRETRAINED_CONTEXT
         assert self.model is not None
         return self.model.context_length
+
+    def base_source(self) -> str | None:
+        """Where the GPT continued from is read."""
+        return self.base_folder or self.base
+
+    def pretrained_source(self) -> str:
+        """Where the model fine-tuned is read."""
+        assert self.pretrained is not None
+        return self.pretrained_folder or self.pretrained.uri
 
 
 def scaling_config(resources: TrainingResources) -> ScalingConfig:
@@ -212,6 +228,7 @@ def training_run_config(
         max_failures=spec.backoff_limit,
         storage=storage_config(spec.storage, default_endpoint),
         output=output,
+        restart_policy=spec.restart_policy,
     )
 
 

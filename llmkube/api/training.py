@@ -466,7 +466,14 @@ class LLMTrainingJobSpec(WireModel):
     image: str | None = Field(default=None, min_length=1, max_length=512)
     """Runtime container image. Defaults to the operator's LLMKUBE_RUNTIME_IMAGE."""
     output: StorageUri
-    """Prefix that receives progress, metrics, checkpoints and the published model/."""
+    """Prefix that receives progress, metrics, checkpoints, each published model under
+    versions/ and model/, which points at the newest."""
+    restart_policy: Literal["resume", "restart"] = "resume"
+    """What a run does when its output holds another run's work. resume: carry on from
+    checkpoints made with the same model and data, or finish at once when a run with these very
+    settings published the model; refuse a run with other settings. restart: a run with other
+    settings starts over; the old run's checkpoints, progress and metrics are deleted, its
+    published versions stay, and model/ moves to the new model once it is published."""
     backoff_limit: int = Field(default=3, ge=0, le=100)
     """Worker failures tolerated (each resumes from the last checkpoint) before the job fails."""
     suspend: bool = False
@@ -562,6 +569,8 @@ class PublishedModel(StatusModel):
 
     uri: str
     """URI of the model/ folder; an LLMDeployment's model.uri can point here."""
+    version: str | None = None
+    """The version model/ points at (a digest of the model's files, under versions/)."""
 
 
 class FinetuneStatus(StatusModel):

@@ -58,15 +58,21 @@ def status(
     output: Annotated[str, typer.Argument(help="A training job's output URI.")],
 ) -> None:
     """Progress and evaluation of a training job, read from its output (as the operator does)."""
+    from llmkube.api.artifacts import EVAL_FILE, MODEL_DIR, PROGRESS_FILE
     from llmkube.storage import StorageError, open_store
     from llmkube.storage.uri import join
+    from llmkube.storage.versions import resolve_model
 
     try:
         store = open_store(output)
+        model = resolve_model(store, join(output, MODEL_DIR))
         found = {
-            name: json.loads(store.read_bytes(join(output, name)))
-            for name in ("progress.json", "model/eval.json")
-            if store.exists(join(output, name))
+            name: json.loads(store.read_bytes(uri))
+            for name, uri in (
+                ("progress", join(output, PROGRESS_FILE)),
+                ("evaluation", join(model.uri, EVAL_FILE)),
+            )
+            if store.exists(uri)
         }
     except StorageError as error:
         err.print(f"[red]error:[/] {error}")
@@ -74,7 +80,7 @@ def status(
     if not found:
         err.print(f"[red]error:[/] no progress.json under {output}; has a run started there?")
         raise typer.Exit(1)
-    progress = found.get("progress.json", {})
+    progress = found.get("progress", {})
     if progress:
         total = progress.get("total_steps") or 0
         out.print(
@@ -83,10 +89,11 @@ def status(
             f"checkpoint {progress.get('checkpoint_step') or '-'}  "
             f"updated {progress.get('updated_at')}"
         )
-    evaluation = found.get("model/eval.json")
+    evaluation = found.get("evaluation")
     if evaluation:
+        version = f" (version {model.version})" if model.version else ""
         out.print(
-            f"published: eval loss {evaluation['eval_loss']:.4f}  perplexity "
+            f"published{version}: eval loss {evaluation['eval_loss']:.4f}  perplexity "
             f"{evaluation['perplexity']:.2f}  accuracy {evaluation['accuracy']:.3f}"
         )
         for sample_ in evaluation.get("samples", []):

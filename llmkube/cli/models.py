@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmkube.api.artifacts import MERGED_DIR, MODEL_RECORD_FILE
+from llmkube.api.artifacts import MERGED_DIR, MODEL_POINTER_FILE, MODEL_RECORD_FILE, VERSIONS_DIR
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -79,6 +79,7 @@ def list_(
     """Every model folder under URI: imported pretrained models, llmkube GPTs, fine-tuned
     models and LoRA adapters, with their architecture and size."""
     from llmkube.storage import StorageError, open_store
+    from llmkube.storage.versions import resolve_model
 
     try:
         store = open_store(uri)
@@ -90,6 +91,11 @@ def list_(
         table.add_column("model", overflow="fold")
         found = 0
         for folder, files in sorted(folders.items()):
+            shown = folder
+            if MODEL_POINTER_FILE in files:  # a job's model/: the version it points at
+                target = resolve_model(store, folder)
+                shown = f"{folder} → {VERSIONS_DIR}/{target.version}"
+                folder, files = target.uri, folders.get(target.uri, {})
             if not any(marker in files for marker in MARKERS):
                 continue
             kind, architecture = describe(
@@ -98,7 +104,7 @@ def list_(
             parent, _, name = folder.rpartition("/")
             if MODEL_RECORD_FILE in folders.get(parent, {}) and name == MERGED_DIR:
                 kind = "merged fine-tune"
-            table.add_row(kind, architecture, f"{sum(files.values()) / 1e6:,.1f} MB", folder)
+            table.add_row(kind, architecture, f"{sum(files.values()) / 1e6:,.1f} MB", shown)
             found += 1
     except StorageError as error:
         err.print(f"[red]error:[/] {error}")

@@ -14,9 +14,12 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from llmkube.api.artifacts import (
     CHECKPOINTS_DIR,
+    EVAL_FILE,
     METRICS_FILE,
     MODEL_DIR,
+    MODEL_POINTER_FILE,
     PROGRESS_FILE,
+    VERSIONS_DIR,
     complete_checkpoints_among,
 )
 from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
@@ -142,8 +145,9 @@ def train(
             raise RuntimeError(
                 f"training {config.job.name} failed (exit code {code}); see {child.log_path}"
             )
-    evaluation = _read_json(config, f"{MODEL_DIR}/eval.json") or {}
-    return evaluation
+    pointer = _read_json(config, f"{MODEL_DIR}/{MODEL_POINTER_FILE}") or {}
+    version = pointer.get("version")
+    return _read_json(config, f"{VERSIONS_DIR}/{version}/{EVAL_FILE}") or {}
 
 
 def _show(progress: Progress, task: TaskID, config: TrainingRunConfig) -> None:

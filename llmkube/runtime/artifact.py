@@ -10,17 +10,17 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from tokenizers import Tokenizer
 
-from llmkube.api.artifacts import GPT_CONFIG_FILE, MODEL_RECORD_FILE, ModelRecord
+from llmkube.api.artifacts import EVAL_FILE, GPT_CONFIG_FILE, MODEL_RECORD_FILE, ModelRecord
 from llmkube.api.runconfig import GptConfig
 from llmkube.runtime.models import CausalLM, ModelConfig, build_model, read_model_config
 from llmkube.runtime.models.errors import ModelError
 from llmkube.storage import NotFoundError, ObjectStore
 from llmkube.storage.uri import join
+from llmkube.storage.versions import resolve_model
 
 CONFIG_FILE = GPT_CONFIG_FILE
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
-EVAL_FILE = "eval.json"
 CARD_FILE = "card.md"
 
 
@@ -61,7 +61,8 @@ def save_artifact(
 
 def check_gpt_artifact(store: ObjectStore, uri: str) -> None:
     """A ModelError for a fine-tuned Hugging Face folder (training continues only from GPT
-    artifacts: spec.model.base); a StorageError when there is no artifact at all."""
+    artifacts: spec.model.base); a StorageError when there is no artifact at all. `uri` is
+    resolved (storage.versions)."""
     record = join(uri, MODEL_RECORD_FILE)
     if store.exists(record):
         kind = ModelRecord.model_validate_json(store.read_bytes(record)).format
@@ -81,6 +82,7 @@ def check_gpt_artifact(store: ObjectStore, uri: str) -> None:
 def load_artifact(
     store: ObjectStore, uri: str, *, device: torch.device | str = "cpu"
 ) -> LoadedModel:
+    uri = resolve_model(store, uri).uri
     check_gpt_artifact(store, uri)
     config = read_model_config(store.read_bytes(join(uri, CONFIG_FILE)))
     if not isinstance(config, GptConfig):

@@ -19,17 +19,11 @@ from pathlib import Path
 
 import ray
 import ray.train
-from pydantic import ValidationError
 from ray.train.torch import TorchTrainer
 
-from llmkube.api.artifacts import published_marker
+from llmkube.api.artifacts import MODEL_DIR
 from llmkube.api.contract import METRICS_PORT_ENV
-from llmkube.api.run_identity import (
-    RUN_CONFIG_FILE,
-    identity_changes,
-    output_identity,
-    output_in_use,
-)
+from llmkube.api.run_identity import RUN_CONFIG_FILE, identity_hash, output_identity
 from llmkube.api.runconfig import GptConfig, RunConfigError, TrainingRunConfig, read_run_config
 from llmkube.api.training import EXAMPLE_FORMATS
 from llmkube.runtime.artifact import CONFIG_FILE
@@ -41,8 +35,9 @@ from llmkube.runtime.data.prepare_examples import prepare_examples
 from llmkube.runtime.models import ModelConfig, read_model_config
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.training import pretrained
-from llmkube.runtime.training.checkpoint import CheckpointMismatchError, check_resumable
+from llmkube.runtime.training.checkpoint import CheckpointMismatchError
 from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
+from llmkube.runtime.training.output import OutputInUseError, plan_output
 from llmkube.stopping import (
     exit_code,
     ignore_stop_signals,
@@ -51,8 +46,9 @@ from llmkube.stopping import (
     stop_signal,
     stop_with_parent,
 )
-from llmkube.storage import NotFoundError, ObjectStore, StorageError, open_store
+from llmkube.storage import StorageError, open_store
 from llmkube.storage.uri import join
+from llmkube.storage.versions import read_pointer, resolve_model
 
 log = logging.getLogger("llmkube.train")
 
@@ -77,9 +73,10 @@ def total_steps(config: TrainingRunConfig, sequences: int) -> int:
 
 def _model_config(config: TrainingRunConfig, vocab_size: int) -> GptConfig:
     assert config.model is not None, "a GPT run"
-    if config.base is not None:
+    source = config.base_source()
+    if source is not None:
         base = read_model_config(
-            open_store(config.base, config.storage).read_bytes(join(config.base, CONFIG_FILE))
+            open_store(source, config.storage).read_bytes(join(source, CONFIG_FILE))
         )
         if not isinstance(base, GptConfig):
             raise ModelError(f"model.base {config.base} is not an llmkube GPT artifact")
@@ -146,35 +143,34 @@ def stop_ray() -> None:
     ray.shutdown()
 
 
-class OutputInUseError(Exception):
-    """The output holds a model published by a run with other settings."""
-
-
-def check_same_run(store: ObjectStore, config: TrainingRunConfig) -> None:
-    """An output that holds a published model finishes a run at once, but only a run with the
-    settings that model was trained with: any other would report the old model as its own."""
-    try:
-        recorded = store.read_bytes(join(config.output, RUN_CONFIG_FILE))
-        previous = TrainingRunConfig.model_validate_json(recorded)
-    except (NotFoundError, ValidationError):
-        return  # published before runs were recorded: nothing to compare with
-    changes = identity_changes(output_identity(previous), output_identity(config))
-    if changes:
-        raise OutputInUseError(output_in_use(config.output, changes))
+def pin_sources(config: TrainingRunConfig) -> TrainingRunConfig:
+    """The config with the models it reads resolved once (storage.versions): every worker then
+    reads the same version, even if a job's model/ moves on meanwhile."""
+    update = {}
+    if config.base is not None:
+        update["base_folder"] = resolve_model(open_store(config.base, config.storage), config.base)
+    if config.pretrained is not None:
+        uri = config.pretrained.uri
+        update["pretrained_folder"] = resolve_model(open_store(uri, config.storage), uri)
+    return config.model_copy(update={key: found.uri for key, found in update.items()})
 
 
 def run(config: TrainingRunConfig) -> int:
     store = open_store(config.output, config.storage)
-    published = published_marker(config.output, pretrained=config.pretrained is not None)
-    if store.exists(published):
-        check_same_run(store, config)
-        log.info("the model is already published at %s; nothing to do", published)
+    # Another run's work in the output refuses this one before it writes anything (or is
+    # deleted, with restartPolicy restart); wrong URIs and credentials fail in a second too,
+    # before a Ray cluster starts.
+    plan = plan_output(store, config)
+    if plan.published is not None:
+        log.info(
+            "the model is already published at %s (version %s); nothing to do",
+            join(config.output, MODEL_DIR),
+            plan.published.version,
+        )
         return 0
-    # A checkpoint this run could not resume from fails it before it writes anything; wrong URIs
-    # and credentials fail in a second too, before a Ray cluster starts.
-    resuming = check_resumable(store, config)
-    if resuming is not None:
-        log.info("resuming from the checkpoint of step %d", resuming)
+    if plan.resume_from is not None:
+        log.info("resuming from the checkpoint of step %d", plan.resume_from)
+    config = pin_sources(config)
     store.write_bytes(
         join(config.output, RUN_CONFIG_FILE),
         config.model_dump_json(by_alias=True, indent=2).encode(),
@@ -222,8 +218,9 @@ def run(config: TrainingRunConfig) -> int:
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if not store.exists(published):
-        log.error("training ended but no model was published at %s", published)
+    published = read_pointer(store, config.output)
+    if published is None or published.run != identity_hash(output_identity(config)):
+        log.error("training ended but no model was published at %s", config.output)
         return 1
     return 0
 

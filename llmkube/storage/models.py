@@ -5,7 +5,7 @@ with it before they reach a replica."""
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import ValidationError
@@ -14,6 +14,7 @@ from llmkube.api.artifacts import MODEL_RECORD_FILE, ModelRecord
 from llmkube.storage.errors import NotFoundError, StorageError
 from llmkube.storage.store import ObjectStore
 from llmkube.storage.uri import join
+from llmkube.storage.versions import resolve_model
 
 CONFIG_FILE = "config.json"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -28,6 +29,7 @@ class NotAModelError(StorageError):
 @dataclass(frozen=True)
 class ModelFolder:
     uri: str
+    """The folder with the model's files (a job's model/ resolved to the version it points at)."""
     format: ModelFormat
     architecture: str
     """gpt, or the Hugging Face model_type."""
@@ -37,6 +39,8 @@ class ModelFolder:
     """lora: that model's `folder_digest` when the adapter was trained (None: not recorded)."""
     rank: int | None = None
     """lora: the adapter's rank."""
+    version: str | None = None
+    """The published version (None: a folder that is not a job's model/)."""
 
 
 def folder_digest(store: ObjectStore, uri: str) -> str:
@@ -47,6 +51,11 @@ def folder_digest(store: ObjectStore, uri: str) -> str:
         (info.uri.removeprefix(prefix), info.size, info.etag) for info in store.list_info(prefix)
     )
     return "sha256:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def model_digest(store: ObjectStore, uri: str) -> str:
+    """`folder_digest` of the folder a model URI resolves to."""
+    return folder_digest(store, resolve_model(store, uri).uri)
 
 
 def _json(store: ObjectStore, uri: str) -> dict[str, object]:
@@ -60,8 +69,14 @@ def _json(store: ObjectStore, uri: str) -> dict[str, object]:
 
 
 def inspect_model(store: ObjectStore, uri: str) -> ModelFolder:
-    """What the folder at `uri` holds; NotFoundError when there is no model there."""
-    uri = uri.rstrip("/")
+    """What the model at `uri` is (resolved to the version a job's model/ points at);
+    NotFoundError when there is no model there."""
+    resolved = resolve_model(store, uri)
+    found = _inspect(store, resolved.uri)
+    return replace(found, version=resolved.version)
+
+
+def _inspect(store: ObjectStore, uri: str) -> ModelFolder:
     record_uri = join(uri, MODEL_RECORD_FILE)
     if store.exists(join(uri, ADAPTER_CONFIG_FILE)):
         return _adapter(store, uri, record_uri)
@@ -105,6 +120,9 @@ def _adapter(store: ObjectStore, uri: str, record_uri: str) -> ModelFolder:
             f"({ADAPTER_CONFIG_FILE} base_model_name_or_path is {base_uri!r}); set it to the "
             "base model's URI"
         )
+    if digest is None and base_uri.partition("://")[0] == uri.partition("://")[0]:
+        # Compared by folder, like the base a deployment serves: a job's model/ is a pointer.
+        base_uri = resolve_model(store, base_uri).uri
     return ModelFolder(
         uri,
         "lora",

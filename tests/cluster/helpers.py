@@ -4,9 +4,17 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from llmkube.api import LLMTrainingJob
+from llmkube.api.run_identity import RUN_CONFIG_FILE, identity_hash, output_identity
+from llmkube.api.runconfig import StorageConfig, training_run_config
+from llmkube.storage import open_store
+from llmkube.storage.uri import join
+from llmkube.storage.versions import publish_version
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.minio import MinioServer
 
 T = TypeVar("T")
 
@@ -115,3 +123,27 @@ def wait_phase(
         return status
 
     return eventually(check, timeout=timeout)
+
+
+def publish_as_the_runtime(minio: MinioServer, job: dict[str, Any], staged: Path) -> str:
+    """Publish the model files in `staged` as the training job `job`'s run would, through the
+    runtime's own publish_version, to the test's MinIO (no Ray runs in this tier); the
+    version."""
+    run = training_run_config(LLMTrainingJob.model_validate(job))
+    storage = StorageConfig(endpoint=minio.endpoint, insecure=True)
+    store = open_store(run.output, storage, environ=minio.env)
+    store.write_bytes(join(run.output, RUN_CONFIG_FILE), run.model_dump_json().encode())
+    return publish_version(
+        store,
+        run.output,
+        staged,
+        run=identity_hash(output_identity(run)),
+        provenance=run.model_dump_json(by_alias=True).encode(),
+    ).version
+
+
+def staged_files(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder

@@ -1,6 +1,5 @@
 """LLMDeployment against a real apiserver; tests play KubeRay by writing RayService status."""
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -9,6 +8,7 @@ from llmkube.api.crd import deployment_crd
 from llmkube.api.runconfig import StorageConfig
 from llmkube.storage import open_store
 from llmkube.storage.models import folder_digest
+from llmkube.storage.store import LocalStore
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.minio import MinioServer
@@ -25,6 +25,8 @@ from tests.cluster.helpers import (
     get,
     patch,
     patch_status,
+    publish_as_the_runtime,
+    staged_files,
     status_of,
     wait_phase,
 )
@@ -224,6 +226,7 @@ def test_a_rerun_that_publishes_the_same_bytes_rolls_nothing_out(
     operator: OperatorProcess,
     minio: MinioServer,
     bucket: str,
+    tmp_path: Path,
 ) -> None:
     storage = {"endpoint": minio.endpoint, "insecure": True, "credentialsSecret": {"name": "s3"}}
     job = training_job_manifest("same", storage=storage, output=f"s3://{bucket}/same/")
@@ -233,16 +236,27 @@ def test_a_rerun_that_publishes_the_same_bytes_rolls_nothing_out(
     apply(control_plane, namespace, credentials_secret("s3", minio.env), job, served)
     eventually(lambda: get(control_plane, "rayjob", "same", namespace))
 
-    def publish(weights: bytes) -> None:  # what the runtime writes (no Ray runs in this tier)
-        for key, data in (("model.safetensors", weights), ("config.json", b"{}")):
-            minio.client().put_object(bucket, f"same/model/{key}", io.BytesIO(data), len(data))
+    def publish(weights: bytes, attempt: str) -> str:
+        files = {"model.safetensors": weights, "config.json": b"{}"}
+        return publish_as_the_runtime(minio, job, staged_files(tmp_path / attempt, files))
 
-    publish(b"first weights")
+    version = publish(b"first weights", "first")
     succeed(control_plane, "same", namespace, "2026-11-28T11:00:00Z")
-    first = model_version(eventually(lambda: get(control_plane, "rayservice", "same", namespace)))
+    rayservice = eventually(lambda: get(control_plane, "rayservice", "same", namespace))
+    first = model_version(rayservice)
+    # Every replica loads the version the operator saw, whatever model/ points at later.
+    assert app_args(rayservice)["modelUri"] == f"s3://{bucket}/same/versions/{version}"
+    assert first == version
 
-    # A re-run finishes at once with the model already there: a new completion time, the
-    # same files. A spec edit made at the same time shows when the reconcile has happened.
+    def reported() -> None:
+        status = status_of(control_plane, "ltj", "same", namespace)
+        assert status["model"] == {"uri": f"s3://{bucket}/same/model", "version": version}
+
+    eventually(reported)
+
+    # A re-run publishes the very same bytes again: a new completion time and pointer, the
+    # same version. A spec edit made at the same time shows when the reconcile has happened.
+    assert publish(b"first weights", "again") == version
     succeed(control_plane, "same", namespace, "2026-11-28T12:00:00Z")
     patch(control_plane, "llmd", "same", namespace, {"spec": {"serving": {"maxTokens": 123}}})
 
@@ -253,7 +267,7 @@ def test_a_rerun_that_publishes_the_same_bytes_rolls_nothing_out(
 
     assert model_version(eventually(reconciled)) == first
 
-    publish(b"other weights")  # a re-run that trained again
+    publish(b"other weights", "other")  # a re-run that trained again
     succeed(control_plane, "same", namespace, "2026-11-28T13:00:00Z")
 
     def rolled() -> None:
@@ -571,7 +585,12 @@ def test_adapters_are_checked_in_minio_and_change_in_place(
         dataset={"source": f"s3://{bucket}/chat/", "format": "chat"},
         output=f"s3://{bucket}/jobs/lora-job/",
     )
-    adapter("jobs/lora-job/model", 5)
+    staged = tmp_path / "lora-job"
+    staged.mkdir()
+    publish_adapter(
+        LocalStore(), staged.as_uri(), base_folder=folder, base_uri=base, base_digest=digest, seed=5
+    )
+    tuned = publish_as_the_runtime(minio, job, staged)
     storage_spec = {
         "endpoint": minio.endpoint,
         "insecure": True,
@@ -630,7 +649,8 @@ def test_adapters_are_checked_in_minio_and_change_in_place(
         return current
 
     second = eventually(joined)
-    assert _user_config_adapters(second)["tuned"] == f"s3://{bucket}/jobs/lora-job/model"
+    # Pinned to the version the operator checked, like the model.
+    assert _user_config_adapters(second)["tuned"] == f"s3://{bucket}/jobs/lora-job/versions/{tuned}"
     # An adapter-only edit: the serve config changes, nothing KubeRay hashes for a cluster does.
     patch(
         control_plane,
@@ -677,4 +697,4 @@ def test_adapters_are_checked_in_minio_and_change_in_place(
         ),
     )
     handed = eventually(lambda: get(control_plane, "rayservice", "tuned", namespace))
-    assert app_args(handed)["modelUri"] == f"s3://{bucket}/jobs/lora-job/model"
+    assert app_args(handed)["modelUri"] == f"s3://{bucket}/jobs/lora-job/versions/{tuned}"

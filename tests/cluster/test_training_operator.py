@@ -8,8 +8,6 @@ from typing import Any
 
 import yaml
 
-from llmkube.api import LLMTrainingJob
-from llmkube.api.runconfig import training_run_config
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.minio import MinioServer
@@ -25,6 +23,8 @@ from tests.cluster.helpers import (
     get,
     patch,
     patch_status,
+    publish_as_the_runtime,
+    staged_files,
     status_of,
     wait_phase,
 )
@@ -207,17 +207,11 @@ def test_an_output_holding_another_runs_model_is_refused_before_anything_starts(
     operator: OperatorProcess,
     minio: MinioServer,
     bucket: str,
+    tmp_path: Path,
 ) -> None:
     storage = {"endpoint": minio.endpoint, "insecure": True, "credentialsSecret": {"name": "s3"}}
     published = training_job_manifest("first", storage=storage, output=f"s3://{bucket}/shared/")
-    # What the runtime leaves once it published: the run's config, then the model's marker.
-    # (Written here as the runtime writes them, since no Ray cluster runs in this tier.)
-    run = training_run_config(LLMTrainingJob.model_validate(published))
-    for key, text in (
-        ("shared/run.json", run.model_dump_json(by_alias=True)),
-        ("shared/model/config.json", "{}"),
-    ):
-        minio.client().put_object(bucket, key, io.BytesIO(text.encode()), len(text.encode()))
+    publish_as_the_runtime(minio, published, staged_files(tmp_path, {"config.json": b"{}"}))
     changed = training_job_manifest(
         "second",
         storage=storage,
@@ -229,12 +223,22 @@ def test_an_output_holding_another_runs_model_is_refused_before_anything_starts(
     ready = condition(status, "Ready")
     assert ready["reason"] == "OutputInUse"
     assert "training.maxSteps: 1000 -> 2000" in ready["message"]
-    assert "Write to a new output" in ready["message"]
+    assert "set restartPolicy: restart" in ready["message"]
     assert not exists(control_plane, "rayjob", "second", namespace)
     # The same settings under another name: it may finish with the published model.
     same = training_job_manifest("third", storage=storage, output=f"s3://{bucket}/shared/")
     apply(control_plane, namespace, same)
     eventually(lambda: get(control_plane, "rayjob", "third", namespace))
+    # Other settings that say to start over there: they may too.
+    restarted = training_job_manifest(
+        "fourth",
+        storage=storage,
+        output=f"s3://{bucket}/shared/",
+        training={"maxSteps": 2000},
+        restartPolicy="restart",
+    )
+    apply(control_plane, namespace, restarted)
+    eventually(lambda: get(control_plane, "rayjob", "fourth", namespace))
 
 
 def test_progress_and_loss_come_from_minio(

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from llmkube.api.artifacts import MODEL_RECORD_FILE, ModelRecord
+from llmkube.api.artifacts import MODEL_RECORD_FILE, ModelRecord, model_pointer_uri
 from llmkube.api.runconfig import StorageConfig, TrainingRunConfig
 from llmkube.local.sample import chat_examples
 from llmkube.runtime.data.manifest import MANIFEST_FILE, DataManifest
@@ -26,6 +26,7 @@ from llmkube.runtime.training.checkpoint import complete_checkpoints
 from llmkube.runtime.training.evaluate import evaluate
 from llmkube.storage import ObjectStore, open_store
 from llmkube.storage.uri import join
+from llmkube.storage.versions import resolve_model
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.pretrained import CHATML, write_tiny_model
 from llmkube.testing.training import TrainingProcess
@@ -48,7 +49,7 @@ def upload_folder(minio: MinioServer, bucket: str, prefix: str, folder: Path) ->
 
 
 def download_folder(store: ObjectStore, uri: str, folder: Path) -> Path:
-    prefix = uri.rstrip("/") + "/"
+    prefix = resolve_model(store, uri).uri + "/"
     for listed in store.list(prefix):
         path = folder / listed.removeprefix(prefix)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +239,7 @@ def test_a_killed_worker_resumes_a_lora_run_from_its_adapter_checkpoint(
     # A LoRA checkpoint holds the adapters alone: tiny next to the model.
     newest = complete_checkpoints(store, config.output)[-1][1]
     assert len(store.read_bytes(join(newest, "model.safetensors"))) < 64 * 1024
-    assert store.exists(join(config.output, "model", MODEL_RECORD_FILE))
+    assert store.exists(model_pointer_uri(config.output))
 
 
 def test_each_machine_copies_a_model_once_and_again_only_what_changed(

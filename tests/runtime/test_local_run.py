@@ -17,6 +17,7 @@ from llmkube.storage import open_store
 from llmkube.testing.models import publish_byte_model
 from llmkube.testing.processes import free_port
 from tests.runtime.local_run import LLMKUBE, Run
+from tests.runtime.training_helpers import published_folder
 
 ROOT = Path(__file__).parents[2]
 FROM_SCRATCH = ROOT / "examples" / "from-scratch"
@@ -47,10 +48,11 @@ def test_from_scratch_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
     try:
         run.wait_for("serving pydoc at", timeout=600)
         model = data_dir / "models" / "pydoc" / "model"
-        evaluation = json.loads((model / "eval.json").read_text())
+        published = published_folder(model.parent)
+        evaluation = json.loads((published / "eval.json").read_text())
         assert evaluation["step"] == 30
         assert f"eval loss {evaluation['eval_loss']:.4f}" in run.log
-        assert (model / "model.safetensors").exists()
+        assert (published / "model.safetensors").exists()
         answer = httpx.post(
             f"http://127.0.0.1:{port}/v1/completions",
             json={"model": "pydoc", "prompt": "The for statement", "max_tokens": 8},
@@ -132,7 +134,7 @@ def test_stopped_training_resumes_from_its_checkpoint(data_dir: Path) -> None:
     records = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "resume"] == [checkpointed]
     assert max(r["step"] for r in records if r["kind"] == "train") == checkpointed + 50
-    assert (output / "model" / "eval.json").exists()
+    assert (published_folder(output) / "eval.json").exists()
 
 
 def published_model(data_dir: Path) -> Path:

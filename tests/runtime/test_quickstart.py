@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from llmkube.testing.processes import free_port
 from tests.runtime.local_run import LLMKUBE, Run
+from tests.runtime.training_helpers import published_folder
 
 ROOT = Path(__file__).parents[2]
 QUESTION = "What does the for statement do?"
@@ -60,7 +61,8 @@ def test_the_quickstart_fine_tunes_smollm2_and_its_chat_answers(tmp_path: Path) 
     )
     try:
         run.wait_for("serving python-chat at", timeout=900)
-        published = tmp_path / "models" / "python-chat" / "model"
+        model_uri = f"file://{tmp_path}/models/python-chat/model"  # what llmkube resolves
+        published = published_folder(tmp_path / "models" / "python-chat")
         evaluation = json.loads((published / "eval.json").read_text())
         assert evaluation["step"] == STEPS
         assert f"eval loss {evaluation['eval_loss']:.4f}" in run.log
@@ -113,7 +115,7 @@ def test_the_quickstart_fine_tunes_smollm2_and_its_chat_answers(tmp_path: Path) 
             tmp_path,
             "generate",
             "--model",
-            f"file://{published}",
+            model_uri,
             "--max-tokens",
             "8",
             "--temperature",

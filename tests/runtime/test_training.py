@@ -10,8 +10,9 @@ import pytest
 import safetensors.torch
 import torch
 
+from llmkube.api.artifacts import EVAL_FILE, model_pointer_uri
 from llmkube.api.runconfig import TrainingRunConfig
-from llmkube.runtime.artifact import EVAL_FILE, load_artifact
+from llmkube.runtime.artifact import load_artifact
 from llmkube.runtime.data.manifest import MANIFEST_FILE, DataManifest
 from llmkube.runtime.data.shards import open_splits
 from llmkube.runtime.training.checkpoint import (
@@ -25,6 +26,7 @@ from llmkube.runtime.training.checkpoint import (
 from llmkube.runtime.training.evaluate import evaluate
 from llmkube.storage import open_store
 from llmkube.storage.uri import join
+from llmkube.storage.versions import resolve_model
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.processes import free_port, stop_by_signal, wait_until
 from llmkube.testing.prometheus import PrometheusServer
@@ -120,7 +122,9 @@ def test_trains_evaluates_and_publishes(
     assert [step for step, _ in complete_checkpoints(store, config.output)] == [150, 200]
 
     model_uri = join(config.output, "model")
-    published = json.loads(store.read_bytes(join(model_uri, EVAL_FILE)))
+    first = resolve_model(store, model_uri)
+    assert first.uri == join(config.output, "versions", str(first.version))
+    published = json.loads(store.read_bytes(join(first.uri, EVAL_FILE)))
     assert published["eval_loss"] == pytest.approx(final)
     loaded = load_artifact(store, model_uri)
     assert loaded.tokenizer.get_vocab_size() == 512
@@ -166,6 +170,23 @@ def test_trains_evaluates_and_publishes(
     assert "already holds a model published by a run with other settings" in refused.log
     assert "training.maxSteps: 200 -> 400" in refused.log
 
+    # Unless the job says to start over: the old run's checkpoints go, its model stays as a
+    # version, and model/ moves to the new one.
+    restarted = config.model_copy(
+        update={
+            "training": config.training.model_copy(update={"max_steps": 30}),
+            "restart_policy": "restart",
+        }
+    )
+    with TrainingProcess(restarted, tmp_path / "restarted", minio.env) as restart:
+        assert restart.wait(RUN_TIMEOUT) == 0, restart.log[-4000:]
+    assert "deleted its checkpoints" in restart.log
+    second = resolve_model(store, model_uri)
+    assert second.version not in (None, first.version)
+    assert json.loads(store.read_bytes(join(second.uri, EVAL_FILE)))["step"] == 30
+    assert store.exists(join(first.uri, "model.safetensors"))
+    assert all(step <= 30 for step, _ in complete_checkpoints(store, config.output))
+
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint(
     minio: MinioServer, bucket: str, dataset: str, tmp_path: Path
@@ -188,7 +209,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(
     steps = [r["step"] for r in records if r["kind"] == "train"]
     assert steps == sorted(steps), "records after the checkpoint must be redone, not duplicated"
     assert steps[-1] == 600
-    assert store.exists(join(config.output, "model", "config.json"))
+    assert store.exists(model_pointer_uri(config.output))
 
 
 def test_a_restarted_driver_resumes_at_the_checkpointed_step(
@@ -201,7 +222,7 @@ def test_a_restarted_driver_resumes_at_the_checkpointed_step(
     with TrainingProcess(config, tmp_path, minio.env) as first:
         checkpointed = wait_for_checkpoint(store, config.output, 100, RUN_TIMEOUT, first.log_path)
         first.kill()
-    assert not store.exists(join(config.output, "model", "config.json"))
+    assert not store.exists(model_pointer_uri(config.output))
     resumed_at = complete_checkpoints(store, config.output)[-1][0]
     assert resumed_at >= checkpointed
 
@@ -265,7 +286,7 @@ def test_a_stopped_driver_shuts_ray_down_and_keeps_its_checkpoint(
         wait_for_checkpoint(store, config.output, 50, RUN_TIMEOUT, run.log_path)
         assert stop_by_signal(run, signum) == 128 + signum, run.log[-4000:]
     assert f"stopped by {signal.Signals(signum).name}" in run.log
-    assert not store.exists(join(config.output, "model", "config.json"))
+    assert not store.exists(model_pointer_uri(config.output))
     step, uri = complete_checkpoints(store, config.output)[-1]
     assert load_state(store, uri).step == step
     weights = safetensors.torch.load(store.read_bytes(join(uri, WEIGHTS_FILE)))

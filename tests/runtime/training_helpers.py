@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from llmkube.api import LLMTrainingJob
-from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE
+from llmkube.api.artifacts import METRICS_FILE, MODEL_DIR, PROGRESS_FILE
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
 from llmkube.storage import ObjectStore, open_store
+from llmkube.storage.store import LocalStore
 from llmkube.storage.uri import join
+from llmkube.storage.versions import resolve_model
 from llmkube.testing.minio import MinioServer
 
 
@@ -83,3 +85,10 @@ def wait_for_checkpoint(
             return step
         time.sleep(0.1)
     raise AssertionError(f"no checkpoint at step >= {at_least} in {timeout}s:\n{log.read_text()}")
+
+
+def published_folder(output: Path) -> Path:
+    """The version folder a file:// output's model/ points at."""
+    resolved = resolve_model(LocalStore(), f"file://{output}/{MODEL_DIR}")
+    assert resolved.version is not None, f"nothing published under {output}"
+    return Path(resolved.uri.removeprefix("file://"))

@@ -83,7 +83,7 @@ def test_another_model_or_dataset_refuses_to_resume_and_says_what_differs(
     message = str(refused.value)
     assert says in message
     assert "step 20" in message
-    assert "delete" in message  # and how to start over
+    assert "restartPolicy: restart" in message  # and how to start over
 
 
 def test_incomplete_folders_are_removed_and_unrecorded_checkpoints_still_resume(

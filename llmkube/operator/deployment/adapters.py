@@ -73,7 +73,7 @@ def _base(model_uri: str, storage: StorageConfig, credentials: Mapping[str, str]
             f"{model_uri} is an llmkube GPT, which takes no LoRA adapters; serve a Hugging Face "
             "model (an imported one or a fine-tune) to add adapters"
         )
-    return _Base(base_uri.rstrip("/"), folder_digest(store(base_uri), base_uri))
+    return _Base(base.uri, folder_digest(store(base.uri), base.uri))
 
 
 def choose_adapters(
@@ -124,5 +124,7 @@ def choose_adapters(
         )
         if problem is not None:
             status.state, status.message = "Refused", problem
+        else:
+            status.uri = adapter.uri  # the version the replicas load, pinned like the model
     uris = {s.name: s.uri for s in statuses if s.state == "Ready" and s.uri is not None}
     return AdapterChoice(uris, statuses)

@@ -42,6 +42,7 @@ from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
 from llmkube.storage import StorageError
 from llmkube.storage.models import folder_digest
+from llmkube.storage.versions import ResolvedModel, resolve_model
 
 
 def model_version(uri: str, published_at: str | None) -> str:
@@ -50,18 +51,24 @@ def model_version(uri: str, published_at: str | None) -> str:
     return hashlib.sha256(f"{uri}@{published_at or ''}".encode()).hexdigest()[:12]
 
 
-def content_version(uri: str, storage: StorageConfig, credentials: Mapping[str, str]) -> str | None:
-    """The version of the model at `uri` from its files (names, sizes, content hashes): the
-    same bytes published again are the same version, and roll nothing out. None when storage
-    cannot be read now."""
+def content_version(
+    uri: str, storage: StorageConfig, credentials: Mapping[str, str]
+) -> ResolvedModel | None:
+    """The folder the model at `uri` is read from, and its version: the one a job's model/
+    points at, or a digest of a plain folder's files (names, sizes, content hashes). The same
+    bytes published again are the same version, and roll nothing out. None when storage cannot
+    be read now."""
     try:
         store = quick_store(uri, storage, credentials)
+        resolved = resolve_model(store, uri)
+        if resolved.version is not None:
+            return resolved
         if not store.list(uri.rstrip("/") + "/"):
             return None  # nothing there (yet): not a version of anything
         digest = folder_digest(store, uri)
     except StorageError:
         return None
-    return digest.removeprefix("sha256:")[:12]
+    return ResolvedModel(uri, digest.removeprefix("sha256:")[:12])
 
 
 def choose_model(
@@ -73,13 +80,16 @@ def choose_model(
     """The model to serve now: the URI, or what the referenced job published when it succeeded;
     versioned by content when `storage` can be read."""
 
-    def version(uri: str, published_at: str | None) -> str:
+    def served(uri: str, published_at: str | None, training_job: str | None) -> ServedModel:
         found = content_version(uri, storage, credentials or {}) if storage else None
-        return found or model_version(uri, published_at)
+        if found is None:
+            version = model_version(uri, published_at)
+            return ServedModel(uri=uri, training_job=training_job, version=version)
+        folder = found.uri if found.uri != uri else None
+        return ServedModel(uri=uri, training_job=training_job, version=found.version, folder=folder)
 
     if deployment.spec.model.uri is not None:
-        uri = deployment.spec.model.uri
-        return ModelChoice(ServedModel(uri=uri, version=version(uri, None)))
+        return ModelChoice(served(deployment.spec.model.uri, None, None))
     reference = deployment.spec.model.training_job_ref
     assert reference is not None  # the model validator guarantees one of the two
     namespace = deployment.metadata.namespace or "default"
@@ -95,13 +105,7 @@ def choose_model(
     phase = status.get("phase") or "Pending"
     published = (status.get("model") or {}).get("uri")
     if phase == "Succeeded" and published:
-        return ModelChoice(
-            ServedModel(
-                uri=published,
-                training_job=reference.name,
-                version=version(published, status.get("completionTime")),
-            )
-        )
+        return ModelChoice(served(published, status.get("completionTime"), reference.name))
     progress = (status.get("progress") or {}).get("summary")
     detail = f"{phase}, {progress}" if progress else phase
     reason = "TrainingJobFailed" if phase == "Failed" else "WaitingForModel"
@@ -216,16 +220,17 @@ def reconcile_deployment(
     monitoring_problem: str | None = None
     adapters = None
     if served is not None and served.uri:
+        model_uri = served.folder or served.uri
         adapters = choose_adapters(
             api,
             deployment,
-            model_uri=served.uri,
+            model_uri=model_uri,
             storage=storage,
             credentials=credentials,
         )
         run_config = serve_run_config(
             deployment,
-            model_uri=served.uri,
+            model_uri=model_uri,
             adapter_uris=adapters.uris,
             default_endpoint=settings.s3_endpoint,
             keys_mounted=True,

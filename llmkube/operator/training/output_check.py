@@ -4,21 +4,13 @@ status that says why, before anything starts."""
 
 from collections.abc import Mapping
 
-from pydantic import ValidationError
-
 from llmkube.api import LLMTrainingJob
-from llmkube.api.artifacts import published_marker
-from llmkube.api.run_identity import (
-    RUN_CONFIG_FILE,
-    identity_changes,
-    output_identity,
-    output_in_use,
-)
-from llmkube.api.runconfig import TrainingRunConfig, training_run_config
+from llmkube.api.run_identity import output_in_use
+from llmkube.api.runconfig import training_run_config
 from llmkube.operator.blocked import InvalidSpecError
 from llmkube.operator.quick_store import quick_store
 from llmkube.storage import StorageError
-from llmkube.storage.uri import join
+from llmkube.storage.outputs import published_here
 
 
 class OutputInUseError(InvalidSpecError):
@@ -30,18 +22,15 @@ class OutputInUseError(InvalidSpecError):
 def output_problem(
     job: LLMTrainingJob, credentials: Mapping[str, str], default_endpoint: str | None
 ) -> str | None:
-    """Why the job may not run on its output; None when it may (or when storage cannot be read
-    now: the runtime checks again)."""
+    """Why the job may not run on its output; None when it may (restartPolicy restart, or
+    storage that cannot be read now: the runtime checks again)."""
     config = training_run_config(job, default_endpoint=default_endpoint)
-    try:
-        store = quick_store(config.output, config.storage, credentials)
-        if not store.exists(
-            published_marker(config.output, pretrained=config.pretrained is not None)
-        ):
-            return None
-        recorded = store.read_bytes(join(config.output, RUN_CONFIG_FILE))
-        previous = TrainingRunConfig.model_validate_json(recorded)
-    except (StorageError, ValidationError):
+    if config.restart_policy == "restart":
         return None
-    changes = identity_changes(output_identity(previous), output_identity(config))
-    return output_in_use(config.output, changes) if changes else None
+    try:
+        published = published_here(quick_store(config.output, config.storage, credentials), config)
+    except StorageError:
+        return None
+    if published is None or not published.changes:
+        return None
+    return output_in_use(config.output, published.changes)

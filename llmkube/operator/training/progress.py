@@ -1,4 +1,5 @@
-"""Reading a running job's progress.json and metrics.jsonl from object storage."""
+"""Reading a running job's progress.json and metrics.jsonl, and the version it published, from
+object storage."""
 
 import json
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from llmkube.operator.quick_store import quick_store
 from llmkube.operator.training.status import ProgressSnapshot
 from llmkube.storage import NotFoundError
 from llmkube.storage.uri import join
+from llmkube.storage.versions import BadPointerError, read_pointer
 
 # metrics.jsonl grows for the whole run; only its end holds the latest numbers.
 METRICS_TAIL_BYTES = 64 * 1024
@@ -71,4 +73,8 @@ def read_snapshot(
         metrics = latest_metrics(complete_lines(tail, truncated))
     except NotFoundError:
         metrics = None
-    return ProgressSnapshot(progress=progress, metrics=metrics)
+    try:
+        published = read_pointer(store, run_config.output)
+    except BadPointerError:
+        published = None  # the runtime says what is wrong with it
+    return ProgressSnapshot(progress=progress, metrics=metrics, published=published)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmkube.api import LLMTrainingJob, LLMTrainingJobStatus
-from llmkube.api.artifacts import MODEL_DIR, ProgressRecord
+from llmkube.api.artifacts import MODEL_DIR, ModelPointer, ProgressRecord
 from llmkube.api.training import (
     CheckpointStatus,
     FinetuneStatus,
@@ -29,6 +29,8 @@ class ProgressSnapshot:
 
     progress: ProgressRecord | None
     metrics: TrainingMetrics | None
+    published: ModelPointer | None = None
+    """What the output's model/ points at."""
 
 
 def verdict_from_rayjob(rayjob_name: str, rayjob_status: dict[str, Any] | None) -> PhaseVerdict:
@@ -146,7 +148,12 @@ def training_status(
             (rayjob_status or {}).get("endTime") or status.completion_time or now
         )
     if verdict.phase == "Succeeded":
-        status.model = PublishedModel(uri=f"{job.spec.output.rstrip('/')}/{MODEL_DIR}")
+        pointer = snapshot.published if snapshot is not None else None
+        known = status.model.version if status.model is not None else None
+        status.model = PublishedModel(
+            uri=f"{job.spec.output.rstrip('/')}/{MODEL_DIR}",
+            version=pointer.version if pointer is not None else known,
+        )
 
     reported = snapshot.progress if snapshot is not None else None
     if reported is not None or status.finetune is None:

@@ -283,7 +283,8 @@ def _describe(skipped: dict[str, int]) -> str:
 
 
 def base_tokenizer_json(config: TrainingRunConfig) -> str:
-    if config.base is None:
+    base = config.base_source()
+    if base is None:
         return ""
-    store = open_store(config.base, config.storage)
-    return store.read_bytes(join(config.base, ARTIFACT_TOKENIZER_FILE)).decode()
+    store = open_store(base, config.storage)
+    return store.read_bytes(join(base, ARTIFACT_TOKENIZER_FILE)).decode()

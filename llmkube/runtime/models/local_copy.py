@@ -12,6 +12,7 @@ from pathlib import Path
 from llmkube.runtime.models.errors import ModelError
 from llmkube.storage import ObjectStore
 from llmkube.storage.uri import local_path
+from llmkube.storage.versions import resolve_model
 
 MODEL_CACHE_ENV = "LLMKUBE_MODEL_CACHE"
 SOURCE_FILE = ".llmkube-source.json"
@@ -55,7 +56,8 @@ def local_model_folder(
     store: ObjectStore, uri: str, *, what: str = "model.pretrained.uri", required: str = REQUIRED
 ) -> Path:
     """A local folder with the model's files (or an adapter's: `required` names its config),
-    fetched if needed."""
+    fetched if needed. A job's model/ is fetched as the version it points at now."""
+    uri = resolve_model(store, uri).uri
     model_file_names(store, uri, what, required)
     if uri.startswith("file://"):
         return local_path(uri.rstrip("/"))

@@ -68,12 +68,10 @@ class AdapterSet:
         log.info("adapter %s removed", name)
 
     def _add(self, name: str, uri: str) -> None:
-        problem = self._problem(uri)
-        if problem is not None:
-            raise ModelError(problem)
+        folder_uri = self._checked(uri)
         store = open_store(uri, self.storage)
         folder = local_model_folder(
-            store, uri, what=f"adapter {name}", required=ADAPTER_CONFIG_FILE
+            store, folder_uri, what=f"adapter {name}", required=ADAPTER_CONFIG_FILE
         )
         model = self._model()
         self.engine.change_adapter(
@@ -83,18 +81,25 @@ class AdapterSet:
         self.served.ids = {**self.served.ids, name: name}
         log.info("adapter %s loaded from %s", name, uri)
 
-    def _problem(self, uri: str) -> str | None:
+    def _checked(self, uri: str) -> str:
+        """The folder of the adapter at `uri` (resolved once: storage.versions); a ModelError
+        when it cannot go on the served model."""
         base = self.served.base
         if base is None:
-            return "llmkube's own GPT models take no LoRA adapters; serve a Hugging Face model"
+            raise ModelError(
+                "llmkube's own GPT models take no LoRA adapters; serve a Hugging Face model"
+            )
         try:
             adapter = inspect_model(open_store(uri, self.storage), uri)
         except StorageError as error:
-            return str(error)
-        return adapter_problem(
+            raise ModelError(str(error)) from None
+        problem = adapter_problem(
             adapter, base_uri=base.uri, base_digest=self.served.base_digest, max_rank=self.max_rank
         )
+        if problem is not None:
+            raise ModelError(problem)
+        return adapter.uri
 
     def _model(self) -> HuggingFaceLM:
-        assert isinstance(self.served.model, HuggingFaceLM), "checked in _problem"
+        assert isinstance(self.served.model, HuggingFaceLM), "checked in _checked"
         return self.served.model

@@ -123,11 +123,11 @@ def load_model(
     uri: str, storage: StorageConfig, device: str, *, name: str, max_lora_rank: int
 ) -> ServedModel:
     """The model at `uri` (any format llmkube publishes or imports), ready to generate; `name`
-    is its model id."""
+    is its model id. A job's model/ is read as the version it points at when loading starts."""
     store = open_store(uri, storage)
     found = inspect_model(store, uri)
     if found.format == "gpt":
-        loaded = load_artifact(store, uri, device=device)
+        loaded = load_artifact(store, found.uri, device=device)
         end_of_text = loaded.tokenizer.token_to_id(END_OF_TEXT)
         codec = PlainPrompts(
             loaded.tokenizer,

@@ -72,7 +72,7 @@ def check_resumable(store: ObjectStore, config: TrainingRunConfig) -> int | None
             f"the newest checkpoint, {uri} (step {step}), was made with a different run: "
             + "; ".join(changes)
             + ". Resuming would load it into another model or skip into other data. Write to "
-            f"another output, or delete {join(config.output, CHECKPOINTS_DIR)}/ to start over"
+            "another output, or set restartPolicy: restart to start over there"
         )
     return step
 

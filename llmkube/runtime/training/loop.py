@@ -3,6 +3,7 @@ it finds the newest complete checkpoint and carries on from that step and data p
 
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,8 +19,8 @@ from pydantic import BaseModel
 from tokenizers import Tokenizer
 from torch import nn
 
-from llmkube.api.artifacts import MODEL_DIR
-from llmkube.api.run_identity import identity_hash, run_identity
+from llmkube.api.artifacts import MODEL_DIR, PUBLISHED_LAST
+from llmkube.api.run_identity import identity_hash, output_identity, run_identity
 from llmkube.api.runconfig import GptConfig, TrainingRunConfig
 from llmkube.runtime.artifact import load_artifact, load_weights, save_artifact, weights_bytes
 from llmkube.runtime.data.examples import IGNORED
@@ -47,7 +48,9 @@ from llmkube.runtime.training.evaluate import evaluate, samples
 from llmkube.runtime.training.optim import learning_rate, make_optimizer
 from llmkube.runtime.training.reporter import Reporter
 from llmkube.storage import ObjectStore, open_store
+from llmkube.storage.store import LocalStore
 from llmkube.storage.uri import join
+from llmkube.storage.versions import publish_version
 
 log = logging.getLogger("llmkube.train")
 
@@ -201,8 +204,9 @@ def set_up(setup: LoopConfig) -> Worker:
             shard_store.read_bytes(join(setup.cache_uri, TOKENIZER_FILE)).decode()
         )
         prompts = PlainPrompts(tokenizer)
-        if config.base is not None:
-            model = load_artifact(open_store(config.base, config.storage), config.base).model
+        base = config.base_source()
+        if base is not None:
+            model = load_artifact(open_store(base, config.storage), base).model
         else:
             assert isinstance(model_config, GptConfig)
             model = build_model(model_config)
@@ -391,7 +395,6 @@ def _publish(
     worker: Worker, final: dict[str, Any], train_loss: float | None, validation_tokens: int
 ) -> None:
     config, state = worker.config, worker.state
-    uri = join(config.output, MODEL_DIR)
     evaluation = {
         "step": state.step,
         "train_loss": train_loss,
@@ -399,30 +402,44 @@ def _publish(
         "validation_tokens": validation_tokens,
         **final,
     }
-    if config.pretrained is not None:
-        assert isinstance(worker.model, HuggingFaceLM)
-        assert worker.model_folder is not None
-        pretrained.publish(
+    with tempfile.TemporaryDirectory(prefix="llmkube-publish-") as scratch:
+        staged = Path(scratch)
+        if config.pretrained is not None:
+            assert isinstance(worker.model, HuggingFaceLM)
+            assert worker.model_folder is not None
+            pretrained.stage(
+                staged,
+                config=config,
+                model=worker.model,
+                folder=worker.model_folder,
+                evaluation=evaluation,
+            )
+        else:
+            assert isinstance(worker.model_config, GptConfig)
+            assert worker.tokenizer is not None
+            save_artifact(
+                LocalStore(),
+                staged.as_uri(),
+                model=worker.model,
+                config=worker.model_config,
+                tokenizer=worker.tokenizer,
+                evaluation=evaluation,
+                card=_card(config, worker.model_config, evaluation),
+            )
+        pointer = publish_version(
             worker.store,
-            uri,
-            config=config,
-            model=worker.model,
-            folder=worker.model_folder,
-            evaluation=evaluation,
+            config.output,
+            staged,
+            run=identity_hash(output_identity(config)),
+            provenance=config.model_dump_json(by_alias=True, indent=2).encode(),
+            last=PUBLISHED_LAST,
         )
-    else:
-        assert isinstance(worker.model_config, GptConfig)
-        assert worker.tokenizer is not None
-        save_artifact(
-            worker.store,
-            uri,
-            model=worker.model,
-            config=worker.model_config,
-            tokenizer=worker.tokenizer,
-            evaluation=evaluation,
-            card=_card(config, worker.model_config, evaluation),
-        )
-    log.info("published the model to %s (eval loss %.4f)", uri, final["eval_loss"])
+    log.info(
+        "published the model to %s as version %s (eval loss %.4f)",
+        join(config.output, MODEL_DIR),
+        pointer.version,
+        final["eval_loss"],
+    )
 
 
 def _card(config: TrainingRunConfig, model: GptConfig, evaluation: dict[str, Any]) -> str:

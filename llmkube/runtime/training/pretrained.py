@@ -1,17 +1,22 @@
 """Fine-tuning a pretrained Hugging Face model with the same loop as llmkube's GPT: the driver
 checks the model and the settings before Ray starts (`resolve`), each worker loads the model from
-its local copy (`load`), and rank 0 publishes a folder transformers and peft load as it is
-(`publish`)."""
+its local copy (`load`), and rank 0 stages a folder transformers and peft load as it is
+(`stage`), which the loop publishes."""
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import peft
 
-from llmkube.api.artifacts import MERGED_DIR, MODEL_RECORD_FILE, BaseModelRecord, ModelRecord
+from llmkube.api.artifacts import (
+    EVAL_FILE,
+    MERGED_DIR,
+    MODEL_RECORD_FILE,
+    BaseModelRecord,
+    ModelRecord,
+)
 from llmkube.api.runconfig import DEFAULT_PRETRAINED_CONTEXT, PretrainedConfig, TrainingRunConfig
 from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.examples import chat_template_problem
@@ -29,20 +34,17 @@ from llmkube.runtime.models.huggingface import (
 )
 from llmkube.runtime.models.local_copy import local_model_folder
 from llmkube.runtime.training.lora import check_lora, with_lora
-from llmkube.storage import ObjectStore, open_store
+from llmkube.storage import open_store
 from llmkube.storage.models import folder_digest
-from llmkube.storage.uri import join
 
 log = logging.getLogger("llmkube.train")
 
-EVAL_FILE = "eval.json"
 CARD_FILE = "README.md"
 
 
 def model_folder(config: TrainingRunConfig) -> Path:
     """This machine's copy of the pretrained model."""
-    assert config.pretrained is not None
-    uri = config.pretrained.uri
+    uri = config.pretrained_source()
     return local_model_folder(open_store(uri, config.storage), uri)
 
 
@@ -86,68 +88,58 @@ def load(
     return HuggingFaceLM(model, summary)
 
 
-def _upload(store: ObjectStore, uri: str, folder: Path, last: tuple[str, ...] = ()) -> None:
-    """Every file under `folder`; the `last` names after all others."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    files.sort(key=lambda path: path.name in last)
-    for path in files:
-        store.write_bytes(join(uri, path.relative_to(folder).as_posix()), path.read_bytes())
-
-
-def publish(
-    store: ObjectStore,
-    uri: str,
+def stage(
+    out: Path,
     *,
     config: TrainingRunConfig,
     model: HuggingFaceLM,
     folder: Path,
     evaluation: dict[str, Any],
 ) -> None:
-    """Write `uri` as a Hugging Face folder: the full model with its tokenizer, or the LoRA
-    adapter (adapter_config.json, adapter_model.safetensors) with the tokenizer, and with
-    mergeOnPublish the merged model under merged/. The record goes last, so a reader that
-    finds it finds the rest."""
+    """Write the model to publish into the local folder `out` as a Hugging Face folder: the
+    full model with its tokenizer, or the LoRA adapter (adapter_config.json,
+    adapter_model.safetensors) with the tokenizer, and with mergeOnPublish the merged model under
+    merged/; with the record of what it is (MODEL_RECORD_FILE, to be uploaded last)."""
     pretrained = config.pretrained
     assert pretrained is not None
+    base_uri = config.pretrained_source()
     parameters, trainable = parameter_counts(model)
     tokenizer = {
         name: data for name, data in tokenizer_files(folder).items() if name != MODEL_CONFIG_FILE
     }
     inner: Any = model.hf_model
     merged = None
-    with tempfile.TemporaryDirectory(prefix="llmkube-publish-") as scratch:
-        out = Path(scratch)
-        for name, data in tokenizer.items():
-            (out / name).write_bytes(data)
-        if isinstance(inner, peft.PeftModel):
-            inner.save_pretrained(str(out))
-            adapter = out / "adapter_config.json"
-            settings = json.loads(adapter.read_text())
-            settings["base_model_name_or_path"] = pretrained.uri
-            adapter.write_text(json.dumps(settings, indent=2))
-            if pretrained.merge_on_publish:
-                merged = MERGED_DIR
-                for name, data in tokenizer.items():
-                    (out / merged).mkdir(exist_ok=True)
-                    (out / merged / name).write_bytes(data)
-                inner.merge_and_unload().save_pretrained(out / merged)
-        else:
-            inner.save_pretrained(out)
-        (out / EVAL_FILE).write_text(json.dumps(evaluation, indent=2))
-        (out / CARD_FILE).write_text(_card(config, model.config, evaluation, trainable))
-        _upload(store, uri, out, last=(MODEL_CONFIG_FILE,))
+    for name, data in tokenizer.items():
+        (out / name).write_bytes(data)
+    if isinstance(inner, peft.PeftModel):
+        inner.save_pretrained(str(out))
+        adapter = out / "adapter_config.json"
+        settings = json.loads(adapter.read_text())
+        # The version it was trained on exactly: a job's model/ may point elsewhere later.
+        settings["base_model_name_or_path"] = base_uri
+        adapter.write_text(json.dumps(settings, indent=2))
+        if pretrained.merge_on_publish:
+            merged = MERGED_DIR
+            for name, data in tokenizer.items():
+                (out / merged).mkdir(exist_ok=True)
+                (out / merged / name).write_bytes(data)
+            inner.merge_and_unload().save_pretrained(out / merged)
+    else:
+        inner.save_pretrained(out)
+    (out / EVAL_FILE).write_text(json.dumps(evaluation, indent=2))
+    (out / CARD_FILE).write_text(_card(config, model.config, evaluation, trainable))
     record = ModelRecord(
         format="lora" if pretrained.method == "lora" else "huggingface",
         architecture=model.config.model_type,
         parameters=parameters,
         trainable_parameters=trainable,
         base=BaseModelRecord(
-            uri=pretrained.uri,
-            digest=folder_digest(open_store(pretrained.uri, config.storage), pretrained.uri),
+            uri=base_uri,
+            digest=folder_digest(open_store(base_uri, config.storage), base_uri),
         ),
         merged=merged,
     )
-    store.write_bytes(join(uri, MODEL_RECORD_FILE), record.model_dump_json(indent=2).encode())
+    (out / MODEL_RECORD_FILE).write_text(record.model_dump_json(indent=2))
 
 
 def _card(
