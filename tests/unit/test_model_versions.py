@@ -5,12 +5,10 @@ the pointer first; a run decides what to do with another run's work in its outpu
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from llmkube.api import LLMTrainingJob
 from llmkube.api.artifacts import PUBLISHED_LAST, model_pointer_uri, version_uri
 from llmkube.api.run_identity import (
     RUN_CONFIG_FILE,
@@ -18,11 +16,10 @@ from llmkube.api.run_identity import (
     output_identity,
     run_identity,
 )
-from llmkube.api.runconfig import GptConfig, TrainingRunConfig, training_run_config
+from llmkube.api.runconfig import GptConfig, TrainingRunConfig
 from llmkube.runtime.artifact import load_artifact, save_artifact
 from llmkube.runtime.models import build_model
 from llmkube.runtime.tokenizer import byte_tokenizer
-from llmkube.runtime.training.checkpoint import CheckpointState, checkpoint_uri, save_checkpoint
 from llmkube.runtime.training.output import OutputInUseError, plan_output
 from llmkube.storage import ObjectStore, open_store
 from llmkube.storage.models import inspect_model
@@ -34,6 +31,7 @@ from llmkube.storage.versions import (
     read_pointer,
     resolve_model,
 )
+from tests.unit.file_runs import checkpoint, file_run_config
 
 
 class WatchedStore(LocalStore):
@@ -168,22 +166,6 @@ def test_a_pointer_that_is_not_one_is_reported(tmp_path: Path) -> None:
 # What a run does with the output it is given.
 
 
-def run_config(tmp_path: Path, **spec: Any) -> TrainingRunConfig:
-    job = LLMTrainingJob.model_validate(
-        {
-            "metadata": {"name": "versioned"},
-            "spec": {
-                "model": {"preset": "tiny"},
-                "dataset": {"source": f"file://{tmp_path}/data"},
-                "training": {"maxSteps": 100},
-                "output": f"file://{tmp_path}/out",
-                **spec,
-            },
-        }
-    )
-    return training_run_config(job)
-
-
 def published_by(run: TrainingRunConfig, tmp_path: Path, name: str) -> str:
     """Publish a model as `run` would, and record it as the last run started there."""
     stage_gpt(tmp_path / name, n_layer=1 + len(name) % 3)
@@ -199,22 +181,8 @@ def published_by(run: TrainingRunConfig, tmp_path: Path, name: str) -> str:
 
 
 def leave_checkpoint(run: TrainingRunConfig, step: int) -> None:
-    identity = run_identity(run)
-    save_checkpoint(
-        open_store("file://"),
-        checkpoint_uri(run.output, step),
-        weights=b"w",
-        optimizer={},
-        rng_states=[],
-        state=CheckpointState(
-            step=step,
-            samples=step,
-            tokens_seen=step,
-            total_steps=100,
-            identity=identity,
-            identity_hash=identity_hash(identity),
-        ),
-    )
+    """What an interrupted run leaves: a checkpoint, its settings, progress and metrics."""
+    checkpoint(run, step, run_identity(run))
     store = open_store("file://")
     store.write_bytes(f"{run.output}/{RUN_CONFIG_FILE}", run.model_dump_json().encode())
     store.write_bytes(f"{run.output}/progress.json", b"{}")
@@ -224,7 +192,7 @@ def leave_checkpoint(run: TrainingRunConfig, step: int) -> None:
 def test_a_run_with_the_settings_that_published_the_model_finishes_at_once(
     tmp_path: Path,
 ) -> None:
-    run = run_config(tmp_path)
+    run = file_run_config(tmp_path)
     version = published_by(run, tmp_path, "first")
     renamed = run.model_copy(update={"job": run.job.model_copy(update={"name": "other-name"})})
     plan = plan_output(open_store("file://"), renamed)
@@ -233,9 +201,9 @@ def test_a_run_with_the_settings_that_published_the_model_finishes_at_once(
 
 
 def test_other_settings_are_refused_unless_restart_is_asked_for(tmp_path: Path) -> None:
-    published = run_config(tmp_path)
+    published = file_run_config(tmp_path)
     published_by(published, tmp_path, "first")
-    longer = run_config(tmp_path, training={"maxSteps": 400})
+    longer = file_run_config(tmp_path, training={"maxSteps": 400})
     with pytest.raises(OutputInUseError) as refused:
         plan_output(open_store("file://"), longer)
     assert "training.maxSteps: 100 -> 400" in str(refused.value)
@@ -244,12 +212,12 @@ def test_other_settings_are_refused_unless_restart_is_asked_for(tmp_path: Path) 
 
 def test_restart_deletes_the_old_runs_work_but_keeps_what_it_published(tmp_path: Path) -> None:
     store = open_store("file://")
-    old = run_config(tmp_path)
+    old = file_run_config(tmp_path)
     version = published_by(old, tmp_path, "first")
     leave_checkpoint(old, 40)
     (tmp_path / "out" / "cache").mkdir()
     (tmp_path / "out" / "cache" / "manifest.json").write_text("{}")
-    restart = run_config(tmp_path, training={"maxSteps": 400}, restartPolicy="restart")
+    restart = file_run_config(tmp_path, training={"maxSteps": 400}, restartPolicy="restart")
     plan = plan_output(store, restart)
     assert (plan.published, plan.resume_from) == (None, None)
     out = tmp_path / "out"
@@ -269,20 +237,20 @@ def test_a_restarted_run_that_is_itself_restarted_resumes_its_own_checkpoints(
 ) -> None:
     """After the first attempt of a restart recorded its settings, a second attempt (Ray
     restarting the driver, the operator retrying) resumes instead of starting over again."""
-    old = run_config(tmp_path)
+    old = file_run_config(tmp_path)
     published_by(old, tmp_path, "first")
-    restart = run_config(tmp_path, training={"maxSteps": 400}, restartPolicy="restart")
+    restart = file_run_config(tmp_path, training={"maxSteps": 400}, restartPolicy="restart")
     leave_checkpoint(restart, 60)
     assert plan_output(open_store("file://"), restart).resume_from == 60
 
 
 def test_restart_also_replaces_checkpoints_of_another_model(tmp_path: Path) -> None:
-    small = run_config(tmp_path, model={"preset": "small"})
+    small = file_run_config(tmp_path, model={"preset": "small"})
     leave_checkpoint(small, 30)
     (tmp_path / "out" / RUN_CONFIG_FILE).unlink()  # a run that recorded no settings
-    tiny = run_config(tmp_path)
+    tiny = file_run_config(tmp_path)
     with pytest.raises(Exception, match="restartPolicy: restart"):
         plan_output(open_store("file://"), tiny)
-    restart = run_config(tmp_path, restartPolicy="restart")
+    restart = file_run_config(tmp_path, restartPolicy="restart")
     assert plan_output(open_store("file://"), restart).resume_from is None
     assert open_store("file://").list(f"{tiny.output}/checkpoints/") == []
