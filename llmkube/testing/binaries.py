@@ -29,13 +29,17 @@ def _run_script(script: str) -> dict[str, Path]:
 
 @cache
 def server_binaries() -> dict[str, Path]:
-    """kube-apiserver, kube-controller-manager, kubectl, etcd, minio and helm (built on first
-    use)."""
+    """kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, minio, helm,
+    KubeRay's ray-operator, kwok and the folder of kwok's stages (built on first use)."""
     dirs = _run_script("build-binaries.sh")
     return {
         "kube-apiserver": dirs["kubernetes"] / "kube-apiserver",
         "kube-controller-manager": dirs["kubernetes"] / "kube-controller-manager",
+        "kube-scheduler": dirs["kubernetes"] / "kube-scheduler",
         "kubectl": dirs["kubernetes"] / "kubectl",
+        "ray-operator": dirs["kuberay"] / "ray-operator",
+        "kwok": dirs["kwok"] / "kwok",
+        "kwok-stages": dirs["kwok"] / "stages",
         "etcd": dirs["etcd"] / "etcd",
         "minio": dirs["minio"] / "minio",
         "helm": dirs["helm"] / "helm",

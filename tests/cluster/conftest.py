@@ -11,6 +11,7 @@ import pytest
 
 from llmkube.testing.binaries import server_binaries, third_party_crds
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.fleet import Fleet
 from llmkube.testing.operator import OperatorProcess
 
 ROOT = Path(__file__).parents[2]
@@ -102,3 +103,28 @@ def operator(
 
 def control_plane_helm() -> Path:
     return server_binaries()["helm"]
+
+
+FLEET_NAMESPACES = 4
+"""Namespaces KubeRay's real controller acts in (one per fleet test); elsewhere the tests still
+write what KubeRay would."""
+
+
+@pytest.fixture(scope="session")
+def fleet_namespaces(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """The real kube-scheduler, KubeRay controller and kwok's simulated GPU pools
+    (llmkube.testing.fleet), and the namespaces KubeRay watches, handed out one per test."""
+    names = [f"fleet-{secrets.token_hex(3)}-{i}" for i in range(FLEET_NAMESPACES)]
+    for name in names:
+        created = control_plane.kubectl("create", "namespace", name)
+        assert created.returncode == 0, created.stderr
+    with Fleet.start(control_plane, tmp_path_factory.mktemp("fleet"), namespaces=names):
+        yield names
+
+
+@pytest.fixture
+def fleet_namespace(fleet_namespaces: list[str]) -> str:
+    assert fleet_namespaces, f"more fleet tests than FLEET_NAMESPACES ({FLEET_NAMESPACES})"
+    return fleet_namespaces.pop()
