@@ -174,6 +174,9 @@ def training_job_crd() -> dict[str, Any]:
             _printer_column(
                 "Finetune", ".status.finetune.summary", "string", "Fine-tuning method and share"
             ),
+            _printer_column(
+                "Waiting", ".status.waitingFor", "string", "What the pending pods wait for"
+            ),
             _AGE,
         ],
         scale=False,

@@ -617,6 +617,9 @@ class LLMTrainingJobStatus(StatusModel):
     """Times the run was restarted after a failure."""
     message: str | None = None
     """The latest thing a human should know."""
+    waiting_for: str | None = None
+    """While pending: what the scheduler cannot find for the job's Ray pods (how many GPUs,
+    CPUs and how much memory, on which nodes), and what to change."""
 
 
 class LLMTrainingJob(WireModel):

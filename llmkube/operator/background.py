@@ -66,6 +66,11 @@ class BackgroundLoop(threading.Thread):
                     self._start(
                         ("progress", namespace, name), partial(self._progress, namespace, name)
                     )
+                # Pods the scheduler cannot place change no RayJob: look for them.
+                for namespace, name in self.registry.in_phase("Pending"):
+                    self._start(
+                        ("scheduling", namespace, name), partial(self._scheduling, namespace, name)
+                    )
                 next_progress = now + self.settings.progress_interval_seconds
 
     def _start(self, key: WorkKey, work: Callable[[], None]) -> None:
@@ -96,6 +101,11 @@ class BackgroundLoop(threading.Thread):
     def _progress(self, namespace: str, name: str) -> None:
         refresh_training_status(
             self.api, namespace, name, self.settings, self.registry, read_progress=True
+        )
+
+    def _scheduling(self, namespace: str, name: str) -> None:
+        refresh_training_status(
+            self.api, namespace, name, self.settings, self.registry, read_progress=False
         )
 
     def stop(self) -> None:

@@ -8,6 +8,7 @@ import datetime
 import json
 import logging
 import socket
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ class Resource:
 CONFIGMAPS = Resource("", "v1", "configmaps")
 EVENTS = Resource("", "v1", "events")
 SECRETS = Resource("", "v1", "secrets")
+PODS = Resource("", "v1", "pods")
 RAYJOBS = Resource(*contract.RAYJOBS)
 TRAINING_JOBS = Resource(*contract.TRAINING_JOBS)
 DEPLOYMENTS = Resource(*contract.DEPLOYMENTS)
@@ -119,8 +121,13 @@ class KubeApi:
                 return None
             raise
 
-    def list(self, resource: Resource, namespace: str) -> list[Body]:
-        items: list[Body] = self._request("GET", resource.path(namespace))["items"]
+    def list(
+        self, resource: Resource, namespace: str, label_selector: str | None = None
+    ) -> list[Body]:
+        path = resource.path(namespace)
+        if label_selector is not None:
+            path += "?" + urllib.parse.urlencode({"labelSelector": label_selector})
+        items: list[Body] = self._request("GET", path)["items"]
         return items
 
     def create(self, resource: Resource, namespace: str, body: Body) -> Body:

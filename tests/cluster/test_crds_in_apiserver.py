@@ -45,7 +45,7 @@ def test_examples_apply_and_show_printer_columns(
     assert patched.returncode == 0, patched.stderr
 
     jobs = control_plane.kubectl("get", "ltj", "-n", namespace).stdout.splitlines()
-    assert jobs[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "FINETUNE", "AGE"]
+    assert jobs[0].split() == ["NAME", "PHASE", "PROGRESS", "LOSS", "FINETUNE", "WAITING", "AGE"]
     assert jobs[1].split()[:5] == ["shakespeare", "Running", "500/5000", "(10%)", "2.75"]
 
     deployments = control_plane.kubectl("get", "llmd", "-n", namespace).stdout.splitlines()

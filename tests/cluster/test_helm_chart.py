@@ -100,6 +100,7 @@ WORKLOADS = {
     ),
     ("", "secrets", "get"),
     ("", "events", "create"),
+    ("", "pods", "list"),
     *(("networking.k8s.io", "networkpolicies", verb) for verb in ("create", "get", "patch")),
     *(
         ("ray.io", kind, verb)

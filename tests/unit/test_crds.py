@@ -62,7 +62,7 @@ def test_training_job_crd_names_columns_and_subresources() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"].upper() for c in version["additionalPrinterColumns"]]
-    assert columns == ["PHASE", "PROGRESS", "LOSS", "FINETUNE", "AGE"]
+    assert columns == ["PHASE", "PROGRESS", "LOSS", "FINETUNE", "WAITING", "AGE"]
     assert schema_of(crd)["required"] == ["metadata", "spec"]
 
 

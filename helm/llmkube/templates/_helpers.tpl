@@ -47,6 +47,10 @@ watches them all. */ -}}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# The Ray pods of a job waiting to start: why the scheduler cannot place them goes into status.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [create, get, patch]

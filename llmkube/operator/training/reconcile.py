@@ -11,6 +11,7 @@ from llmkube.operator.conditions import utcnow
 from llmkube.operator.kube import (
     CONFIGMAPS,
     NETWORK_POLICIES,
+    PODS,
     RAYJOBS,
     SECRETS,
     TRAINING_JOBS,
@@ -20,6 +21,7 @@ from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
 from llmkube.operator.owned import NameConflictError, create_or_get_owned
 from llmkube.operator.patches import changed_paths
 from llmkube.operator.registry import TrainingPhasesAndRetries
+from llmkube.operator.scheduling import waiting_for
 from llmkube.operator.secret_refs import credentials_env, find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_status, write_training_status
@@ -35,6 +37,11 @@ from llmkube.operator.training.status import training_status
 from llmkube.storage import StorageError
 
 log = logging.getLogger(__name__)
+
+STARTING = ("", "New", "Initializing")
+"""KubeRay's jobDeploymentStatus while the job's Ray cluster is not ready yet."""
+RAY_CLUSTER_LABEL = "ray.io/cluster"
+"""The label KubeRay puts on a RayCluster's pods."""
 
 
 def _credentials(
@@ -221,6 +228,7 @@ def refresh_training_status(
     job = valid or applied_job(body, rayjob)  # an invalid spec: follow what runs
     if job is None:
         return
+    unschedulable = _waiting_for(api, namespace, rayjob)
     snapshot = None
     if read_progress:
         try:
@@ -240,5 +248,15 @@ def refresh_training_status(
         ignored_spec_changes=[] if problem else ignored_spec_changes(rayjob, job),
         now=utcnow(),
         invalid_spec=problem,
+        unschedulable=unschedulable,
     )
     write_training_status(api, body, status, registry)
+
+
+def _waiting_for(api: KubeApi, namespace: str, rayjob: dict[str, Any]) -> str | None:
+    """While the RayJob's cluster starts: why the scheduler cannot place its pods, if so."""
+    status = rayjob.get("status") or {}
+    cluster = status.get("rayClusterName")
+    if status.get("jobDeploymentStatus") not in STARTING or not cluster:
+        return None
+    return waiting_for(api.list(PODS, namespace, label_selector=f"{RAY_CLUSTER_LABEL}={cluster}"))

@@ -130,13 +130,17 @@ def training_status(
     ignored_spec_changes: list[str],
     now: str,
     invalid_spec: str | None = None,
+    unschedulable: str | None = None,
 ) -> LLMTrainingJobStatus:
     """The status of a job whose RayJob exists. `snapshot` None keeps the progress last read.
     `invalid_spec` says why the stored spec no longer validates (`job` is then the spec the
     RayJob was built from, which it keeps running with)."""
     generation = job.metadata.generation
     verdict = verdict_from_rayjob(rayjob_name, rayjob_status)
+    if verdict.phase == "Pending" and unschedulable is not None:
+        verdict = PhaseVerdict("Pending", "Unschedulable", unschedulable)
     status = current.model_copy(deep=True)
+    status.waiting_for = unschedulable if verdict.phase == "Pending" else None
     status.phase = verdict.phase
     status.observed_generation = generation
     status.ray_job_name = rayjob_name

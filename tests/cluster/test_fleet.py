@@ -1,0 +1,119 @@
+"""Against KubeRay's real controller and the real kube-scheduler, on kwok's simulated GPU pools
+(llmkube.testing.fleet): nothing here writes what KubeRay or the scheduler would."""
+
+import json
+from typing import Any
+
+from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.fleet import GPU_RESOURCE, POOL_LABEL
+from llmkube.testing.manifests import training_job_manifest
+from llmkube.testing.operator import OperatorProcess
+from tests.cluster.helpers import apply, eventually, get, listed
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def gpu_job(name: str, accelerator: str, **resources: object) -> dict[str, Any]:
+    """A training job whose workers ask for the pool of `accelerator`, tolerating its taint."""
+    pool = {"accelerator": accelerator, "tolerations": [GPU_TOLERATION]}
+    return training_job_manifest(name, resources={**resources, "nodePool": pool})
+
+
+def pods_of(cp: ControlPlane, namespace: str, cluster: str) -> list[dict[str, Any]]:
+    return [
+        pod
+        for pod in listed(cp, "pods", namespace)
+        if pod["metadata"].get("labels", {}).get("ray.io/cluster") == cluster
+    ]
+
+
+def node_pool(cp: ControlPlane, node: str) -> str:
+    found = cp.kubectl("get", "node", node, "-o", "json")
+    assert found.returncode == 0, found.stderr
+    pool: str = json.loads(found.stdout)["metadata"]["labels"][POOL_LABEL]
+    return pool
+
+
+def test_a_training_job_lands_on_the_gpu_pool_it_asks_for(
+    control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
+) -> None:
+    namespace = fleet_namespace
+    job = gpu_job(
+        "on-a100", A100, workers=3, gpusPerWorker=4, cpusPerWorker=8, memoryPerWorker="32Gi"
+    )
+    apply(control_plane, namespace, job)
+
+    def cluster_name() -> str:
+        rayjob = get(control_plane, "rayjob", "on-a100", namespace)
+        name: str | None = (rayjob.get("status") or {}).get("rayClusterName")
+        assert name, rayjob.get("status")
+        return name
+
+    cluster = eventually(cluster_name, timeout=60)
+
+    def placed() -> list[dict[str, Any]]:
+        pods = pods_of(control_plane, namespace, cluster)
+        assert len(pods) == 4, [p["metadata"]["name"] for p in pods]  # the head and 3 workers
+        assert all(p["status"].get("phase") == "Running" for p in pods), [
+            (p["metadata"]["name"], p["status"].get("phase")) for p in pods
+        ]
+        return pods
+
+    pods = eventually(placed, timeout=90)
+    workers = [p for p in pods if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
+    head = next(p for p in pods if p["metadata"]["labels"].get("ray.io/node-type") == "head")
+    assert len(workers) == 3
+    for worker in workers:
+        (container,) = [c for c in worker["spec"]["containers"] if c["name"] == "ray-worker"]
+        requests = container["resources"]["requests"]
+        assert (requests[GPU_RESOURCE], requests["cpu"], requests["memory"]) == ("4", "8", "32Gi")
+        assert container["resources"]["limits"][GPU_RESOURCE] == "4"
+        assert worker["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == A100
+        assert GPU_TOLERATION in worker["spec"]["tolerations"]
+        assert node_pool(control_plane, worker["spec"]["nodeName"]) == "a100"
+    # 8 GPUs per A100 node: three workers of 4 need both nodes, two on one of them.
+    assert len({w["spec"]["nodeName"] for w in workers}) == 2
+    # The head asks for no GPU and tolerates no taint: it lands on the CPU pool.
+    assert node_pool(control_plane, head["spec"]["nodeName"]) == "cpu"
+    assert head["status"]["podIP"]
+
+
+def test_a_job_its_pool_cannot_hold_says_what_it_waits_for(
+    control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
+) -> None:
+    namespace = fleet_namespace
+    too_big = gpu_job("too-big", A100, workers=1, gpusPerWorker=16)  # A100 nodes have 8 each
+    no_pool = gpu_job("no-pool", "NVIDIA-H100-80GB-HBM3", gpusPerWorker=1)
+    apply(control_plane, namespace, too_big, no_pool)
+
+    def waiting(name: str, *parts: str) -> None:
+        status = get(control_plane, "ltj", name, namespace).get("status") or {}
+        assert status.get("phase") == "Pending", status
+        message = status.get("waitingFor") or ""
+        for part in parts:
+            assert part in message, message
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (ready["reason"], ready["message"]) == ("Unschedulable", message)
+
+    eventually(
+        lambda: waiting(
+            "too-big",
+            "1 of 2 Ray pods cannot be scheduled",
+            "16 x nvidia.com/gpu",
+            "Insufficient nvidia.com/gpu",
+            "add nodes to the pool",
+        ),
+        timeout=60,
+    )
+    eventually(
+        lambda: waiting(
+            "no-pool",
+            "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3",
+            "no node carries those labels",
+        ),
+        timeout=60,
+    )
+    # The printer column shows it too.
+    table = control_plane.kubectl("get", "ltj", "too-big", "-n", namespace)
+    assert "16 x nvidia.com/gpu" in table.stdout, table.stdout
