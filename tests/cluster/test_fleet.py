@@ -117,3 +117,31 @@ def test_a_job_its_pool_cannot_hold_says_what_it_waits_for(
     # The printer column shows it too.
     table = control_plane.kubectl("get", "ltj", "too-big", "-n", namespace)
     assert "16 x nvidia.com/gpu" in table.stdout, table.stdout
+
+
+def test_deleting_a_job_takes_its_rayjob_raycluster_and_pods_with_it(
+    control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
+) -> None:
+    namespace = fleet_namespace
+    apply(control_plane, namespace, gpu_job("short-lived", "NVIDIA-L4", gpusPerWorker=1))
+
+    def submitted() -> None:
+        clusters = listed(control_plane, "rayclusters", namespace)
+        assert len(clusters) == 1
+        ray_pods = pods_of(control_plane, namespace, clusters[0]["metadata"]["name"])
+        assert len(ray_pods) == 2, [p["metadata"]["name"] for p in ray_pods]
+        assert all(p["status"].get("phase") == "Running" for p in ray_pods)
+        # Its cluster ready, KubeRay started the `ray job submit` Job from our template.
+        assert listed(control_plane, "jobs", namespace)
+
+    eventually(submitted, timeout=90)
+    deleted = control_plane.kubectl("delete", "ltj", "short-lived", "-n", namespace)
+    assert deleted.returncode == 0, deleted.stderr
+
+    def gone() -> None:
+        # kube-controller-manager's garbage collector follows the ownerReferences the operator
+        # and KubeRay set; kwok lets the pods' deletion complete as a kubelet would.
+        for kind in ("rayjobs", "rayclusters", "jobs", "pods"):
+            assert listed(control_plane, kind, namespace) == [], kind
+
+    eventually(gone, timeout=90)
