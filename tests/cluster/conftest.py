@@ -5,6 +5,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -105,26 +106,38 @@ def control_plane_helm() -> Path:
     return server_binaries()["helm"]
 
 
-FLEET_NAMESPACES = 4
+FLEET_NAMESPACES = 8
 """Namespaces KubeRay's real controller acts in (one per fleet test); elsewhere the tests still
 write what KubeRay would."""
 
 
+@dataclass
+class FleetUnderTest:
+    fleet: Fleet
+    free_namespaces: list[str]
+
+
 @pytest.fixture(scope="session")
-def fleet_namespaces(
+def fleet_under_test(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[str]]:
+) -> Iterator[FleetUnderTest]:
     """The real kube-scheduler, KubeRay controller and kwok's simulated GPU pools
     (llmkube.testing.fleet), and the namespaces KubeRay watches, handed out one per test."""
     names = [f"fleet-{secrets.token_hex(3)}-{i}" for i in range(FLEET_NAMESPACES)]
     for name in names:
         created = control_plane.kubectl("create", "namespace", name)
         assert created.returncode == 0, created.stderr
-    with Fleet.start(control_plane, tmp_path_factory.mktemp("fleet"), namespaces=names):
-        yield names
+    with Fleet.start(control_plane, tmp_path_factory.mktemp("fleet"), namespaces=names) as fleet:
+        yield FleetUnderTest(fleet, names)
 
 
 @pytest.fixture
-def fleet_namespace(fleet_namespaces: list[str]) -> str:
-    assert fleet_namespaces, f"more fleet tests than FLEET_NAMESPACES ({FLEET_NAMESPACES})"
-    return fleet_namespaces.pop()
+def fleet(fleet_under_test: FleetUnderTest) -> Fleet:
+    return fleet_under_test.fleet
+
+
+@pytest.fixture
+def fleet_namespace(fleet_under_test: FleetUnderTest) -> str:
+    free = fleet_under_test.free_namespaces
+    assert free, f"more fleet tests than FLEET_NAMESPACES ({FLEET_NAMESPACES})"
+    return free.pop()

@@ -5,10 +5,19 @@ import json
 from typing import Any
 
 from llmkube.testing.controlplane import ControlPlane
-from llmkube.testing.fleet import GPU_RESOURCE, POOL_LABEL
+from llmkube.testing.fleet import GPU_RESOURCE, POOL_LABEL, Fleet
 from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.operator import OperatorProcess
-from tests.cluster.helpers import apply, eventually, get, listed
+from tests.cluster.helpers import (
+    apply,
+    condition,
+    events_for,
+    eventually,
+    get,
+    listed,
+    status_of,
+    wait_phase,
+)
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -18,6 +27,11 @@ def gpu_job(name: str, accelerator: str, **resources: object) -> dict[str, Any]:
     """A training job whose workers ask for the pool of `accelerator`, tolerating its taint."""
     pool = {"accelerator": accelerator, "tolerations": [GPU_TOLERATION]}
     return training_job_manifest(name, resources={**resources, "nodePool": pool})
+
+
+def cpu_job(name: str, **spec: Any) -> dict[str, Any]:
+    """A training job on the CPU pool (no GPU, so no pool to ask for)."""
+    return training_job_manifest(name, resources={"gpusPerWorker": 0}, **spec)
 
 
 def pods_of(cp: ControlPlane, namespace: str, cluster: str) -> list[dict[str, Any]]:
@@ -145,3 +159,74 @@ def test_deleting_a_job_takes_its_rayjob_raycluster_and_pods_with_it(
             assert listed(control_plane, kind, namespace) == [], kind
 
     eventually(gone, timeout=90)
+
+
+def rayjob_status(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = get(cp, "rayjob", name, namespace).get("status") or {}
+    return status
+
+
+def wait_rayjob(cp: ControlPlane, namespace: str, name: str, deployment_status: str) -> None:
+    """Until KubeRay itself has moved the RayJob to `deployment_status` (with a job submitted)."""
+
+    def reached() -> None:
+        status = rayjob_status(cp, namespace, name)
+        assert status.get("jobDeploymentStatus") == deployment_status, status
+        assert status.get("jobId"), status
+
+    eventually(reached, timeout=90)
+
+
+def test_a_job_succeeds_when_its_ray_job_does(
+    control_plane: ControlPlane, fleet: Fleet, fleet_namespace: str, operator: OperatorProcess
+) -> None:
+    namespace = fleet_namespace
+    apply(control_plane, namespace, cpu_job("happy"))
+    # KubeRay, its cluster scheduled and Ready, submits the job and calls it Running.
+    wait_rayjob(control_plane, namespace, "happy", "Running")
+    status = wait_phase(control_plane, "ltj", "happy", namespace, "Running", timeout=60)
+    assert status["startTime"]
+    columns = control_plane.kubectl("get", "ltj", "happy", "-n", namespace).stdout.splitlines()
+    assert columns[1].split()[:2] == ["happy", "Running"]
+
+    fleet.end_ray_job(namespace, "happy", "SUCCEEDED")
+    # KubeRay sees the job end and its submitter exit, and completes the RayJob.
+    status = wait_phase(control_plane, "ltj", "happy", namespace, "Succeeded", timeout=90)
+    assert status["model"] == {"uri": "s3://models/happy/model"}
+    assert rayjob_status(control_plane, namespace, "happy")["jobDeploymentStatus"] == "Complete"
+    complete = condition(status, "Complete")
+    assert (complete["status"], complete["observedGeneration"]) == ("True", 1)
+    assert status["completionTime"]
+    reasons = {event["reason"] for event in events_for(control_plane, namespace, "happy")}
+    assert {"Initializing", "Running", "Succeeded"} <= reasons, reasons
+
+
+def test_a_failing_job_is_retried_by_kuberay_then_fails(
+    control_plane: ControlPlane, fleet: Fleet, fleet_namespace: str, operator: OperatorProcess
+) -> None:
+    namespace = fleet_namespace
+    apply(control_plane, namespace, cpu_job("flaky", backoffLimit=1))
+    wait_rayjob(control_plane, namespace, "flaky", "Running")
+    first_cluster = rayjob_status(control_plane, namespace, "flaky")["rayClusterName"]
+    fleet.end_ray_job(namespace, "flaky", "FAILED", "worker exited with code 1")
+
+    # KubeRay retries on a fresh cluster; the job says so and stays Running.
+    def retried() -> None:
+        status = status_of(control_plane, "ltj", "flaky", namespace)
+        assert status.get("retries") == 1, status
+        rayjob = rayjob_status(control_plane, namespace, "flaky")
+        assert rayjob.get("jobDeploymentStatus") == "Running", rayjob
+        assert rayjob.get("rayClusterName") not in (None, first_cluster), rayjob
+
+    eventually(retried, timeout=120)
+    wait_rayjob(control_plane, namespace, "flaky", "Running")
+    assert status_of(control_plane, "ltj", "flaky", namespace)["phase"] == "Running"
+
+    fleet.end_ray_job(namespace, "flaky", "FAILED", "worker exited with code 1")
+    status = wait_phase(control_plane, "ltj", "flaky", namespace, "Failed", timeout=90)
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "AppFailed")
+    assert "worker exited with code 1" in ready["message"]
+    assert status["retries"] == 2
+    events = events_for(control_plane, namespace, "flaky")
+    assert any(e["type"] == "Warning" and e["reason"] == "AppFailed" for e in events)
