@@ -194,6 +194,9 @@ def deployment_crd() -> dict[str, Any]:
             _printer_column("Ready", ".status.readyReplicas", "integer", "Replicas ready"),
             _printer_column("Replicas", ".spec.replicas", "integer", "Replicas asked for"),
             _printer_column("Endpoint", ".status.endpoint", "string", "OpenAI API base URL"),
+            _printer_column(
+                "Waiting", ".status.waitingFor", "string", "What the starting pods wait for"
+            ),
             _AGE,
         ],
         scale=True,

@@ -464,6 +464,9 @@ class LLMDeploymentStatus(StatusModel):
     """Autoscaler state."""
     ray_service_name: str | None = None
     """Name of the KubeRay RayService."""
+    waiting_for: str | None = None
+    """While a Ray cluster starts (the first, or a rollout's new one): why the scheduler cannot
+    place some of its pods, and what to change."""
     message: str | None = None
     """The latest thing a human should know."""
 

@@ -1,7 +1,7 @@
 """One operator-wide loop for what watch events do not trigger: retrying blocked reconciles,
-autoscaling deployments and polling running jobs' progress. (Kopf's per-object timers would do
-this too, but they put a finalizer on every object they run for, which blocks deletion whenever
-the operator is down.)
+autoscaling deployments, polling running jobs' progress and the pods of starting Ray clusters.
+(Kopf's per-object timers would do this too, but they put a finalizer on every object they run
+for, which blocks deletion whenever the operator is down.)
 
 The loop only decides what is due; the work runs on a pool, at most one piece per object and
 kind of work at a time. So one user's endpoint that never answers (a Prometheus, an S3) holds up
@@ -17,7 +17,9 @@ from functools import partial
 from typing import Any
 
 from llmkube.operator.deployment.autoscaler.runner import Autoscaler
-from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi
+from llmkube.operator.deployment.reconcile import refresh_deployment_status
+from llmkube.operator.kube import DEPLOYMENTS, RAYSERVICES, TRAINING_JOBS, KubeApi
+from llmkube.operator.naming import rayservice_name
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training.reconcile import refresh_training_status
@@ -66,10 +68,15 @@ class BackgroundLoop(threading.Thread):
                     self._start(
                         ("progress", namespace, name), partial(self._progress, namespace, name)
                     )
-                # Pods the scheduler cannot place change no RayJob: look for them.
+                # Pods the scheduler cannot place change no RayJob or RayService: look for them.
                 for namespace, name in self.registry.in_phase("Pending"):
                     self._start(
                         ("scheduling", namespace, name), partial(self._scheduling, namespace, name)
+                    )
+                for namespace, name in self.deployments.starting():
+                    self._start(
+                        ("deployment-scheduling", namespace, name),
+                        partial(self._deployment_scheduling, namespace, name),
                     )
                 next_progress = now + self.settings.progress_interval_seconds
 
@@ -107,6 +114,11 @@ class BackgroundLoop(threading.Thread):
         refresh_training_status(
             self.api, namespace, name, self.settings, self.registry, read_progress=False
         )
+
+    def _deployment_scheduling(self, namespace: str, name: str) -> None:
+        rayservice = self.api.get(RAYSERVICES, namespace, rayservice_name(name))
+        if rayservice is not None:
+            refresh_deployment_status(self.api, namespace, name, rayservice)
 
     def stop(self) -> None:
         self.stopping.set()

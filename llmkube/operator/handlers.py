@@ -16,7 +16,11 @@ import kopf
 from llmkube.api import contract
 from llmkube.operator.background import BackgroundLoop
 from llmkube.operator.blocked import InvalidSpecError, MissingSecretError
-from llmkube.operator.deployment.reconcile import reconcile_deployment, refresh_deployment_status
+from llmkube.operator.deployment.reconcile import (
+    reconcile_deployment,
+    refresh_deployment_status,
+    starting_cluster,
+)
 from llmkube.operator.kube import DEPLOYMENTS, ApiError, KubeApi
 from llmkube.operator.metrics import (
     DEPLOYMENT_PHASE_COUNTS,
@@ -163,6 +167,7 @@ def rayservice_event(
     owner = next((ref["name"] for ref in owners if ref.get("kind") == "LLMDeployment"), None)
     if owner is None or namespace is None or type == "DELETED" or not body.get("status"):
         return
+    DEPLOYMENT_REGISTRY.cluster_starting(namespace, owner, starting_cluster(dict(body)) is not None)
     refresh_deployment_status(memo.api, namespace, owner, dict(body))
 
 

@@ -14,6 +14,10 @@ TRAINING_JOB_LABEL = "llmkube.io/training-job"
 DEPLOYMENT_LABEL = "llmkube.io/deployment"
 MODEL_VERSION_ANNOTATION = "llmkube.io/model-version"
 APPLIED_SPEC_ANNOTATION = "llmkube.io/applied-spec"
+RAY_CLUSTER_LABEL = "ray.io/cluster"
+"""KubeRay labels every pod of a RayCluster with the cluster's name."""
+RAY_SERVE_LABEL = "ray.io/serve"
+"""KubeRay's mark of a pod whose Serve proxy takes traffic ("true")."""
 # KubeRay appends suffixes to RayJob names for its RayCluster and pods (MaxRayJobNameLength).
 MAX_RAYJOB_NAME = 47
 

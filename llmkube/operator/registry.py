@@ -69,13 +69,14 @@ class TrainingPhasesAndRetries:
 
 
 class DeploymentRegistry:
-    """Which deployments wait on which training jobs (their model's and their adapters'), and
-    which ones autoscale."""
+    """Which deployments wait on which training jobs (their model's and their adapters'), which
+    ones autoscale, and which ones have a Ray cluster starting."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs_of: dict[tuple[str, str], frozenset[str]] = {}
         self._autoscaled: set[tuple[str, str]] = set()
+        self._starting: set[tuple[str, str]] = set()
         self._published: dict[tuple[str, str], object] = {}
 
     def observe(self, namespace: str, name: str, jobs: frozenset[str], autoscaled: bool) -> None:
@@ -90,6 +91,20 @@ class DeploymentRegistry:
         with self._lock:
             self._jobs_of.pop((namespace, name), None)
             self._autoscaled.discard((namespace, name))
+            self._starting.discard((namespace, name))
+
+    def cluster_starting(self, namespace: str, name: str, starting: bool) -> None:
+        """Whether KubeRay is bringing up a cluster for the deployment (the first, or a
+        rollout's new one): its pods may wait on the scheduler, which no RayService event says."""
+        with self._lock:
+            if starting:
+                self._starting.add((namespace, name))
+            else:
+                self._starting.discard((namespace, name))
+
+    def starting(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return sorted(self._starting)
 
     def job_changed(self, namespace: str, job: str, published: object) -> bool:
         """Whether what a training job has published (phase, time, URI) differs from last time."""

@@ -17,3 +17,22 @@ def training_job_manifest(name: str, **spec: Any) -> dict[str, Any]:
             **spec,
         },
     }
+
+
+def deployment_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    """A valid LLMDeployment of two replicas; keyword arguments replace top-level spec fields.
+    Open (allowUnauthenticated) unless the test names an API-key Secret."""
+    serving = spec.pop("serving", {})
+    if "apiKeySecret" not in serving:
+        serving = {"allowUnauthenticated": True, **serving}
+    return {
+        "apiVersion": "llmkube.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": "s3://models/base/model"},
+            "replicas": 2,
+            "serving": serving,
+            **spec,
+        },
+    }

@@ -49,7 +49,15 @@ def test_examples_apply_and_show_printer_columns(
     assert jobs[1].split()[:5] == ["shakespeare", "Running", "500/5000", "(10%)", "2.75"]
 
     deployments = control_plane.kubectl("get", "llmd", "-n", namespace).stdout.splitlines()
-    assert deployments[0].split() == ["NAME", "PHASE", "READY", "REPLICAS", "ENDPOINT", "AGE"]
+    assert deployments[0].split() == [
+        "NAME",
+        "PHASE",
+        "READY",
+        "REPLICAS",
+        "ENDPOINT",
+        "WAITING",
+        "AGE",
+    ]
     assert deployments[1].split()[0] == "shakespeare"
 
     both = control_plane.kubectl("get", "ltj,llmd", "-n", namespace)

@@ -1,4 +1,5 @@
-"""LLMDeployment against a real apiserver; tests play KubeRay by writing RayService status."""
+"""LLMDeployment against a real apiserver, without KubeRay: tests write the RayService status
+KubeRay would (serving and rolling over with the real KubeRay controller is in test_fleet.py)."""
 
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ from llmkube.storage import open_store
 from llmkube.storage.models import folder_digest
 from llmkube.storage.store import LocalStore
 from llmkube.testing.controlplane import ControlPlane
-from llmkube.testing.manifests import training_job_manifest
+from llmkube.testing.manifests import deployment_manifest, training_job_manifest
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.operator import OperatorProcess
 from llmkube.testing.pretrained import publish_adapter, upload_folder, write_tiny_model
@@ -53,24 +54,6 @@ READY: dict[str, Any] = {
 }
 
 
-def deployment_manifest(name: str, **spec: Any) -> dict[str, Any]:
-    """Open (allowUnauthenticated) unless the test names an API-key Secret."""
-    serving = spec.pop("serving", {})
-    if "apiKeySecret" not in serving:
-        serving = {"allowUnauthenticated": True, **serving}
-    return {
-        "apiVersion": "llmkube.io/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": "s3://models/base/model"},
-            "replicas": 2,
-            "serving": serving,
-            **spec,
-        },
-    }
-
-
 def serve_config(rayservice: dict[str, Any]) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(rayservice["spec"]["serveConfigV2"])
     return loaded
@@ -95,129 +78,6 @@ def succeed(cp: ControlPlane, job: str, namespace: str, end_time: str) -> None:
         namespace,
         {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "endTime": end_time},
     )
-
-
-def test_waits_for_the_training_job_then_serves_and_upgrades_on_a_rerun(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
-) -> None:
-    apply(control_plane, namespace, training_job_manifest("shakespeare"))
-    apply(
-        control_plane,
-        namespace,
-        deployment_manifest("chat", model={"trainingJobRef": {"name": "shakespeare"}}),
-    )
-    status = wait_phase(control_plane, "llmd", "chat", namespace, "WaitingForModel")
-    waiting = condition(status, "ModelAvailable")
-    assert waiting["status"] == "False"
-    assert "waiting for LLMTrainingJob shakespeare to succeed (it is Pending" in waiting["message"]
-    assert not exists(control_plane, "rayservice", "chat", namespace)
-
-    eventually(lambda: get(control_plane, "rayjob", "shakespeare", namespace))
-    patch_status(
-        control_plane, "rayjob", "shakespeare", namespace, {"jobDeploymentStatus": "Running"}
-    )
-    eventually(
-        lambda: _message_contains(control_plane, "chat", namespace, "ModelAvailable", "Running")
-    )
-    succeed(control_plane, "shakespeare", namespace, "2026-11-28T11:00:00Z")
-
-    rayservice = eventually(lambda: get(control_plane, "rayservice", "chat", namespace))
-    assert app_args(rayservice)["modelUri"] == "s3://models/shakespeare/model"
-    first_version = model_version(rayservice)
-    status = wait_phase(control_plane, "llmd", "chat", namespace, "Deploying")
-    assert status["model"]["trainingJob"] == "shakespeare"
-    assert status["endpoint"] == f"http://chat.{namespace}.svc.cluster.local:8000/v1"
-
-    # Play KubeRay: it creates a RayCluster from rayClusterConfig and routes traffic to it.
-    ray_cluster(control_plane, namespace, "chat-first", rayservice)
-    patch_status(control_plane, "rayservice", "chat", namespace, serving_from("chat-first"))
-    status = wait_phase(control_plane, "llmd", "chat", namespace, "Ready")
-    assert (status["replicas"], status["readyReplicas"], status["desiredReplicas"]) == (2, 2, 2)
-    assert status["liveModelVersion"] == first_version == status["model"]["version"]
-    columns = control_plane.kubectl("get", "llmd", "chat", "-n", namespace).stdout.splitlines()
-    assert columns[1].split()[:4] == ["chat", "Ready", "2", "2"]
-
-    # A second successful run publishes a new model: the RayService rolls out a new cluster.
-    succeed(control_plane, "shakespeare", namespace, "2026-11-28T12:00:00Z")
-
-    def upgraded() -> dict[str, Any]:
-        current = get(control_plane, "rayservice", "chat", namespace)
-        assert model_version(current) != first_version
-        return current
-
-    upgraded_service = eventually(upgraded)
-    assert upgraded_service["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
-    second_version = model_version(upgraded_service)
-    ray_cluster(control_plane, namespace, "chat-second", upgraded_service)
-    patch_status(
-        control_plane,
-        "rayservice",
-        "chat",
-        namespace,
-        serving_from("chat-first", pending="chat-second", upgrading=True),
-    )
-
-    def rolling() -> dict[str, Any]:
-        current = status_of(control_plane, "llmd", "chat", namespace)
-        assert condition(current, "UpgradeInProgress")["status"] == "True"
-        return current
-
-    status = eventually(rolling)
-    assert status["phase"] == "Ready"  # traffic keeps flowing to the old cluster
-    assert status["model"]["version"] == second_version
-    assert status["liveModelVersion"] == first_version
-    assert second_version in condition(status, "UpgradeInProgress")["message"]
-
-    patch_status(control_plane, "rayservice", "chat", namespace, serving_from("chat-second"))
-
-    def switched() -> None:
-        current = status_of(control_plane, "llmd", "chat", namespace)
-        assert current["liveModelVersion"] == second_version
-        assert condition(current, "UpgradeInProgress")["status"] == "False"
-
-    eventually(switched)
-
-
-def ray_cluster(cp: ControlPlane, namespace: str, name: str, rayservice: dict[str, Any]) -> None:
-    apply(
-        cp,
-        namespace,
-        {
-            "apiVersion": "ray.io/v1",
-            "kind": "RayCluster",
-            "metadata": {"name": name},
-            "spec": rayservice["spec"]["rayClusterConfig"],
-        },
-    )
-
-
-def serving_from(
-    active: str, pending: str | None = None, upgrading: bool = False
-) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        **READY,
-        "activeServiceStatus": {
-            **READY["activeServiceStatus"],
-            "rayClusterName": active,
-        },
-        "pendingServiceStatus": {"rayClusterName": pending} if pending else {},
-    }
-    if upgrading:
-        status["conditions"] = [
-            READY["conditions"][0],
-            {
-                "type": "UpgradeInProgress",
-                "status": "True",
-                "reason": "BothActivePendingClustersExist",
-                "message": "",
-                "lastTransitionTime": "2026-11-28T12:00:01Z",
-            },
-        ]
-    return status
-
-
-def _message_contains(cp: ControlPlane, name: str, namespace: str, type_: str, text: str) -> None:
-    assert text in condition(status_of(cp, "llmd", name, namespace), type_)["message"]
 
 
 def test_a_rerun_that_publishes_the_same_bytes_rolls_nothing_out(
@@ -352,10 +212,8 @@ def test_service_service_monitor_and_network_policy_are_built_and_owned(
     uid = get(control_plane, "llmd", "watched", namespace)["metadata"]["uid"]
     for child in (rayservice, service, monitor, policy):
         assert child["metadata"]["ownerReferences"][0]["uid"] == uid
-    assert service["spec"]["selector"] == {
-        "llmkube.io/deployment": "watched",
-        "ray.io/serve": "true",
-    }
+    # No RayCluster serves yet (KubeRay names the active one): the Service selects no pod.
+    assert "selector" not in service["spec"]
     assert [p["port"] for p in service["spec"]["ports"]] == [8000, 8080]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "5s"}]
@@ -393,7 +251,7 @@ def test_objects_it_does_not_control_are_left_alone_and_reported(
     # Once the user removes it, the deployment goes on (the conflict is retried).
     control_plane.kubectl("delete", "service", "taken", "-n", namespace)
     owned = eventually(lambda: get(control_plane, "service", "taken", namespace), timeout=60)
-    assert owned["spec"]["selector"]["llmkube.io/deployment"] == "taken"
+    assert owned["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
 
 
 def _without_rules(schema: Any) -> Any:

@@ -6,15 +6,17 @@ from typing import Any
 
 from llmkube.testing.controlplane import ControlPlane
 from llmkube.testing.fleet import GPU_RESOURCE, POOL_LABEL, Fleet
-from llmkube.testing.manifests import training_job_manifest
+from llmkube.testing.manifests import deployment_manifest, training_job_manifest
 from llmkube.testing.operator import OperatorProcess
 from tests.cluster.helpers import (
     apply,
     condition,
     events_for,
     eventually,
+    exists,
     get,
     listed,
+    patch,
     status_of,
     wait_phase,
 )
@@ -132,6 +134,22 @@ def test_a_job_its_pool_cannot_hold_says_what_it_waits_for(
     table = control_plane.kubectl("get", "ltj", "too-big", "-n", namespace)
     assert "16 x nvidia.com/gpu" in table.stdout, table.stdout
 
+    # A deployment whose replicas want more than an L4 node has says so the same way.
+    pool = {"accelerator": "NVIDIA-L4", "tolerations": [GPU_TOLERATION]}
+    chat = deployment_manifest("big-chat", resources={"gpusPerReplica": 2, "nodePool": pool})
+    apply(control_plane, namespace, chat)
+
+    def deployment_waits() -> None:
+        status = get(control_plane, "llmd", "big-chat", namespace).get("status") or {}
+        assert status.get("phase") == "Deploying", status
+        message = status.get("waitingFor") or ""
+        assert "2 of 3 Ray pods cannot be scheduled" in message, message
+        assert "2 x nvidia.com/gpu" in message, message
+        ready = condition(status, "Ready")
+        assert (ready["reason"], ready["message"]) == ("Unschedulable", message)
+
+    eventually(deployment_waits, timeout=60)
+
 
 def test_deleting_a_job_takes_its_rayjob_raycluster_and_pods_with_it(
     control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
@@ -230,3 +248,124 @@ def test_a_failing_job_is_retried_by_kuberay_then_fails(
     assert status["retries"] == 2
     events = events_for(control_plane, namespace, "flaky")
     assert any(e["type"] == "Warning" and e["reason"] == "AppFailed" for e in events)
+
+
+def serving_pods(cp: ControlPlane, namespace: str, service: str) -> set[str]:
+    """The pods a Service sends traffic to, as the endpoints controller lists them."""
+    found = cp.kubectl("get", "endpoints", service, "-n", namespace, "-o", "json")
+    if found.returncode != 0:
+        return set()
+    return {
+        address["targetRef"]["name"]
+        for subset in json.loads(found.stdout).get("subsets") or []
+        for address in subset.get("addresses") or []
+    }
+
+
+def rayservice_clusters(cp: ControlPlane, namespace: str, name: str) -> tuple[str, str]:
+    """(active, pending) RayCluster names, as KubeRay reports them."""
+    status = get(cp, "rayservice", name, namespace).get("status") or {}
+    active = (status.get("activeServiceStatus") or {}).get("rayClusterName") or ""
+    pending = (status.get("pendingServiceStatus") or {}).get("rayClusterName") or ""
+    return active, pending
+
+
+def test_a_deployment_serves_from_kuberays_cluster_and_rolls_over_to_a_new_model(
+    control_plane: ControlPlane, fleet: Fleet, fleet_namespace: str, operator: OperatorProcess
+) -> None:
+    namespace = fleet_namespace
+    apply(
+        control_plane,
+        namespace,
+        cpu_job("shakespeare"),
+        deployment_manifest(
+            "chat",
+            model={"trainingJobRef": {"name": "shakespeare"}},
+            resources={"gpusPerReplica": 0},
+        ),
+    )
+    status = wait_phase(control_plane, "llmd", "chat", namespace, "WaitingForModel")
+    waiting = condition(status, "ModelAvailable")["message"]
+    assert "waiting for LLMTrainingJob shakespeare to succeed" in waiting
+    wait_rayjob(control_plane, namespace, "shakespeare", "Running")
+    assert not exists(control_plane, "rayservice", "chat", namespace)
+    fleet.end_ray_job(namespace, "shakespeare", "SUCCEEDED")
+    wait_phase(control_plane, "ltj", "shakespeare", namespace, "Succeeded", timeout=90)
+    rayservice = eventually(lambda: get(control_plane, "rayservice", "chat", namespace))
+    served = json.loads(rayservice["spec"]["serveConfigV2"])["applications"][0]["args"]["config"]
+    assert served["modelUri"] == "s3://models/shakespeare/model"
+
+    # The model published, the operator makes the RayService; KubeRay makes its first cluster,
+    # the scheduler places its pods and KubeRay deploys the Serve config to its head.
+    def deployed_to() -> str:
+        active, pending = rayservice_clusters(control_plane, namespace, "chat")
+        assert (bool(active), bool(pending)) == (False, True), (active, pending)
+        assert fleet.dashboard.serve_config(namespace, pending), "no Serve config PUT yet"
+        return pending
+
+    first = eventually(deployed_to, timeout=90)
+    status = status_of(control_plane, "llmd", "chat", namespace)
+    assert status["phase"] == "Deploying"
+    # Pods of a cluster whose Serve app is not up get no traffic.
+    assert serving_pods(control_plane, namespace, "chat") == set()
+
+    fleet.serve_healthy(namespace, first)
+    status = wait_phase(control_plane, "llmd", "chat", namespace, "Ready", timeout=90)
+    first_pods = workers_of(control_plane, namespace, first)
+    assert len(first_pods) == 2  # one worker per replica; the head serves nothing
+    # KubeRay counts the Serve Service's endpoints: one per worker whose proxy is up.
+    assert (status["replicas"], status["readyReplicas"]) == (2, 2)
+    first_version = status["liveModelVersion"]
+    assert first_version == status["model"]["version"]
+    eventually(lambda: _serves_from(control_plane, namespace, first_pods))
+
+    # A new model: KubeRay builds a second cluster beside the first.
+    patch(
+        control_plane,
+        "llmd",
+        "chat",
+        namespace,
+        {"spec": {"model": {"uri": "s3://models/v2/model", "trainingJobRef": None}}},
+    )
+
+    def second_deploying() -> str:
+        active, pending = rayservice_clusters(control_plane, namespace, "chat")
+        assert (active, bool(pending)) == (first, True), (active, pending)
+        assert fleet.dashboard.serve_config(namespace, pending), "no Serve config PUT yet"
+        assert len(pods_of(control_plane, namespace, pending)) == 3
+        return pending
+
+    second = eventually(second_deploying, timeout=90)
+    status = status_of(control_plane, "llmd", "chat", namespace)
+    assert condition(status, "UpgradeInProgress")["status"] == "True"
+    assert status["phase"] == "Ready"  # the first cluster serves on
+    assert status["liveModelVersion"] == first_version != status["model"]["version"]
+    # Until the new cluster's Serve app is healthy, every request still reaches the old one:
+    # through KubeRay's Serve Service and through the deployment's own.
+    assert serving_pods(control_plane, namespace, "chat") == first_pods
+    assert serving_pods(control_plane, namespace, "chat-serve-svc") == first_pods
+
+    fleet.serve_healthy(namespace, second)
+    second_pods = workers_of(control_plane, namespace, second)
+
+    def switched() -> None:
+        current = status_of(control_plane, "llmd", "chat", namespace)
+        assert current["liveModelVersion"] == current["model"]["version"] != first_version
+        assert condition(current, "UpgradeInProgress")["status"] == "False"
+        assert current["phase"] == "Ready"
+
+    eventually(switched, timeout=90)
+    eventually(lambda: _serves_from(control_plane, namespace, second_pods))
+
+
+def workers_of(cp: ControlPlane, namespace: str, cluster: str) -> set[str]:
+    return {
+        pod["metadata"]["name"]
+        for pod in pods_of(cp, namespace, cluster)
+        if pod["metadata"]["labels"].get("ray.io/node-type") == "worker"
+    }
+
+
+def _serves_from(cp: ControlPlane, namespace: str, pods: set[str]) -> None:
+    assert serving_pods(cp, namespace, "chat") == pods
+    assert serving_pods(cp, namespace, "chat-serve-svc") == pods

@@ -76,7 +76,7 @@ def test_deployment_crd_has_the_scale_subresource() -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = [c["name"].upper() for c in version["additionalPrinterColumns"]]
-    assert columns == ["PHASE", "READY", "REPLICAS", "ENDPOINT", "AGE"]
+    assert columns == ["PHASE", "READY", "REPLICAS", "ENDPOINT", "WAITING", "AGE"]
     replicas = schema_of(crd)["properties"]["spec"]["properties"]["replicas"]
     assert (replicas["type"], replicas["minimum"], replicas["maximum"]) == ("integer", 0, 100)
 

@@ -158,8 +158,14 @@ def test_service_monitor_service_endpoint_and_selector() -> None:
     monitor = build_service_monitor(dep)
     assert monitor["metadata"]["labels"]["release"] == "kps"
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
-    service = build_service(dep)
-    assert service["spec"]["selector"] == {"llmkube.io/deployment": "chat", "ray.io/serve": "true"}
+    service = build_service(dep, "chat-x7k2p")
+    assert service["spec"]["selector"] == {
+        "llmkube.io/deployment": "chat",
+        "ray.io/cluster": "chat-x7k2p",
+        "ray.io/serve": "true",
+    }
+    # Before KubeRay makes a cluster active, no pod gets traffic.
+    assert build_service(dep, None)["spec"]["selector"] is None
     assert endpoint(dep) == "http://chat.ml.svc.cluster.local:8000/v1"
     assert selector(dep) == "llmkube.io/deployment=chat"
 
@@ -207,6 +213,44 @@ def test_status_from_the_rayservice(
     ready = find(status.conditions, "Ready")
     assert ready is not None
     assert (status.phase, ready.reason, ready.observed_generation) == (phase, reason, 4)
+
+
+WAITS = "1 of 3 Ray pods cannot be scheduled: each needs 2 x nvidia.com/gpu ..."
+UPGRADING = {"type": "UpgradeInProgress", "status": "True"}
+
+
+@pytest.mark.parametrize(
+    ("rayservice_status", "phase", "ready_reason", "upgrade_reason"),
+    [
+        ({}, "Deploying", "Unschedulable", "Stable"),
+        # A rollout's new cluster waits: the old one serves on, and the rollout says why.
+        (
+            {"conditions": [READY_CONDITION, UPGRADING], "numServeEndpoints": 2},
+            "Ready",
+            "Serving",
+            "Unschedulable",
+        ),
+    ],
+)
+def test_pods_the_scheduler_cannot_place_are_reported(
+    rayservice_status: dict[str, Any], phase: str, ready_reason: str, upgrade_reason: str
+) -> None:
+    status = deployment_status(
+        LLMDeploymentStatus(),
+        deployment(replicas=2),
+        choice=ModelChoice(ServedModel(uri=URI, version="v2")),
+        rayservice_name="chat",
+        rayservice={"status": rayservice_status},
+        unschedulable=WAITS,
+        now="T",
+    )
+    ready = find(status.conditions, "Ready")
+    upgrade = find(status.conditions, "UpgradeInProgress")
+    assert ready is not None
+    assert upgrade is not None
+    assert (status.phase, ready.reason, upgrade.reason) == (phase, ready_reason, upgrade_reason)
+    assert status.waiting_for == WAITS
+    assert WAITS in (ready.message if phase == "Deploying" else upgrade.message)
 
 
 def test_waiting_for_a_model_deploys_nothing() -> None:

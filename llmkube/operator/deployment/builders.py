@@ -18,6 +18,8 @@ from llmkube.operator.naming import (
     APPLIED_SPEC_ANNOTATION,
     DEPLOYMENT_LABEL,
     MODEL_VERSION_ANNOTATION,
+    RAY_CLUSTER_LABEL,
+    RAY_SERVE_LABEL,
     child_metadata,
     label_value,
     rayservice_name,
@@ -42,9 +44,15 @@ def _metadata(deployment: LLMDeployment, name: str) -> dict[str, Any]:
     return child_metadata("LLMDeployment", deployment.metadata, name, _labels(deployment))
 
 
-def pod_selector(deployment: LLMDeployment) -> dict[str, str]:
-    """Serving pods of this deployment whose Serve proxy is healthy (KubeRay's ray.io/serve)."""
-    return {DEPLOYMENT_LABEL: label_value(deployment.metadata.name), "ray.io/serve": "true"}
+def pod_selector(deployment: LLMDeployment, serving_cluster: str) -> dict[str, str]:
+    """Pods of the Ray cluster KubeRay routes traffic to whose Serve proxy is healthy (KubeRay's
+    ray.io/serve). Naming the cluster matters during a rollout: the new cluster's pods carry the
+    same labels, and are Ready, before its Serve application is."""
+    return {
+        DEPLOYMENT_LABEL: label_value(deployment.metadata.name),
+        RAY_CLUSTER_LABEL: serving_cluster,
+        RAY_SERVE_LABEL: "true",
+    }
 
 
 API_KEYS_VOLUME = "api-keys"
@@ -175,19 +183,22 @@ def build_deployment_network_policy(
     )
 
 
-def build_service(deployment: LLMDeployment) -> dict[str, Any]:
-    """The stable in-cluster address of the OpenAI API (and of the serving metrics)."""
+def build_service(deployment: LLMDeployment, serving_cluster: str | None) -> dict[str, Any]:
+    """The stable in-cluster address of the OpenAI API (and of the serving metrics), sending
+    traffic to `serving_cluster`, the RayService's active cluster. Before KubeRay has made one
+    active, the Service selects nothing: no pod serves the model yet."""
+    spec: dict[str, Any] = {
+        "ports": [
+            {"name": "openai", "port": SERVE_PORT, "targetPort": "serve"},
+            {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+        ],
+        "selector": None if serving_cluster is None else pod_selector(deployment, serving_cluster),
+    }
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(deployment, deployment.metadata.name),
-        "spec": {
-            "selector": pod_selector(deployment),
-            "ports": [
-                {"name": "openai", "port": SERVE_PORT, "targetPort": "serve"},
-                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
-            ],
-        },
+        "spec": spec,
     }
 
 

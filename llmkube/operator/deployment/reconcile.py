@@ -4,6 +4,7 @@ report status. Idempotent, like the training reconcile."""
 import hashlib
 import json
 from collections.abc import Mapping
+from contextlib import suppress
 from typing import Any
 
 from llmkube.api import LLMDeployment
@@ -22,6 +23,7 @@ from llmkube.operator.deployment.status import ModelChoice, deployment_status, s
 from llmkube.operator.kube import (
     DEPLOYMENTS,
     NETWORK_POLICIES,
+    PODS,
     RAYCLUSTERS,
     RAYSERVICES,
     SERVICE_MONITORS,
@@ -33,10 +35,12 @@ from llmkube.operator.kube import (
 from llmkube.operator.naming import (
     APPLIED_SPEC_ANNOTATION,
     MODEL_VERSION_ANNOTATION,
+    RAY_CLUSTER_LABEL,
     rayservice_name,
 )
 from llmkube.operator.owned import NameConflictError, create_or_get_owned, delete_owned
 from llmkube.operator.quick_store import quick_store
+from llmkube.operator.scheduling import waiting_for
 from llmkube.operator.secret_refs import credentials_env, find_secret
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.status_writer import current_deployment_status, write_deployment_status
@@ -114,12 +118,33 @@ def choose_model(
     )
 
 
+def serving_cluster(rayservice: dict[str, Any] | None) -> str | None:
+    """The RayCluster KubeRay routes traffic to (its active cluster), once there is one."""
+    active = ((rayservice or {}).get("status") or {}).get("activeServiceStatus") or {}
+    name: str | None = active.get("rayClusterName") or None
+    return name
+
+
+def starting_cluster(rayservice: dict[str, Any] | None) -> str | None:
+    """The RayCluster KubeRay is bringing up (the first one, or a rollout's new one), if any."""
+    pending = ((rayservice or {}).get("status") or {}).get("pendingServiceStatus") or {}
+    name: str | None = pending.get("rayClusterName") or None
+    return name
+
+
+def waiting_pods(api: KubeApi, namespace: str, rayservice: dict[str, Any] | None) -> str | None:
+    """Why the starting cluster's pods wait on the scheduler, if they do."""
+    cluster = starting_cluster(rayservice)
+    if cluster is None:
+        return None
+    return waiting_for(api.list(PODS, namespace, label_selector=f"{RAY_CLUSTER_LABEL}={cluster}"))
+
+
 def live_version(api: KubeApi, namespace: str, rayservice: dict[str, Any] | None) -> str | None:
     """The model version of the cluster KubeRay routes traffic to (it copies our pod-template
     annotations onto the RayCluster it creates)."""
-    active = ((rayservice or {}).get("status") or {}).get("activeServiceStatus") or {}
-    cluster_name = active.get("rayClusterName")
-    if not cluster_name:
+    cluster_name = serving_cluster(rayservice)
+    if cluster_name is None:
         return None
     cluster = api.get(RAYCLUSTERS, namespace, cluster_name)
     if cluster is None:
@@ -262,6 +287,7 @@ def reconcile_deployment(
         rayservice=rayservice,
         live_version=live_version(api, namespace, rayservice),
         adapters=adapters,
+        unschedulable=waiting_pods(api, namespace, rayservice),
         now=now,
     )
     if rayservice is not None:
@@ -304,8 +330,17 @@ def _ensure_children(
         rayservice,
         ["serveConfigV2", "rayClusterConfig", "upgradeStrategy", "excludeHeadPodFromServeSvc"],
     )
-    _apply(api, SERVICES, namespace, build_service(deployment), ["selector", "ports"])
+    route_traffic(api, namespace, deployment, applied)
     return applied
+
+
+def route_traffic(
+    api: KubeApi, namespace: str, deployment: LLMDeployment, rayservice: dict[str, Any]
+) -> None:
+    """Point the deployment's Service at the cluster KubeRay serves from (it switches clusters
+    at the end of a rollout, which only a RayService event tells us)."""
+    service = build_service(deployment, serving_cluster(rayservice))
+    _apply(api, SERVICES, namespace, service, ["selector", "ports"])
 
 
 def _ensure_service_monitor(api: KubeApi, namespace: str, deployment: LLMDeployment) -> str | None:
@@ -376,6 +411,7 @@ def _write_followed_status(
         rayservice_name=rayservice["metadata"]["name"],
         rayservice=rayservice,
         live_version=live_version(api, body["metadata"]["namespace"], rayservice),
+        unschedulable=waiting_pods(api, body["metadata"]["namespace"], rayservice),
         now=now,
     )
     spec_applied(status, problem, deployment.metadata.generation, now)
@@ -385,8 +421,9 @@ def _write_followed_status(
 def refresh_deployment_status(
     api: KubeApi, namespace: str, name: str, rayservice: dict[str, Any]
 ) -> None:
-    """Re-derive status from a RayService event (no children are touched); for a spec that
-    turned invalid, from the spec the RayService was built from."""
+    """Re-derive status from a RayService event, and keep the Service on the cluster that
+    serves (nothing else is touched); for a spec that turned invalid, from the spec the
+    RayService was built from."""
     body = api.get(DEPLOYMENTS, namespace, name)
     if body is None:
         return
@@ -394,4 +431,6 @@ def refresh_deployment_status(
     deployment = valid or applied_deployment(body, rayservice)
     if deployment is None:
         return
+    with suppress(NameConflictError):  # the reconcile reports it, and retries
+        route_traffic(api, namespace, deployment, rayservice)
     _write_followed_status(api, body, deployment, rayservice, problem, utcnow())

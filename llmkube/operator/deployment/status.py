@@ -78,10 +78,12 @@ def deployment_status(
     rayservice: dict[str, Any] | None,
     live_version: str | None = None,
     adapters: AdapterChoice | None = None,
+    unschedulable: str | None = None,
     now: str,
 ) -> LLMDeploymentStatus:
     """`live_version`: the model version annotation of the RayService's active RayCluster;
-    `adapters`: what became of spec.model.adapters (None: as last reported)."""
+    `adapters`: what became of spec.model.adapters (None: as last reported); `unschedulable`:
+    why the starting cluster's pods wait on the scheduler (llmkube.operator.scheduling)."""
     generation = deployment.metadata.generation
     status = current.model_copy(deep=True)
     status.observed_generation = generation
@@ -94,6 +96,7 @@ def deployment_status(
         # Nothing deployed yet: we are waiting for the model.
         status.phase = "WaitingForModel"
         status.message = choice.waiting_message
+        status.waiting_for = None
         status.replicas = 0
         status.ready_replicas = 0
         _condition(
@@ -117,6 +120,7 @@ def deployment_status(
         return status
 
     status.ray_service_name = rayservice_name
+    status.waiting_for = unschedulable
     status.endpoint = endpoint(deployment)
     status.replicas = deployment.spec.replicas
     observed = rayservice.get("status") or {}
@@ -153,11 +157,15 @@ def deployment_status(
         f"rolling out model version {status.model.version if status.model else '?'}; "
         f"{live_version or 'the previous version'} serves until the new Ray cluster is ready"
     )
+    if upgrading and unschedulable:
+        rolling_out, upgrade_reason = f"{rolling_out}; {unschedulable}", "Unschedulable"
+    else:
+        upgrade_reason = "RollingOut" if upgrading else "Stable"
     _condition(
         status,
         "UpgradeInProgress",
         "True" if upgrading else "False",
-        "RollingOut" if upgrading else "Stable",
+        upgrade_reason,
         rolling_out if upgrading else "no rollout in progress",
         generation,
         now,
@@ -177,6 +185,8 @@ def deployment_status(
         phase, reason = "Degraded", "NotServing"
         detail = (ready or {}).get("message") or "no healthy replicas"
         message = f"the RayService stopped serving: {detail}"
+    elif unschedulable:
+        phase, reason, message = "Deploying", "Unschedulable", unschedulable
     else:
         phase, reason = "Deploying", "Deploying"
         message = "the Ray cluster and Serve app are starting"

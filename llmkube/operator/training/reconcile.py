@@ -17,7 +17,7 @@ from llmkube.operator.kube import (
     TRAINING_JOBS,
     KubeApi,
 )
-from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, rayjob_name
+from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, RAY_CLUSTER_LABEL, rayjob_name
 from llmkube.operator.owned import NameConflictError, create_or_get_owned
 from llmkube.operator.patches import changed_paths
 from llmkube.operator.registry import TrainingPhasesAndRetries
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 STARTING = ("", "New", "Initializing")
 """KubeRay's jobDeploymentStatus while the job's Ray cluster is not ready yet."""
-RAY_CLUSTER_LABEL = "ray.io/cluster"
-"""The label KubeRay puts on a RayCluster's pods."""
 
 
 def _credentials(
