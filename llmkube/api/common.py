@@ -1,10 +1,10 @@
 """Spec and status pieces both custom resources use: storage, node pools, conditions, metadata."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StringConstraints
 
-from llmkube.api.base import KubernetesName, Quantity, StatusModel, WireModel
+from llmkube.api.base import NAME_PATTERN, KubernetesName, Quantity, StatusModel, WireModel
 
 __all__ = [
     "Condition",
@@ -12,6 +12,7 @@ __all__ = [
     "NodePool",
     "ObjectMeta",
     "PodResources",
+    "Scheduling",
     "StorageSpec",
     "Toleration",
 ]
@@ -96,6 +97,21 @@ class NodePool(WireModel):
     )
     """Shortcut for the node label nvidia.com/gpu.product (set by NVIDIA GPU feature discovery),
     e.g. NVIDIA-H100-80GB-HBM3."""
+
+
+QueueName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, min_length=1, max_length=63)]
+"""A Kueue object's name, also a label value (hence at most 63 characters)."""
+
+
+class Scheduling(WireModel):
+    """Admission through Kueue (kueue.sigs.k8s.io). The operator only labels the RayJob or
+    RayService; Kueue decides when it runs (it suspends it until admitted, and may preempt it)."""
+
+    queue_name: QueueName | None = None
+    """The LocalQueue in this namespace to submit to (label kueue.x-k8s.io/queue-name)."""
+    priority_class_name: QueueName | None = None
+    """A Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class); higher priority
+    workloads are admitted first and may preempt lower ones."""
 
 
 class PodResources(WireModel):

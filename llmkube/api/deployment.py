@@ -19,7 +19,7 @@ from llmkube.api.base import (
     invalid,
     on_cluster,
 )
-from llmkube.api.common import Condition, NodePool, ObjectMeta, StorageSpec
+from llmkube.api.common import Condition, NodePool, ObjectMeta, Scheduling, StorageSpec
 
 
 class TrainingJobRef(WireModel):
@@ -334,6 +334,12 @@ class MonitoringSpec(WireModel):
     """Scrape interval."""
 
 
+QUEUED_AND_AUTOSCALED = (
+    "autoscaling.enabled does not apply with scheduling.queueName: Kueue admits a fixed number "
+    "of replicas; set replicas, or remove the queue"
+)
+
+
 class LLMDeploymentSpec(WireModel):
     """Desired state of an LLMDeployment."""
 
@@ -342,7 +348,13 @@ class LLMDeploymentSpec(WireModel):
             "has(self.serving) && (has(self.serving.apiKeySecret)"
             " || (has(self.serving.allowUnauthenticated) && self.serving.allowUnauthenticated))",
             AUTHENTICATION_REQUIRED,
-        )
+        ),
+        (
+            "!has(self.scheduling) || !has(self.scheduling.queueName) || "
+            "!has(self.autoscaling) || !has(self.autoscaling.enabled) || "
+            "!self.autoscaling.enabled",
+            QUEUED_AND_AUTOSCALED,
+        ),
     )
 
     model: DeploymentModel
@@ -363,6 +375,14 @@ class LLMDeploymentSpec(WireModel):
     """Runtime container image. Defaults to the operator's LLMKUBE_RUNTIME_IMAGE."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     """Prometheus scraping."""
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    """Queue the deployment's Ray cluster in Kueue: it starts once admitted."""
+
+    @model_validator(mode="after")
+    def _queued_at_a_fixed_size(self) -> Self:
+        if self.scheduling.queue_name is not None and self.autoscaling.enabled:
+            raise invalid(QUEUED_AND_AUTOSCALED)
+        return self
 
     @model_validator(mode="after")
     def _authenticated_on_a_cluster(self, info: ValidationInfo) -> Self:
@@ -372,7 +392,9 @@ class LLMDeploymentSpec(WireModel):
         return self
 
 
-DeploymentPhase = Literal["Pending", "WaitingForModel", "Deploying", "Ready", "Degraded", "Failed"]
+DeploymentPhase = Literal[
+    "Pending", "WaitingForModel", "Queued", "Deploying", "Ready", "Degraded", "Failed"
+]
 
 
 class ServedModel(StatusModel):
@@ -438,7 +460,7 @@ class LLMDeploymentStatus(StatusModel):
     """Observed state of an LLMDeployment."""
 
     phase: DeploymentPhase | None = None
-    """Pending, WaitingForModel, Deploying, Ready, Degraded or Failed."""
+    """Pending, WaitingForModel, Queued (in Kueue), Deploying, Ready, Degraded or Failed."""
     conditions: list[Condition] = Field(default_factory=list)
     """Detailed conditions, with reasons a human can act on."""
     observed_generation: int | None = None

@@ -17,7 +17,14 @@ from llmkube.api.base import (
     invalid,
     normalized_prefix,
 )
-from llmkube.api.common import Condition, NodePool, ObjectMeta, PodResources, StorageSpec
+from llmkube.api.common import (
+    Condition,
+    NodePool,
+    ObjectMeta,
+    PodResources,
+    Scheduling,
+    StorageSpec,
+)
 from llmkube.api.presets import DEFAULT_PRESET, PRESETS, GptDimensions, PresetName
 
 
@@ -418,6 +425,10 @@ TOKENIZER_WITH_PRETRAINED = (
     "remove tokenizer"
 )
 FINETUNE_WITHOUT_PRETRAINED = "finetune applies only to model.pretrained; remove it or set that"
+QUEUED_AND_SUSPENDED = (
+    "suspend does not apply with scheduling.queueName: Kueue decides when a queued job runs; "
+    "hold it in Kueue (stop its LocalQueue or deactivate its Workload), or remove the queue"
+)
 CHECKPOINTING_WITHOUT_PRETRAINED = "training.gradientCheckpointing applies only to model.pretrained"
 _PRETRAINED = "has(self.model) && has(self.model.pretrained)"
 
@@ -426,6 +437,11 @@ class LLMTrainingJobSpec(WireModel):
     """Desired state of an LLMTrainingJob."""
 
     model_config = cel_rules(
+        (
+            "!has(self.scheduling) || !has(self.scheduling.queueName) || "
+            "!has(self.suspend) || !self.suspend",
+            QUEUED_AND_SUSPENDED,
+        ),
         (f"!({_PRETRAINED}) || !has(self.tokenizer)", TOKENIZER_WITH_PRETRAINED),
         (f"{_PRETRAINED} || !has(self.finetune)", FINETUNE_WITHOUT_PRETRAINED),
         Cel(
@@ -480,9 +496,14 @@ class LLMTrainingJobSpec(WireModel):
     """Stop the Ray cluster now and resume later from the last checkpoint."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Fail the job if it runs longer than this."""
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    """Queue the job in Kueue: it runs once admitted, and resumes from its last checkpoint
+    when re-admitted after a preemption."""
 
     @model_validator(mode="after")
     def _pretrained_fits(self) -> Self:
+        if self.scheduling.queue_name is not None and self.suspend:
+            raise invalid(QUEUED_AND_SUSPENDED)
         pretrained = self.model.pretrained is not None
         if pretrained and self.tokenizer is not None:
             raise invalid(TOKENIZER_WITH_PRETRAINED)
@@ -522,7 +543,7 @@ class LLMTrainingJobSpec(WireModel):
         return self
 
 
-TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+TrainingPhase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 
 
 class TrainingProgress(StatusModel):
@@ -592,7 +613,7 @@ class LLMTrainingJobStatus(StatusModel):
     """Observed state of an LLMTrainingJob."""
 
     phase: TrainingPhase | None = None
-    """Pending, Running, Succeeded, Failed or Suspended."""
+    """Pending, Queued (in Kueue), Running, Succeeded, Failed or Suspended."""
     conditions: list[Condition] = Field(default_factory=list)
     """Detailed conditions, with reasons a human can act on."""
     observed_generation: int | None = None

@@ -14,9 +14,17 @@ RECONCILE_SECONDS = Histogram(
     "llmkube_operator_reconcile_duration_seconds", "Time spent in one reconcile", ["kind"]
 )
 TRAINING_JOBS_BY_PHASE = Gauge("llmkube_trainingjobs", "LLMTrainingJobs by phase", ["phase"])
-TRAINING_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
+TRAINING_PHASES = ("Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended")
 DEPLOYMENTS_BY_PHASE = Gauge("llmkube_deployments", "LLMDeployments by phase", ["phase"])
-DEPLOYMENT_PHASES = ("Pending", "WaitingForModel", "Deploying", "Ready", "Degraded", "Failed")
+DEPLOYMENT_PHASES = (
+    "Pending",
+    "WaitingForModel",
+    "Queued",
+    "Deploying",
+    "Ready",
+    "Degraded",
+    "Failed",
+)
 AUTOSCALER_DECISIONS = Counter(
     "llmkube_autoscaler_decisions_total", "Replica changes made by the autoscaler", ["direction"]
 )

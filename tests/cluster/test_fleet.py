@@ -369,3 +369,88 @@ def workers_of(cp: ControlPlane, namespace: str, cluster: str) -> set[str]:
 def _serves_from(cp: ControlPlane, namespace: str, pods: set[str]) -> None:
     assert serving_pods(cp, namespace, "chat") == pods
     assert serving_pods(cp, namespace, "chat-serve-svc") == pods
+
+
+def set_rayjob_suspend(cp: ControlPlane, namespace: str, name: str, suspend: bool) -> None:
+    # Kueue's part, played by the test: Kueue itself is not built here (see docs/operator.md).
+    # Admitting a queued job unsuspends its RayJob; preempting an admitted one suspends it.
+    patch(cp, "rayjob", name, namespace, {"spec": {"suspend": suspend}})
+
+
+def test_a_queued_job_waits_for_kueue_and_the_operator_leaves_suspend_to_it(
+    control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
+) -> None:
+    namespace = fleet_namespace
+    scheduling = {"queueName": "team-a", "priorityClassName": "batch"}
+    apply(control_plane, namespace, cpu_job("queued", scheduling=scheduling))
+
+    # Created suspended and labelled for Kueue; KubeRay starts no cluster for it.
+    status = wait_phase(control_plane, "ltj", "queued", namespace, "Queued", timeout=60)
+    assert condition(status, "Ready")["reason"] == "Queued"
+    assert "waiting in LocalQueue team-a for Kueue to admit it" in status["message"]
+    rayjob = get(control_plane, "rayjob", "queued", namespace)
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "batch"
+    assert rayjob["spec"]["suspend"] is True
+    assert rayjob_status(control_plane, namespace, "queued")["jobDeploymentStatus"] == "Suspended"
+    assert listed(control_plane, "rayclusters", namespace) == []
+
+    set_rayjob_suspend(control_plane, namespace, "queued", False)  # admitted
+    wait_rayjob(control_plane, namespace, "queued", "Running")
+    wait_phase(control_plane, "ltj", "queued", namespace, "Running", timeout=60)
+
+    set_rayjob_suspend(control_plane, namespace, "queued", True)  # preempted
+    status = wait_phase(control_plane, "ltj", "queued", namespace, "Queued", timeout=90)
+    assert condition(status, "Ready")["reason"] == "Preempted"
+    # A reconcile of the job (any spec change runs one) leaves Kueue's suspension alone.
+    patch(control_plane, "ltj", "queued", namespace, {"spec": {"training": {"maxSteps": 2000}}})
+
+    def reconciled() -> None:
+        job = get(control_plane, "ltj", "queued", namespace)
+        assert job["status"]["observedGeneration"] == job["metadata"]["generation"]
+
+    eventually(reconciled)
+    assert get(control_plane, "rayjob", "queued", namespace)["spec"]["suspend"] is True
+    assert status_of(control_plane, "ltj", "queued", namespace)["phase"] == "Queued"
+
+    set_rayjob_suspend(control_plane, namespace, "queued", False)  # re-admitted
+    wait_rayjob(control_plane, namespace, "queued", "Running")
+    wait_phase(control_plane, "ltj", "queued", namespace, "Running", timeout=60)
+
+
+def test_a_queued_deployment_starts_when_kueue_resumes_its_cluster(
+    control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
+) -> None:
+    namespace = fleet_namespace
+    chat = deployment_manifest(
+        "queued-chat", resources={"gpusPerReplica": 0}, scheduling={"queueName": "serving"}
+    )
+    apply(control_plane, namespace, chat)
+    status = wait_phase(control_plane, "llmd", "queued-chat", namespace, "Queued", timeout=60)
+    assert "waiting in LocalQueue serving" in condition(status, "Ready")["message"]
+    rayservice = get(control_plane, "rayservice", "queued-chat", namespace)
+    assert rayservice["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "serving"
+    assert rayservice["spec"]["rayClusterConfig"]["suspend"] is True
+
+    # Kueue's part, played by the test (Kueue is not built here): admission resumes the
+    # cluster. KubeRay then starts its pods; the operator keeps Kueue's value on reconcile.
+    resumed = {"spec": {"rayClusterConfig": {"suspend": False}}}
+    patch(control_plane, "rayservice", "queued-chat", namespace, resumed)
+
+    def deploying() -> None:
+        active, pending = rayservice_clusters(control_plane, namespace, "queued-chat")
+        cluster = pending or active
+        assert cluster, (active, pending)
+        assert len(pods_of(control_plane, namespace, cluster)) == 3
+        assert status_of(control_plane, "llmd", "queued-chat", namespace)["phase"] == "Deploying"
+
+    eventually(deploying, timeout=90)
+    patch(control_plane, "llmd", "queued-chat", namespace, {"spec": {"replicas": 1}})
+    eventually(lambda: _observed(control_plane, namespace, "queued-chat"), timeout=30)
+    rayservice = get(control_plane, "rayservice", "queued-chat", namespace)
+    assert rayservice["spec"]["rayClusterConfig"]["suspend"] is False
+
+
+def _observed(cp: ControlPlane, namespace: str, name: str) -> None:
+    body = get(cp, "llmd", name, namespace)
+    assert (body.get("status") or {}).get("observedGeneration") == body["metadata"]["generation"]

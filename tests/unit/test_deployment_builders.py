@@ -324,3 +324,35 @@ def test_adapter_states_become_one_condition(
         reason,
     )
     assert [a.state for a in status.adapters] == states
+
+
+def test_a_queued_deployment_is_labelled_created_suspended_and_reported_queued() -> None:
+    queued = deployment(scheduling={"queueName": "team-a", "priorityClassName": "serving"})
+    built = rayservice(queued)
+    labels = built["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert labels["kueue.x-k8s.io/priority-class"] == "serving"
+    assert built["spec"]["rayClusterConfig"]["suspend"] is True  # Kueue resumes it
+    assert "suspend" not in rayservice(deployment())["spec"]["rayClusterConfig"]
+
+    def status_of(current: LLMDeploymentStatus) -> LLMDeploymentStatus:
+        return deployment_status(
+            current,
+            queued,
+            choice=ModelChoice(ServedModel(uri=URI, version="v1")),
+            rayservice_name="chat",
+            rayservice={**built, "status": {}},
+            now="T",
+        )
+
+    waiting = status_of(LLMDeploymentStatus())
+    ready = find(waiting.conditions, "Ready")
+    assert ready is not None
+    assert (waiting.phase, ready.reason) == ("Queued", "Queued")
+    assert "LocalQueue team-a" in ready.message
+    preempted = status_of(LLMDeploymentStatus(phase="Ready"))
+    again = status_of(preempted)  # stays Preempted on the next reconcile
+    for status in (preempted, again):
+        ready = find(status.conditions, "Ready")
+        assert ready is not None
+        assert (status.phase, ready.reason) == ("Queued", "Preempted")

@@ -6,6 +6,7 @@ import pytest
 
 from llmkube.api import LLMTrainingJob, LLMTrainingJobStatus
 from llmkube.api.artifacts import ProgressRecord
+from llmkube.api.common import Scheduling
 from llmkube.operator.blocked import blocked_status
 from llmkube.operator.conditions import find, set_condition
 from llmkube.operator.patches import changed_paths, merge_patch
@@ -287,3 +288,40 @@ def test_the_tail_of_a_long_metrics_file_gives_the_latest_numbers() -> None:
     assert metrics.train_loss == pytest.approx(10 - 19999 / 10000)
     assert complete_lines(b'{"step": 1}\n', truncated=False) == '{"step": 1}\n'
     assert complete_lines(b"no newline at all", truncated=True) == ""
+
+
+QUEUED_JOB = JOB.model_copy(
+    update={"spec": JOB.spec.model_copy(update={"scheduling": Scheduling(queue_name="team-a")})}
+)
+
+
+@pytest.mark.parametrize(
+    ("current", "reason", "says"),
+    [
+        (LLMTrainingJobStatus(), "Queued", "waiting in LocalQueue team-a for Kueue to admit it"),
+        # It ran before: Kueue preempted it; its checkpoints are where it resumes.
+        (
+            LLMTrainingJobStatus(phase="Running"),
+            "Preempted",
+            "Kueue suspended it to make room for other work",
+        ),
+    ],
+)
+def test_a_queued_job_that_kueue_holds_is_queued_or_preempted(
+    current: LLMTrainingJobStatus, reason: str, says: str
+) -> None:
+    status = training_status(
+        current,
+        QUEUED_JOB,
+        rayjob_name="j",
+        rayjob_status={"jobDeploymentStatus": "Suspended"},
+        snapshot=None,
+        ignored_spec_changes=[],
+        now="2026-01-01T01:00:00Z",
+    )
+    ready = find(status.conditions, "Ready")
+    assert ready is not None
+    assert (status.phase, ready.status, ready.reason) == ("Queued", "True", reason)
+    assert says in ready.message
+    # Without a queue, only the user suspends: that stays Suspended.
+    assert status_for({"jobDeploymentStatus": "Suspended"}).phase == "Suspended"

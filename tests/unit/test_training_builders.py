@@ -187,3 +187,37 @@ def test_names_fit_kuberay_limits_and_stay_distinct(length: int) -> None:
 def test_applied_spec_ignores_only_suspend() -> None:
     assert applied_spec(job(suspend=True)) == applied_spec(job(suspend=False))
     assert applied_spec(job(training={"maxSteps": 5})) != applied_spec(job())
+
+
+def kueue_refuses(rayjob: dict[str, Any]) -> list[str]:
+    """Kueue v0.17's webhook rules for a RayJob it manages (pkg/controller/jobs/rayjob and
+    raycluster: ValidateCreate), which would refuse the RayJob at creation."""
+    spec, cluster = rayjob["spec"], rayjob["spec"]["rayClusterSpec"]
+    problems = []
+    if spec.get("clusterSelector"):
+        problems.append("a kueue managed job should not use an existing cluster")
+    if not spec.get("shutdownAfterJobFinishes"):
+        problems.append("a kueue managed job should delete the cluster after finishing")
+    if cluster.get("enableInTreeAutoscaling"):
+        problems.append("a kueue managed job should only use autoscaling with workload slicing")
+    if len(cluster["workerGroupSpecs"]) > 7:
+        problems.append("at most 7 worker groups")
+    if any(group["groupName"] == "head" for group in cluster["workerGroupSpecs"]):
+        problems.append('"head" is reserved for the head group')
+    return problems
+
+
+def test_a_queued_job_is_labelled_for_kueue_created_suspended_and_within_its_limits() -> None:
+    queued = job(scheduling={"queueName": "team-a", "priorityClassName": "urgent"})
+    rayjob = build_rayjob(queued, default_image=IMAGE)
+    labels = rayjob["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert labels["kueue.x-k8s.io/priority-class"] == "urgent"
+    assert rayjob["spec"]["suspend"] is True  # Kueue unsuspends it on admission
+    assert kueue_refuses(rayjob) == []
+    # The pods carry no queue label: Kueue manages the RayJob, not each pod.
+    assert "kueue.x-k8s.io/queue-name" not in worker(rayjob)["template"]["metadata"]["labels"]
+
+    plain = build_rayjob(job(), default_image=IMAGE)
+    assert not any(key.startswith("kueue.x-k8s.io/") for key in plain["metadata"]["labels"])
+    assert plain["spec"]["suspend"] is False

@@ -14,6 +14,7 @@ from typing import Any
 from llmkube.api import LLMDeployment
 from llmkube.api.contract import serve_config
 from llmkube.api.runconfig import API_KEYS_DIR, API_KEYS_FILE, ServeRunConfig
+from llmkube.operator.kueue import kueue_labels
 from llmkube.operator.naming import (
     APPLIED_SPEC_ANNOTATION,
     DEPLOYMENT_LABEL,
@@ -128,20 +129,25 @@ def build_rayservice(
         ),
         "ports": ports,
     }
+    metadata = _metadata(deployment, rayservice_name(deployment.metadata.name))
+    metadata["labels"] |= kueue_labels(spec.scheduling)
+    # What the operator keeps following should the spec later turn invalid.
+    metadata["annotations"] = {APPLIED_SPEC_ANNOTATION: applied_spec(deployment)}
+    cluster: dict[str, Any] = {}
+    if spec.scheduling.queue_name is not None:
+        # Kueue creates queued clusters suspended and resumes them on admission.
+        cluster["suspend"] = True
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {
-            **_metadata(deployment, rayservice_name(deployment.metadata.name)),
-            # What the operator keeps following should the spec later turn invalid.
-            "annotations": {APPLIED_SPEC_ANNOTATION: applied_spec(deployment)},
-        },
+        "metadata": metadata,
         "spec": {
             "upgradeStrategy": {"type": spec.rollout.strategy},
             "serveConfigV2": json.dumps(serve_config(run_config), indent=2, sort_keys=True),
             # Only workers serve: each replica has a worker pod of its own.
             "excludeHeadPodFromServeSvc": True,
             "rayClusterConfig": {
+                **cluster,
                 "headGroupSpec": {
                     # KubeRay deploys Serve configs through the dashboard, on the pod's address;
                     # the NetworkPolicy admits only the KubeRay operator to it.

@@ -323,6 +323,12 @@ def _ensure_children(
     if settings.network_policies:
         policy = build_deployment_network_policy(deployment, settings)
         _apply(api, NETWORK_POLICIES, namespace, policy, ["podSelector", "policyTypes", "ingress"])
+    if deployment.spec.scheduling.queue_name is not None:
+        # Kueue suspends and resumes a queued cluster: keep what it last set.
+        existing = api.get(RAYSERVICES, namespace, rayservice["metadata"]["name"])
+        if existing is not None:
+            suspended = existing["spec"]["rayClusterConfig"].get("suspend")
+            rayservice["spec"]["rayClusterConfig"]["suspend"] = suspended
     applied = _apply(
         api,
         RAYSERVICES,

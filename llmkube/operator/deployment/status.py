@@ -9,6 +9,7 @@ from llmkube.api.deployment import DeploymentPhase, ServedModel
 from llmkube.operator.conditions import ConditionStatus, find, set_condition
 from llmkube.operator.deployment.adapters import AdapterChoice
 from llmkube.operator.deployment.builders import endpoint, selector
+from llmkube.operator.kueue import queued_message
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,15 @@ def deployment_status(
     app = applications.get(SERVE_APP)
     ready = _rayservice_condition(rayservice, "Ready")
     phase: DeploymentPhase
-    if app is not None and app.get("status") == "DEPLOY_FAILED":
+    queued = deployment.spec.scheduling.queue_name is not None
+    if queued and (rayservice.get("spec") or {}).get("rayClusterConfig", {}).get("suspend"):
+        was_ready = find(current.conditions, "Ready")
+        ran_before = current.phase in ("Ready", "Degraded") or (
+            was_ready is not None and was_ready.reason == "Preempted"
+        )
+        reason, message = queued_message(deployment.spec.scheduling, ran_before)
+        phase = "Queued"
+    elif app is not None and app.get("status") == "DEPLOY_FAILED":
         phase, reason = "Failed", "ServeDeployFailed"
         detail = app.get("message") or "see the RayService"
         message = f"Ray Serve could not deploy the model: {detail}"

@@ -5,6 +5,7 @@ from typing import Any
 
 from llmkube.api import LLMTrainingJob
 from llmkube.api.runconfig import TrainingRunConfig, scaling_config
+from llmkube.operator.kueue import kueue_labels
 from llmkube.operator.naming import (
     APPLIED_SPEC_ANNOTATION,
     TRAINING_JOB_LABEL,
@@ -97,6 +98,7 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
     )
 
     metadata = _metadata(job, rayjob_name(job.metadata.name))
+    metadata["labels"] |= kueue_labels(spec.scheduling)
     metadata["annotations"] = {APPLIED_SPEC_ANNOTATION: applied_spec(job)}
     rayjob: dict[str, Any] = {
         "apiVersion": "ray.io/v1",
@@ -123,7 +125,8 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
                     restartPolicy="Never",
                 ),
             },
-            "suspend": spec.suspend,
+            # Kueue creates queued jobs suspended and unsuspends them on admission.
+            "suspend": spec.suspend or spec.scheduling.queue_name is not None,
             "rayClusterSpec": {
                 "headGroupSpec": {
                     # The head schedules no training work: all of it goes to the GPU workers.

@@ -152,7 +152,8 @@ def reconcile_training_job(
     ignored: list[str] = []
     if not created:
         ignored = ignored_spec_changes(rayjob, job)
-        if bool(rayjob.get("spec", {}).get("suspend")) != job.spec.suspend:
+        queued = job.spec.scheduling.queue_name is not None  # Kueue owns suspend then
+        if not queued and bool(rayjob.get("spec", {}).get("suspend")) != job.spec.suspend:
             rayjob = api.patch(RAYJOBS, namespace, name, {"spec": {"suspend": job.spec.suspend}})
 
     status = training_status(

@@ -13,7 +13,8 @@ from llmkube.api.training import (
     TrainingPhase,
     TrainingProgress,
 )
-from llmkube.operator.conditions import ConditionStatus, set_condition
+from llmkube.operator.conditions import ConditionStatus, find, set_condition
+from llmkube.operator.kueue import queued_message
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,14 @@ def training_status(
     RayJob was built from, which it keeps running with)."""
     generation = job.metadata.generation
     verdict = verdict_from_rayjob(rayjob_name, rayjob_status)
+    if verdict.phase == "Suspended" and job.spec.scheduling.queue_name is not None:
+        # Only Kueue suspends a queued job (spec.suspend is refused with a queue).
+        was_ready = find(current.conditions, "Ready")
+        ran_before = current.phase == "Running" or (
+            was_ready is not None and was_ready.reason == "Preempted"
+        )
+        reason, message = queued_message(job.spec.scheduling, ran_before)
+        verdict = PhaseVerdict("Queued", reason, message)
     if verdict.phase == "Pending" and unschedulable is not None:
         verdict = PhaseVerdict("Pending", "Unschedulable", unschedulable)
     status = current.model_copy(deep=True)
