@@ -7,7 +7,15 @@ Both are timed until every job has its RayJob and a first status. Printed: both 
 (goal <= 1.5x), end-to-end reconcile latency p50/p99 (CR created -> status visible), and the
 operator's RSS with N objects (goal <= 200 MB).
 
+`--fleet`: the same N jobs with KubeRay's real controller and the real kube-scheduler on a
+simulated pool of `--nodes` kwok nodes (llmkube.testing.fleet), each side on a fresh control
+plane. Baseline: the C threads create the N RayJobs directly (built as the operator builds them);
+llmkube: they create the N LLMTrainingJobs. Both are timed until every Ray pod (a head and a
+worker per job) is bound to a node. Printed: both times, their ratio (goal <= 1.2x), and the
+operator's RSS at that scale (goal <= 200 MB).
+
     .venv/bin/python benchmarks/operator_scale.py [--jobs 1000] [--concurrency 16]
+    .venv/bin/python benchmarks/operator_scale.py --fleet [--jobs 1000] [--nodes 200]
 """
 
 import argparse
@@ -20,6 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config, watch
 
@@ -29,6 +38,7 @@ from llmkube.operator.kube import CONFIGMAPS, RAYJOBS, TRAINING_JOBS, KubeApi
 from llmkube.operator.training.builders import build_rayjob, build_run_configmap
 from llmkube.testing.binaries import third_party_crds
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.fleet import Fleet, Pool
 from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.operator import OperatorProcess
 
@@ -135,11 +145,104 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, int(fraction * len(values)))]
 
 
+class PodsBound(threading.Thread):
+    """Records when the `expected`-th Ray pod is bound to a node, from a watch stream."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, expected: int) -> None:
+        super().__init__(daemon=True)
+        self.api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))  # type: ignore[no-untyped-call]
+        self.namespace = namespace
+        self.expected = expected
+        self.bound: set[str] = set()
+        self.all_bound_at = 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        for event in stream.stream(  # type: ignore[no-untyped-call]
+            self.api.list_namespaced_pod, self.namespace, label_selector="ray.io/is-ray-node=yes"
+        ):
+            pod = event["object"]
+            if pod.spec.node_name and pod.metadata.name not in self.bound:
+                self.bound.add(pod.metadata.name)
+                if len(self.bound) == self.expected:
+                    self.all_bound_at = time.perf_counter()
+                    self.done.set()
+                    stream.stop()  # type: ignore[no-untyped-call]
+
+
+def fleet_run(
+    names: list[str], nodes: int, concurrency: int, through_llmkube: bool
+) -> tuple[float, int | None]:
+    """Seconds from the first create to every Ray pod bound; the operator's RSS (llmkube)."""
+    namespace = "bench"
+    workdir = Path(tempfile.mkdtemp(prefix="llmkube-bench-fleet-"))
+    pools = (Pool("cpu", nodes, 64, "256Gi"),)
+    manifests = [training_job_manifest(name, resources={"gpusPerWorker": 0}) for name in names]
+    with ControlPlane.start() as plane:
+        plane.install_crds([*third_party_crds(), *sorted((ROOT / "crds").glob("*.yaml"))])
+        plane.kubectl("create", "namespace", namespace)
+        api = KubeApi.from_environment(
+            pool_size=concurrency * 2, kubeconfig=str(plane.admin.kubeconfig)
+        )
+        with Fleet.start(plane, workdir, namespaces=[namespace], pools=pools, timeout=300):
+            operator = None
+            if through_llmkube:
+                operator = OperatorProcess(
+                    plane.admin.kubeconfig, workdir, env={"LLMKUBE_NAMESPACES": namespace}
+                ).start()
+            try:
+                watcher = PodsBound(plane.admin.kubeconfig, namespace, 2 * len(names))
+                watcher.start()
+                time.sleep(1.0)  # let the watch establish before the clock starts
+
+                def create(manifest: dict[str, Any]) -> None:
+                    if through_llmkube:
+                        api.create(TRAINING_JOBS, namespace, manifest)
+                    else:
+                        job = LLMTrainingJob.model_validate(
+                            manifest
+                            | {"metadata": {**manifest["metadata"], "namespace": namespace}}
+                        )
+                        rayjob = build_rayjob(job, default_image="bench")
+                        del rayjob["metadata"]["ownerReferences"]  # no LLMTrainingJob owns it
+                        api.create(RAYJOBS, namespace, rayjob)
+
+                began = time.perf_counter()
+                with ThreadPoolExecutor(concurrency) as pool:
+                    list(pool.map(create, manifests))
+                if not watcher.done.wait(timeout=3600):
+                    sys.exit(f"only {len(watcher.bound)} of {2 * len(names)} Ray pods bound")
+                rss_kb = rss_of(operator) if operator is not None else None
+            finally:
+                if operator is not None:
+                    operator.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return watcher.all_bound_at - began, rss_kb
+
+
+def fleet_main(jobs: int, nodes: int, concurrency: int) -> None:
+    names = [f"job-{i:05d}" for i in range(jobs)]
+    print(f"{jobs} jobs on {nodes} simulated nodes, {concurrency} client threads")
+    baseline, _ = fleet_run(names, nodes, concurrency, through_llmkube=False)
+    print(f"RayJobs created directly, until every Ray pod is bound:     {baseline:7.1f} s")
+    elapsed, rss_kb = fleet_run(names, nodes, concurrency, through_llmkube=True)
+    print(f"LLMTrainingJobs through llmkube, until every Ray pod is bound: {elapsed:7.1f} s")
+    print(f"ratio llmkube / direct: {elapsed / baseline:.2f}x   (goal <= 1.2x)")
+    assert rss_kb is not None
+    print(f"operator RSS with {jobs} jobs: {rss_kb / 1024:.0f} MB   (goal <= 200 MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--fleet", action="store_true", help="with KubeRay and the scheduler")
+    parser.add_argument("--nodes", type=int, default=200, help="simulated nodes (--fleet)")
     args = parser.parse_args()
+    if args.fleet:
+        fleet_main(args.jobs, args.nodes, args.concurrency)
+        return
     names = [f"job-{i:05d}" for i in range(args.jobs)]
 
     with ControlPlane.start() as plane:

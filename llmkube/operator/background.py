@@ -19,10 +19,10 @@ from typing import Any
 from llmkube.operator.deployment.autoscaler.runner import Autoscaler
 from llmkube.operator.deployment.reconcile import refresh_deployment_status
 from llmkube.operator.kube import DEPLOYMENTS, RAYSERVICES, TRAINING_JOBS, KubeApi
-from llmkube.operator.naming import rayservice_name
+from llmkube.operator.naming import label_value, rayservice_name
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
-from llmkube.operator.training.reconcile import refresh_training_status
+from llmkube.operator.training.reconcile import refresh_training_status, unscheduled_ray_pods
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
@@ -69,9 +69,12 @@ class BackgroundLoop(threading.Thread):
                         ("progress", namespace, name), partial(self._progress, namespace, name)
                     )
                 # Pods the scheduler cannot place change no RayJob or RayService: look for them.
+                pending: dict[str, list[str]] = {}
                 for namespace, name in self.registry.in_phase("Pending"):
+                    pending.setdefault(namespace, []).append(name)
+                for namespace, names in pending.items():
                     self._start(
-                        ("scheduling", namespace, name), partial(self._scheduling, namespace, name)
+                        ("scheduling", namespace, ""), partial(self._scheduling, namespace, names)
                     )
                 for namespace, name in self.deployments.starting():
                     self._start(
@@ -110,10 +113,23 @@ class BackgroundLoop(threading.Thread):
             self.api, namespace, name, self.settings, self.registry, read_progress=True
         )
 
-    def _scheduling(self, namespace: str, name: str) -> None:
-        refresh_training_status(
-            self.api, namespace, name, self.settings, self.registry, read_progress=False
-        )
+    def _scheduling(self, namespace: str, names: list[str]) -> None:
+        """One LIST of the namespace's unbound Ray pods; then only the jobs that have some, or
+        whose status still says they wait, are refreshed."""
+        unscheduled = unscheduled_ray_pods(self.api, namespace)
+        waiting = self.registry.waiting()
+        for name in names:
+            pods = unscheduled.get(label_value(name), [])
+            if pods or (namespace, name) in waiting:
+                refresh_training_status(
+                    self.api,
+                    namespace,
+                    name,
+                    self.settings,
+                    self.registry,
+                    read_progress=False,
+                    unscheduled=pods,
+                )
 
     def _deployment_scheduling(self, namespace: str, name: str) -> None:
         rayservice = self.api.get(RAYSERVICES, namespace, rayservice_name(name))

@@ -122,11 +122,17 @@ class KubeApi:
             raise
 
     def list(
-        self, resource: Resource, namespace: str, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> list[Body]:
         path = resource.path(namespace)
-        if label_selector is not None:
-            path += "?" + urllib.parse.urlencode({"labelSelector": label_selector})
+        query = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        selected = {key: value for key, value in query.items() if value is not None}
+        if selected:
+            path += "?" + urllib.parse.urlencode(selected)
         items: list[Body] = self._request("GET", path)["items"]
         return items
 

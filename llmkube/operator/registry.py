@@ -15,6 +15,7 @@ class _Entry:
     name: str
     kind: str = "LLMTrainingJob"
     phase: str | None = None
+    waiting: bool = False
     retry_at: float | None = None
 
 
@@ -32,9 +33,13 @@ class TrainingPhasesAndRetries:
             entry = self._jobs[uid] = _Entry(namespace, name)
         return entry
 
-    def observe(self, uid: str, namespace: str, name: str, phase: str | None) -> None:
+    def observe(
+        self, uid: str, namespace: str, name: str, phase: str | None, waiting: bool = False
+    ) -> None:
+        """`waiting`: its status says its pods wait on the scheduler (status.waitingFor)."""
         with self._lock:
-            self._entry(uid, namespace, name).phase = phase
+            entry = self._entry(uid, namespace, name)
+            entry.phase, entry.waiting = phase, waiting
         TRAINING_JOB_PHASES.set(uid, phase)
 
     def retry_later(
@@ -66,6 +71,11 @@ class TrainingPhasesAndRetries:
     def in_phase(self, phase: str) -> list[tuple[str, str]]:
         with self._lock:
             return [(e.namespace, e.name) for e in self._jobs.values() if e.phase == phase]
+
+    def waiting(self) -> set[tuple[str, str]]:
+        """Jobs whose status says their pods wait on the scheduler."""
+        with self._lock:
+            return {(e.namespace, e.name) for e in self._jobs.values() if e.waiting}
 
 
 class DeploymentRegistry:

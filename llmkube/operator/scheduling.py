@@ -46,14 +46,15 @@ def _where(pod: dict[str, Any]) -> str:
     return "on nodes labelled " + ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
-def waiting_for(pods: list[dict[str, Any]]) -> str | None:
-    """Why some of `pods` (one Ray cluster's) cannot be scheduled; None when none waits on the
-    scheduler. Names the first such pod's needs and the scheduler's count of nodes that fit."""
+def waiting_for(pods: list[dict[str, Any]], of: int | None = None) -> str | None:
+    """Why some of `pods` (one Ray cluster's; `of` of them in all, when `pods` holds only those
+    not bound yet) cannot be scheduled; None when none waits on the scheduler. Names the first
+    such pod's needs and the scheduler's count of nodes that fit."""
     waiting = [(pod, message) for pod in pods if (message := _unschedulable(pod)) is not None]
     if not waiting:
         return None
     pod, message = waiting[0]
-    what = f"{len(waiting)} of {len(pods)} Ray pods cannot be scheduled"
+    what = f"{len(waiting)} of {of or len(pods)} Ray pods cannot be scheduled"
     need = f"each needs {_needs(pod)} {_where(pod)}"
     if _NO_NODE_MATCHES in message and "Insufficient" not in message:
         hint = (

@@ -67,7 +67,13 @@ def write_training_status(
 ) -> bool:
     """Patch the status subresource if `desired` differs from the body's status. True if written."""
     metadata = body["metadata"]
-    registry.observe(metadata["uid"], metadata["namespace"], metadata["name"], desired.phase)
+    registry.observe(
+        metadata["uid"],
+        metadata["namespace"],
+        metadata["name"],
+        desired.phase,
+        waiting=desired.waiting_for is not None,
+    )
     return _write(
         api,
         TRAINING_JOBS,

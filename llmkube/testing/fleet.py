@@ -211,10 +211,10 @@ class Fleet(StoppedOnExit):
                     },
                 )
             )
-            for node in fleet_nodes(pools):
-                created = plane.kubectl("apply", "-f", "-", input=json.dumps(node))
-                if created.returncode != 0:
-                    raise RuntimeError(f"node {node['metadata']['name']}: {created.stderr}")
+            nodes = {"apiVersion": "v1", "kind": "List", "items": fleet_nodes(pools)}
+            created = plane.kubectl("apply", "-f", "-", input=json.dumps(nodes))
+            if created.returncode != 0:
+                raise RuntimeError(f"the fleet's nodes: {created.stderr}")
             expected = sum(pool.nodes for pool in pools)
             wait_until(
                 lambda: fleet._ready_nodes() == expected,

@@ -357,6 +357,20 @@ def test_a_deployment_serves_from_kuberays_cluster_and_rolls_over_to_a_new_model
     eventually(switched, timeout=90)
     eventually(lambda: _serves_from(control_plane, namespace, second_pods))
 
+    # Deleting the deployment takes the RayService, both clusters and their pods with it.
+    deleted = control_plane.kubectl("delete", "llmd", "chat", "-n", namespace)
+    assert deleted.returncode == 0, deleted.stderr
+
+    def gone() -> None:
+        for kind in ("rayservices", "rayclusters", "services"):
+            names = [item["metadata"]["name"] for item in listed(control_plane, kind, namespace)]
+            assert not [name for name in names if name.startswith("chat")], (kind, names)
+        assert not [
+            p for p in listed(control_plane, "pods", namespace) if "chat" in p["metadata"]["name"]
+        ]
+
+    eventually(gone, timeout=90)
+
 
 def workers_of(cp: ControlPlane, namespace: str, cluster: str) -> set[str]:
     return {

@@ -87,3 +87,11 @@ def test_what_the_pods_wait_for(pods: list[dict[str, Any]], says: list[str] | No
     # The scheduler's notes on preemption and claims say nothing a user can act on.
     assert "preemption" not in message
     assert "claims" not in message
+
+
+def test_only_the_unbound_pods_of_a_larger_cluster() -> None:
+    # The operator lists only pods without a node; `of` says how many the cluster has in all.
+    waiting = pod(scheduled="0/4 nodes are available: 4 Insufficient nvidia.com/gpu.")
+    message = waiting_for([waiting], of=3)
+    assert message is not None
+    assert message.startswith("1 of 3 Ray pods cannot be scheduled")

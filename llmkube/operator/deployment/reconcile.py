@@ -132,12 +132,21 @@ def starting_cluster(rayservice: dict[str, Any] | None) -> str | None:
     return name
 
 
-def waiting_pods(api: KubeApi, namespace: str, rayservice: dict[str, Any] | None) -> str | None:
-    """Why the starting cluster's pods wait on the scheduler, if they do."""
+def waiting_pods(
+    api: KubeApi, namespace: str, deployment: LLMDeployment, rayservice: dict[str, Any] | None
+) -> str | None:
+    """Why the starting cluster's pods wait on the scheduler, if they do (one LIST of its pods
+    not bound to a node yet)."""
     cluster = starting_cluster(rayservice)
     if cluster is None:
         return None
-    return waiting_for(api.list(PODS, namespace, label_selector=f"{RAY_CLUSTER_LABEL}={cluster}"))
+    unbound = api.list(
+        PODS,
+        namespace,
+        label_selector=f"{RAY_CLUSTER_LABEL}={cluster}",
+        field_selector="spec.nodeName=",
+    )
+    return waiting_for(unbound, of=deployment.spec.replicas + 1)  # the head and a worker each
 
 
 def live_version(api: KubeApi, namespace: str, rayservice: dict[str, Any] | None) -> str | None:
@@ -287,7 +296,7 @@ def reconcile_deployment(
         rayservice=rayservice,
         live_version=live_version(api, namespace, rayservice),
         adapters=adapters,
-        unschedulable=waiting_pods(api, namespace, rayservice),
+        unschedulable=waiting_pods(api, namespace, deployment, rayservice),
         now=now,
     )
     if rayservice is not None:
@@ -417,7 +426,7 @@ def _write_followed_status(
         rayservice_name=rayservice["metadata"]["name"],
         rayservice=rayservice,
         live_version=live_version(api, body["metadata"]["namespace"], rayservice),
-        unschedulable=waiting_pods(api, body["metadata"]["namespace"], rayservice),
+        unschedulable=waiting_pods(api, body["metadata"]["namespace"], deployment, rayservice),
         now=now,
     )
     spec_applied(status, problem, deployment.metadata.generation, now)

@@ -17,7 +17,12 @@ from llmkube.operator.kube import (
     TRAINING_JOBS,
     KubeApi,
 )
-from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION, RAY_CLUSTER_LABEL, rayjob_name
+from llmkube.operator.naming import (
+    APPLIED_SPEC_ANNOTATION,
+    RAY_CLUSTER_LABEL,
+    TRAINING_JOB_LABEL,
+    rayjob_name,
+)
 from llmkube.operator.owned import NameConflictError, create_or_get_owned
 from llmkube.operator.patches import changed_paths
 from llmkube.operator.registry import TrainingPhasesAndRetries
@@ -214,9 +219,11 @@ def refresh_training_status(
     *,
     rayjob: dict[str, Any] | None = None,
     read_progress: bool,
+    unscheduled: list[dict[str, Any]] | None = None,
 ) -> None:
     """Re-derive a job's status from its RayJob (and progress files). A no-op for jobs the
-    reconcile has not set up yet: it owns that path."""
+    reconcile has not set up yet: it owns that path. `unscheduled`: the job's Ray pods no node
+    was found for (`unscheduled_ray_pods`); None keeps what the status last said about them."""
     body = api.get(TRAINING_JOBS, namespace, job_name)
     if body is None:
         return
@@ -227,7 +234,10 @@ def refresh_training_status(
     job = valid or applied_job(body, rayjob)  # an invalid spec: follow what runs
     if job is None:
         return
-    unschedulable = _waiting_for(api, namespace, rayjob)
+    if unscheduled is None:
+        unschedulable = current_status(body).waiting_for
+    else:
+        unschedulable = _waiting_for(job, rayjob, unscheduled)
     snapshot = None
     if read_progress:
         try:
@@ -252,10 +262,28 @@ def refresh_training_status(
     write_training_status(api, body, status, registry)
 
 
-def _waiting_for(api: KubeApi, namespace: str, rayjob: dict[str, Any]) -> str | None:
+def _waiting_for(
+    job: LLMTrainingJob, rayjob: dict[str, Any], unscheduled: list[dict[str, Any]]
+) -> str | None:
     """While the RayJob's cluster starts: why the scheduler cannot place its pods, if so."""
     status = rayjob.get("status") or {}
     cluster = status.get("rayClusterName")
     if status.get("jobDeploymentStatus") not in STARTING or not cluster:
         return None
-    return waiting_for(api.list(PODS, namespace, label_selector=f"{RAY_CLUSTER_LABEL}={cluster}"))
+    pods = [
+        pod for pod in unscheduled if pod["metadata"]["labels"].get(RAY_CLUSTER_LABEL) == cluster
+    ]
+    return waiting_for(pods, of=job.spec.resources.workers + 1)  # the head and the workers
+
+
+def unscheduled_ray_pods(api: KubeApi, namespace: str) -> dict[str, list[dict[str, Any]]]:
+    """The training jobs' Ray pods in `namespace` not bound to a node yet, by job (the value of
+    their job label). One LIST for all pending jobs: the apiserver filters on spec.nodeName, so
+    the answer holds only pods that wait, however many run."""
+    pods = api.list(
+        PODS, namespace, label_selector=TRAINING_JOB_LABEL, field_selector="spec.nodeName="
+    )
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        by_job.setdefault(pod["metadata"]["labels"][TRAINING_JOB_LABEL], []).append(pod)
+    return by_job
