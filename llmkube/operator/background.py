@@ -21,6 +21,7 @@ from llmkube.operator.deployment.reconcile import refresh_deployment_status
 from llmkube.operator.kube import DEPLOYMENTS, RAYSERVICES, TRAINING_JOBS, KubeApi
 from llmkube.operator.naming import label_value, rayservice_name
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
+from llmkube.operator.scheduling import scheduler_refusal
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training.reconcile import refresh_training_status, unscheduled_ray_pods
 
@@ -120,7 +121,9 @@ class BackgroundLoop(threading.Thread):
         waiting = self.registry.waiting()
         for name in names:
             pods = unscheduled.get(label_value(name), [])
-            if pods or (namespace, name) in waiting:
+            # Pods the scheduler has not tried yet say nothing: only a refusal is news.
+            refused = any(scheduler_refusal(pod) is not None for pod in pods)
+            if refused or (namespace, name) in waiting:
                 refresh_training_status(
                     self.api,
                     namespace,

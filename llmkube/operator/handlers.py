@@ -33,6 +33,7 @@ from llmkube.operator.owned import NameConflictError
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training.reconcile import reconcile_training_job, refresh_training_status
+from llmkube.operator.training.status import followed_state
 
 log = logging.getLogger(__name__)
 REGISTRY = TrainingPhasesAndRetries()
@@ -179,8 +180,14 @@ def rayjob_event(
     owners = body.get("metadata", {}).get("ownerReferences") or []
     owner = next((ref["name"] for ref in owners if ref.get("kind") == "LLMTrainingJob"), None)
     status = body.get("status")
+    uid = body["metadata"]["uid"]
+    if type == "DELETED":
+        REGISTRY.record_followed(uid, None)
     if owner is None or namespace is None or type == "DELETED" or not status:
         return  # a status-less RayJob was just created by a reconcile that reported it
+    state = followed_state(dict(body))
+    if REGISTRY.followed_unchanged(uid, state):
+        return  # KubeRay rewrote only what the job's status does not show
     refresh_training_status(
         memo.api,
         namespace,
@@ -190,3 +197,4 @@ def rayjob_event(
         rayjob=dict(body),
         read_progress=status.get("jobDeploymentStatus") in PROGRESS_STATES,
     )
+    REGISTRY.record_followed(uid, state)

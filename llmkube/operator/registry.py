@@ -26,6 +26,20 @@ class TrainingPhasesAndRetries:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Entry] = {}
+        self._followed: dict[str, object] = {}
+
+    def followed_unchanged(self, rayjob_uid: str, state: object) -> bool:
+        """Whether a RayJob's followed state is what the last successful refresh saw."""
+        with self._lock:
+            return self._followed.get(rayjob_uid) == state
+
+    def record_followed(self, rayjob_uid: str, state: object | None) -> None:
+        """What a refresh saw of a RayJob (None: the RayJob is gone)."""
+        with self._lock:
+            if state is None:
+                self._followed.pop(rayjob_uid, None)
+            else:
+                self._followed[rayjob_uid] = state
 
     def _entry(self, uid: str, namespace: str, name: str) -> _Entry:
         entry = self._jobs.get(uid)

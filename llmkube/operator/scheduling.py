@@ -12,7 +12,7 @@ nothing a user can act on."""
 _NO_NODE_MATCHES = "didn't match Pod's node affinity/selector"
 
 
-def _unschedulable(pod: dict[str, Any]) -> str | None:
+def scheduler_refusal(pod: dict[str, Any]) -> str | None:
     """The scheduler's message for a pod it could not place; None for any other pod."""
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if (
@@ -50,7 +50,7 @@ def waiting_for(pods: list[dict[str, Any]], of: int | None = None) -> str | None
     """Why some of `pods` (one Ray cluster's; `of` of them in all, when `pods` holds only those
     not bound yet) cannot be scheduled; None when none waits on the scheduler. Names the first
     such pod's needs and the scheduler's count of nodes that fit."""
-    waiting = [(pod, message) for pod in pods if (message := _unschedulable(pod)) is not None]
+    waiting = [(pod, message) for pod in pods if (message := scheduler_refusal(pod)) is not None]
     if not waiting:
         return None
     pod, message = waiting[0]

@@ -153,11 +153,14 @@ def _handler(heads: Heads) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, code: int, answer: object) -> None:
             data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # KubeRay gave up first (its client waits 2 s) and asks again later
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # KubeRay polls every few seconds; its own log says what it asked

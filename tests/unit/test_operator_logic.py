@@ -14,6 +14,7 @@ from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training.progress import complete_lines, latest_metrics
 from llmkube.operator.training.status import (
     ProgressSnapshot,
+    followed_state,
     training_status,
     verdict_from_rayjob,
 )
@@ -325,3 +326,15 @@ def test_a_queued_job_that_kueue_holds_is_queued_or_preempted(
     assert says in ready.message
     # Without a queue, only the user suspends: that stays Suspended.
     assert status_for({"jobDeploymentStatus": "Suspended"}).phase == "Suspended"
+
+
+def test_only_what_the_status_shows_makes_a_rayjob_event_count() -> None:
+    starting = {"status": {"jobDeploymentStatus": "Initializing", "rayClusterName": "c"}}
+    more_resources = {
+        "status": {**starting["status"], "rayClusterStatus": {"desiredCPU": "6", "state": ""}}
+    }
+    running = {"status": {**starting["status"], "jobDeploymentStatus": "Running"}}
+    suspended = {**starting, "spec": {"suspend": True}}
+    assert followed_state(more_resources) == followed_state(starting)
+    assert followed_state(running) != followed_state(starting)
+    assert followed_state(suspended) != followed_state(starting)

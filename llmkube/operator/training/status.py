@@ -15,6 +15,7 @@ from llmkube.api.training import (
 )
 from llmkube.operator.conditions import ConditionStatus, find, set_condition
 from llmkube.operator.kueue import queued_message
+from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,32 @@ class ProgressSnapshot:
     metrics: TrainingMetrics | None
     published: ModelPointer | None = None
     """What the output's model/ points at."""
+
+
+FOLLOWED_RAYJOB_STATUS = (
+    "jobDeploymentStatus",
+    "jobStatus",
+    "message",
+    "reason",
+    "failed",
+    "startTime",
+    "endTime",
+    "rayClusterName",
+)
+"""The RayJob status fields a job's status is derived from. KubeRay rewrites the rest (its
+cluster's resources, conditions, endpoints) many times while a cluster starts."""
+
+
+def followed_state(rayjob: dict[str, Any]) -> tuple[object, ...]:
+    """What of a RayJob the job's status depends on: an event that leaves it unchanged changes
+    nothing the operator would write."""
+    status = rayjob.get("status") or {}
+    annotations = rayjob.get("metadata", {}).get("annotations") or {}
+    return (
+        *(status.get(key) for key in FOLLOWED_RAYJOB_STATUS),
+        (rayjob.get("spec") or {}).get("suspend"),
+        annotations.get(APPLIED_SPEC_ANNOTATION),
+    )
 
 
 def verdict_from_rayjob(rayjob_name: str, rayjob_status: dict[str, Any] | None) -> PhaseVerdict:
