@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from llmkube.testing.black_hole import BlackHole
 from llmkube.testing.controlplane import ControlPlane
-from llmkube.testing.manifests import training_job_manifest
+from llmkube.testing.manifests import deployment_manifest, training_job_manifest
 from llmkube.testing.operator import OperatorProcess
 from llmkube.testing.processes import free_port
 from llmkube.testing.prometheus import PrometheusServer
@@ -64,26 +64,20 @@ def prometheus(exporter: Exporter) -> Iterator[PrometheusServer]:
 
 
 def autoscaled(prometheus_url: str, name: str = "busy") -> dict[str, Any]:
-    return {
-        "apiVersion": "llmkube.io/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": "s3://models/base/model"},
-            "replicas": 1,
-            "serving": {"allowUnauthenticated": True},
-            "autoscaling": {
-                "enabled": True,
-                "minReplicas": 1,
-                "maxReplicas": 4,
-                "metric": {"type": "inflightRequests", "target": 5},
-                "prometheus": {"url": prometheus_url},
-                "intervalSeconds": INTERVAL,
-                "scaleUp": {"stabilizationSeconds": UP_WINDOW, "maxStep": 4},
-                "scaleDown": {"stabilizationSeconds": DOWN_WINDOW, "maxStep": 4},
-            },
+    return deployment_manifest(
+        name,
+        replicas=1,
+        autoscaling={
+            "enabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "metric": {"type": "inflightRequests", "target": 5},
+            "prometheus": {"url": prometheus_url},
+            "intervalSeconds": INTERVAL,
+            "scaleUp": {"stabilizationSeconds": UP_WINDOW, "maxStep": 4},
+            "scaleDown": {"stabilizationSeconds": DOWN_WINDOW, "maxStep": 4},
         },
-    }
+    )
 
 
 def decisions(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
