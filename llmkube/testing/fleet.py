@@ -8,7 +8,7 @@ Three pools, labelled and tainted like a cloud's GPU node pools:
 
 | pool | nodes | each node |
 |---|---|---|
-| cpu | 4 | 64 CPUs, 256 GiB |
+| cpu | 8 | 64 CPUs, 256 GiB |
 | a100 | 2 | 96 CPUs, 1000 GiB, 8 x NVIDIA-A100-SXM4-80GB (tainted nvidia.com/gpu) |
 | l4 | 2 | 16 CPUs, 64 GiB, 1 x NVIDIA-L4 (tainted nvidia.com/gpu) |
 
@@ -93,7 +93,7 @@ class Pool:
 
 
 FLEET = (
-    Pool("cpu", 4, 64, "256Gi"),
+    Pool("cpu", 8, 64, "256Gi"),
     Pool("a100", 2, 96, "1000Gi", 8, "NVIDIA-A100-SXM4-80GB"),
     Pool("l4", 2, 16, "64Gi", 1, "NVIDIA-L4"),
 )

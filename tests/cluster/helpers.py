@@ -14,6 +14,7 @@ from llmkube.storage import open_store
 from llmkube.storage.uri import join
 from llmkube.storage.versions import publish_version
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.minio import MinioServer
 
 T = TypeVar("T")
@@ -147,3 +148,24 @@ def staged_files(folder: Path, files: dict[str, bytes]) -> Path:
     for name, data in files.items():
         (folder / name).write_bytes(data)
     return folder
+
+
+def cpu_job(name: str, **spec: Any) -> dict[str, Any]:
+    """A training job on the fleet's CPU pool (no GPU, so no pool to ask for)."""
+    return training_job_manifest(name, resources={"gpusPerWorker": 0}, **spec)
+
+
+def rayjob_status(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = get(cp, "rayjob", name, namespace).get("status") or {}
+    return status
+
+
+def wait_rayjob(cp: ControlPlane, namespace: str, name: str, deployment_status: str) -> None:
+    """Until KubeRay itself has moved the RayJob to `deployment_status` (with a job submitted)."""
+
+    def reached() -> None:
+        status = rayjob_status(cp, namespace, name)
+        assert status.get("jobDeploymentStatus") == deployment_status, status
+        assert status.get("jobId"), status
+
+    eventually(reached, timeout=90)

@@ -193,6 +193,8 @@ def test_endpoints_that_never_answer_delay_no_other_deployment(
         )
         apply(control_plane, namespace, stuck_job)
         eventually(lambda: get(control_plane, "rayjob", "stuck-job", namespace))
+        # Written as KubeRay would: the exporter behind this module's Prometheus labels its
+        # series with this (non-fleet) namespace, where no KubeRay runs.
         running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
         patch_status(control_plane, "rayjob", "stuck-job", namespace, running)
         # Running: its progress is read, each read waiting out its deadline (a 60 s one, before).

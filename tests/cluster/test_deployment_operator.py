@@ -1,5 +1,7 @@
-"""LLMDeployment against a real apiserver, without KubeRay: tests write the RayService status
-KubeRay would (serving and rolling over with the real KubeRay controller is in test_fleet.py)."""
+"""LLMDeployment against a real apiserver. Tests in a `fleet_namespace` run with KubeRay's real
+controller (llmkube.testing.fleet), serving and rolling over in test_fleet.py. The others need no
+Ray cluster, or stand in for what KubeRay never does: a training job's RayJob completing again
+(`succeed`), as a re-run would publish a new model."""
 
 import json
 from pathlib import Path
@@ -11,6 +13,7 @@ from llmkube.storage import open_store
 from llmkube.storage.models import folder_digest
 from llmkube.storage.store import LocalStore
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.fleet import Fleet
 from llmkube.testing.manifests import deployment_manifest, training_job_manifest
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.operator import OperatorProcess
@@ -31,27 +34,6 @@ from tests.cluster.helpers import (
     status_of,
     wait_phase,
 )
-
-READY: dict[str, Any] = {
-    "conditions": [
-        {
-            "type": "Ready",
-            "status": "True",
-            "reason": "NonZeroServeEndpoints",
-            "message": "",
-            "lastTransitionTime": "2026-11-28T10:00:00Z",
-        },
-        {
-            "type": "UpgradeInProgress",
-            "status": "False",
-            "reason": "NoPendingCluster",
-            "message": "",
-            "lastTransitionTime": "2026-11-28T10:00:00Z",
-        },
-    ],
-    "numServeEndpoints": 2,
-    "activeServiceStatus": {"applicationStatuses": {"llm": {"status": "RUNNING"}}},
-}
 
 
 def serve_config(rayservice: dict[str, Any]) -> dict[str, Any]:
@@ -268,12 +250,27 @@ def _without_rules(schema: Any) -> Any:
 
 
 def test_a_spec_made_invalid_while_serving_keeps_its_rayservice_followed(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess, tmp_path: Path
+    control_plane: ControlPlane,
+    fleet: Fleet,
+    fleet_namespace: str,
+    operator: OperatorProcess,
+    tmp_path: Path,
 ) -> None:
-    apply(control_plane, namespace, deployment_manifest("drifting"))
-    eventually(lambda: get(control_plane, "rayservice", "drifting", namespace))
-    patch_status(control_plane, "rayservice", "drifting", namespace, READY)
-    wait_phase(control_plane, "llmd", "drifting", namespace, "Ready")
+    namespace = fleet_namespace
+    cpu_only = {"gpusPerReplica": 0}
+    apply(control_plane, namespace, deployment_manifest("drifting", resources=cpu_only))
+
+    def starting() -> str:
+        # KubeRay names the cluster it brings up; only Ray Serve's health is the test's to say.
+        pending = (get(control_plane, "rayservice", "drifting", namespace).get("status") or {}).get(
+            "pendingServiceStatus"
+        ) or {}
+        name: str | None = pending.get("rayClusterName")
+        assert name, pending
+        return name
+
+    fleet.serve_healthy(namespace, eventually(starting, timeout=60))
+    wait_phase(control_plane, "llmd", "drifting", namespace, "Ready", timeout=90)
 
     # Only a CRD without today's rules lets an invalid spec in (Helm never upgrades CRDs).
     current, older = tmp_path / "current.json", tmp_path / "older.json"

@@ -11,14 +11,17 @@ from llmkube.testing.operator import OperatorProcess
 from tests.cluster.helpers import (
     apply,
     condition,
+    cpu_job,
     events_for,
     eventually,
     exists,
     get,
     listed,
     patch,
+    rayjob_status,
     status_of,
     wait_phase,
+    wait_rayjob,
 )
 
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -29,11 +32,6 @@ def gpu_job(name: str, accelerator: str, **resources: object) -> dict[str, Any]:
     """A training job whose workers ask for the pool of `accelerator`, tolerating its taint."""
     pool = {"accelerator": accelerator, "tolerations": [GPU_TOLERATION]}
     return training_job_manifest(name, resources={**resources, "nodePool": pool})
-
-
-def cpu_job(name: str, **spec: Any) -> dict[str, Any]:
-    """A training job on the CPU pool (no GPU, so no pool to ask for)."""
-    return training_job_manifest(name, resources={"gpusPerWorker": 0}, **spec)
 
 
 def pods_of(cp: ControlPlane, namespace: str, cluster: str) -> list[dict[str, Any]]:
@@ -177,22 +175,6 @@ def test_deleting_a_job_takes_its_rayjob_raycluster_and_pods_with_it(
             assert listed(control_plane, kind, namespace) == [], kind
 
     eventually(gone, timeout=90)
-
-
-def rayjob_status(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = get(cp, "rayjob", name, namespace).get("status") or {}
-    return status
-
-
-def wait_rayjob(cp: ControlPlane, namespace: str, name: str, deployment_status: str) -> None:
-    """Until KubeRay itself has moved the RayJob to `deployment_status` (with a job submitted)."""
-
-    def reached() -> None:
-        status = rayjob_status(cp, namespace, name)
-        assert status.get("jobDeploymentStatus") == deployment_status, status
-        assert status.get("jobId"), status
-
-    eventually(reached, timeout=90)
 
 
 def test_a_job_succeeds_when_its_ray_job_does(
@@ -462,7 +444,7 @@ def test_a_queued_deployment_starts_when_kueue_resumes_its_cluster(
     patch(control_plane, "llmd", "queued-chat", namespace, {"spec": {"replicas": 1}})
     eventually(lambda: _observed(control_plane, namespace, "queued-chat"), timeout=30)
     rayservice = get(control_plane, "rayservice", "queued-chat", namespace)
-    assert rayservice["spec"]["rayClusterConfig"]["suspend"] is False
+    assert not rayservice["spec"]["rayClusterConfig"].get("suspend")  # false, or left out
 
 
 def _observed(cp: ControlPlane, namespace: str, name: str) -> None:

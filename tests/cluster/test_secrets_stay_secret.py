@@ -4,10 +4,9 @@ writes or logs, even while it reads storage with them and fails."""
 import json
 
 from llmkube.testing.controlplane import ControlPlane
-from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.operator import OperatorProcess
-from tests.cluster.helpers import apply, credentials_secret, eventually, get, patch_status
+from tests.cluster.helpers import apply, cpu_job, credentials_secret, eventually, get, wait_rayjob
 
 ACCESS_KEY = "AKIA-leak-check-id"
 SECRET_KEY = "leak-check-secret-value"
@@ -16,8 +15,12 @@ SECRET_TEXT = (ACCESS_KEY, SECRET_KEY, API_KEY)
 
 
 def test_no_secret_text_in_children_events_status_or_logs(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess, minio: MinioServer
+    control_plane: ControlPlane,
+    fleet_namespace: str,
+    operator: OperatorProcess,
+    minio: MinioServer,
 ) -> None:
+    namespace = fleet_namespace  # KubeRay's own children and Events are checked too
     storage = {
         "endpoint": minio.endpoint,
         "insecure": True,
@@ -47,13 +50,11 @@ def test_no_secret_text_in_children_events_status_or_logs(
             "leaky", {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
         ),
         api_keys,
-        training_job_manifest("leaky-job", storage=storage),
+        cpu_job("leaky-job", storage=storage),
         deployment,
     )
-    eventually(lambda: get(control_plane, "rayjob", "leaky-job", namespace))
     eventually(lambda: get(control_plane, "rayservice", "guarded", namespace))
-    running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
-    patch_status(control_plane, "rayjob", "leaky-job", namespace, running)
+    wait_rayjob(control_plane, namespace, "leaky-job", "Running")
 
     def progress_read_and_refused() -> None:
         assert f"progress of {namespace}/leaky-job unreadable" in operator.log()

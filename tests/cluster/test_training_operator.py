@@ -1,5 +1,7 @@
-"""The operator against a real apiserver, without KubeRay: tests write the RayJob status KubeRay
-would (the same, with the real KubeRay controller and a Ray stand-in, is in test_fleet.py)."""
+"""The operator against a real apiserver. Tests in a `fleet_namespace` run with KubeRay's real
+controller and the real scheduler (llmkube.testing.fleet), the test deciding only what a live Ray
+would (a job's end); the others need no Ray cluster at all (what the operator builds, refuses or
+reports before one exists)."""
 
 import io
 import json
@@ -10,6 +12,7 @@ from typing import Any
 import yaml
 
 from llmkube.testing.controlplane import ControlPlane
+from llmkube.testing.fleet import Fleet
 from llmkube.testing.manifests import training_job_manifest
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.operator import OperatorProcess
@@ -17,17 +20,19 @@ from tests.bad_manifests import corpus
 from tests.cluster.helpers import (
     apply,
     condition,
+    cpu_job,
     credentials_secret,
     events_for,
     eventually,
     exists,
     get,
+    listed,
     patch,
-    patch_status,
     publish_as_the_runtime,
     staged_files,
     status_of,
     wait_phase,
+    wait_rayjob,
 )
 
 ROOT = Path(__file__).parents[2]
@@ -145,13 +150,14 @@ def test_an_output_holding_another_runs_model_is_refused_before_anything_starts(
 
 def test_progress_and_loss_come_from_minio(
     control_plane: ControlPlane,
-    namespace: str,
+    fleet_namespace: str,
     operator: OperatorProcess,
     minio: MinioServer,
     bucket: str,
 ) -> None:
+    namespace = fleet_namespace
     secret = credentials_secret("s3", minio.env)
-    job = training_job_manifest(
+    job = cpu_job(
         "watched",
         storage={"endpoint": minio.endpoint, "insecure": True, "credentialsSecret": {"name": "s3"}},
         output=f"s3://{bucket}/watched/",
@@ -173,7 +179,7 @@ def test_progress_and_loss_come_from_minio(
         '{"step": 250, "train_loss": 3.25, "tokens_per_second": 812.5}\n'
         '{"step": 250, "kind": "eval", "eval_loss": 3.4, "perplexity": 29.96, "accuracy": 0.31}\n',
     )
-    patch_status(control_plane, "rayjob", "watched", namespace, {"jobDeploymentStatus": "Running"})
+    wait_rayjob(control_plane, namespace, "watched", "Running")  # KubeRay's own doing
 
     def progressed(step: int) -> dict[str, Any]:
         status = status_of(control_plane, "ltj", "watched", namespace)
@@ -199,11 +205,12 @@ def test_progress_and_loss_come_from_minio(
 
 def test_a_fine_tune_runs_as_a_rayjob_and_shows_its_base_method_and_share(
     control_plane: ControlPlane,
-    namespace: str,
+    fleet_namespace: str,
     operator: OperatorProcess,
     minio: MinioServer,
     bucket: str,
 ) -> None:
+    namespace = fleet_namespace
     example = ROOT / "examples" / "finetune" / "lora-job.yaml"
     secret = credentials_secret("minio-credentials", minio.env)
     # The example as written, except that storage is the test's MinIO.
@@ -240,7 +247,7 @@ def test_a_fine_tune_runs_as_a_rayjob_and_shows_its_base_method_and_share(
     }
     data = json.dumps(progress).encode()
     minio.client().put_object(bucket, "ft/progress.json", io.BytesIO(data), len(data))
-    patch_status(control_plane, "rayjob", name, namespace, {"jobDeploymentStatus": "Running"})
+    wait_rayjob(control_plane, namespace, name, "Running")  # on the fleet's L4 pool
 
     def counted() -> dict[str, Any]:
         found = finetune()
@@ -319,12 +326,11 @@ def test_a_missing_secret_waits_then_starts(
 
 
 def test_a_spec_made_invalid_mid_run_keeps_its_rayjob_followed(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+    control_plane: ControlPlane, fleet: Fleet, fleet_namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(control_plane, namespace, training_job_manifest("drifting"))
-    eventually(lambda: get(control_plane, "rayjob", "drifting", namespace))
-    running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
-    patch_status(control_plane, "rayjob", "drifting", namespace, running)
+    namespace = fleet_namespace
+    apply(control_plane, namespace, cpu_job("drifting"))
+    wait_rayjob(control_plane, namespace, "drifting", "Running")
     wait_phase(control_plane, "ltj", "drifting", namespace, "Running")
 
     # The output moved inside the dataset: a rule only the operator checks.
@@ -342,27 +348,26 @@ def test_a_spec_made_invalid_mid_run_keeps_its_rayjob_followed(
 
     eventually(both_said)
     # The RayJob (started from the valid spec) finishes: the status still follows it.
-    done = {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
-    patch_status(control_plane, "rayjob", "drifting", namespace, done)
-    status = wait_phase(control_plane, "ltj", "drifting", namespace, "Succeeded")
+    fleet.end_ray_job(namespace, "drifting", "SUCCEEDED")
+    status = wait_phase(control_plane, "ltj", "drifting", namespace, "Succeeded", timeout=90)
     assert status["model"]["uri"] == "s3://models/drifting/model"
     assert condition(status, "SpecApplied")["reason"] == "InvalidSpec"
 
 
 def test_suspend_passes_through_and_other_changes_are_refused(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+    control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(control_plane, namespace, training_job_manifest("steady"))
+    namespace = fleet_namespace
+    apply(control_plane, namespace, cpu_job("steady"))
     original = eventually(lambda: get(control_plane, "rayjob", "steady", namespace))
 
     patch(control_plane, "ltj", "steady", namespace, {"spec": {"suspend": True}})
 
     def suspended() -> None:
-        assert get(control_plane, "rayjob", "steady", namespace)["spec"]["suspend"] is True
+        assert get(control_plane, "rayjob", "steady", namespace)["spec"].get("suspend") is True
 
     eventually(suspended)
-    patch_status(control_plane, "rayjob", "steady", namespace, {"jobDeploymentStatus": "Suspended"})
-    wait_phase(control_plane, "ltj", "steady", namespace, "Suspended")
+    wait_phase(control_plane, "ltj", "steady", namespace, "Suspended", timeout=60)  # by KubeRay
 
     patch(control_plane, "ltj", "steady", namespace, {"spec": {"training": {"maxSteps": 9999}}})
 
@@ -376,15 +381,20 @@ def test_suspend_passes_through_and_other_changes_are_refused(
     assert after["metadata"]["annotations"] == original["metadata"]["annotations"]
     run = json.loads(get(control_plane, "configmap", "steady-run", namespace)["data"]["run.json"])
     assert run["training"]["maxSteps"] == 1000
+    eventually(lambda: _no_clusters(control_plane, namespace), timeout=60)  # KubeRay deleted it
+
+
+def _no_clusters(cp: ControlPlane, namespace: str) -> None:
+    assert listed(cp, "rayclusters", namespace) == []
 
 
 def test_deleting_a_job_removes_its_children_and_blocks_nothing(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+    control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(control_plane, namespace, training_job_manifest("brief"))
-    eventually(lambda: get(control_plane, "rayjob", "brief", namespace))
+    namespace = fleet_namespace
+    apply(control_plane, namespace, cpu_job("brief"))
     # Running is when progress polling is active: it must not hold the job with a finalizer.
-    patch_status(control_plane, "rayjob", "brief", namespace, {"jobDeploymentStatus": "Running"})
+    wait_rayjob(control_plane, namespace, "brief", "Running")
     wait_phase(control_plane, "ltj", "brief", namespace, "Running")
     metadata = get(control_plane, "ltj", "brief", namespace)["metadata"]
     assert not metadata.get("finalizers")
@@ -418,15 +428,14 @@ def test_operator_exports_its_metrics(
 
 
 def test_a_job_with_a_long_name_is_followed_too(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+    control_plane: ControlPlane, fleet_namespace: str, operator: OperatorProcess
 ) -> None:
+    namespace = fleet_namespace
     name = "a-rather-long-experiment-name-" + "x" * 70  # 100 characters: over every label limit
-    apply(control_plane, namespace, training_job_manifest(name))
+    apply(control_plane, namespace, cpu_job(name))
     rayjob_name = eventually(lambda: wait_phase(control_plane, "ltj", name, namespace, "Pending"))[
         "rayJobName"
     ]
     assert len(rayjob_name) <= 47
-    patch_status(
-        control_plane, "rayjob", rayjob_name, namespace, {"jobDeploymentStatus": "Running"}
-    )
+    wait_rayjob(control_plane, namespace, rayjob_name, "Running")
     wait_phase(control_plane, "ltj", name, namespace, "Running")
