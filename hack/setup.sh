@@ -19,9 +19,9 @@ fi
 stamp="$VENV/.llmkube-installed"
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  echo "==> installing llmkube[operator,runtime,dev] into $VENV" >&2
+  echo "==> installing llmkube[console,operator,runtime,dev] into $VENV" >&2
   "$VENV/bin/pip" install --quiet --upgrade pip
-  "$VENV/bin/pip" install --quiet -e ".[operator,runtime,dev]"
+  "$VENV/bin/pip" install --quiet -e ".[console,operator,runtime,dev]"
   echo "$want" > "$stamp"
 fi
 
@@ -42,6 +42,12 @@ if ! command -v prometheus >/dev/null; then
   echo "==> installing Prometheus (Debian package; the autoscaler and metrics tests query it)" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "==> installing Chromium (Debian package; the console's browser tests drive it)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 echo "==> control-plane binaries and third-party CRDs (built once per machine)" >&2

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from llmkube import __version__
 from llmkube.api.crd import all_crds
-from llmkube.cli import manifests, model_commands, models, run
+from llmkube.cli import console, manifests, model_commands, models, run
 from llmkube.local.plan import DATA_DIR_ENV, data_dir
 
 app = typer.Typer(
@@ -114,6 +114,7 @@ app.add_typer(models.models_app, name="models")
 app.command()(model_commands.generate)
 app.command()(model_commands.status)
 app.command()(model_commands.chat)
+app.command()(console.console)
 
 if __name__ == "__main__":
     app()

@@ -1,7 +1,9 @@
 """`llmkube run` (LLMTrainingJob and LLMDeployment manifests on this machine) and `llmkube data
 sample` (the corpus the quickstart trains on)."""
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +12,7 @@ from rich.console import Console
 
 from llmkube.api import LLMDeployment, LLMTrainingJob
 from llmkube.cli import manifests
-from llmkube.local.plan import DATA_DIR_ENV, MAX_STEPS_ENV, PlanError, data_dir, plan
+from llmkube.local.plan import DATA_DIR_ENV, MAX_STEPS_ENV, LocalPlan, PlanError, data_dir, plan
 from llmkube.local.sample import SAMPLE_MODEL, SAMPLE_MODEL_SOURCE
 from llmkube.local.stop_requests import StopRequests
 from llmkube.stopping import Stopped
@@ -38,6 +40,12 @@ def run(
         ),
     ] = None,
     serve: Annotated[bool, typer.Option(help="Serve the LLMDeployment after training.")] = True,
+    console: Annotated[
+        bool, typer.Option(help="Start the web console beside the run (on 127.0.0.1).")
+    ] = True,
+    console_port: Annotated[
+        int, typer.Option(help="Port of the web console; another free one if it is taken.")
+    ] = 9265,
 ) -> None:
     """Run LLMTrainingJob and LLMDeployment manifests on this machine, without Kubernetes.
 
@@ -48,17 +56,20 @@ def run(
     """
     stops = StopRequests.install()
     try:
-        _run(paths, port, max_steps, serve, stops)
+        _run(paths, port, max_steps, serve, console_port if console else None, stops)
     except Stopped as stopped:
         err.print(f"[yellow]stopped by {stopped}[/]")
         raise typer.Exit(stopped.exit_code) from None
 
 
 def _run(
-    paths: list[Path], port: int, max_steps: int | None, serve: bool, stops: StopRequests
+    paths: list[Path],
+    port: int,
+    max_steps: int | None,
+    serve: bool,
+    console_port: int | None,
+    stops: StopRequests,
 ) -> None:
-    from llmkube.local import runner
-
     root = data_dir()
     try:
         documents = manifests.load(paths, {DATA_DIR_ENV: str(root)})
@@ -88,6 +99,13 @@ def _run(
         err.print(f"[yellow]warning:[/] {warning}")
     for note in local.notes:
         err.print(f"note: {note}", highlight=False)
+    with _console_beside(root, console_port):
+        _execute(local, root, port, serve, stops)
+
+
+def _execute(local: LocalPlan, root: Path, port: int, serve: bool, stops: StopRequests) -> None:
+    from llmkube.local import runner
+
     try:
         for config in local.training:
             evaluation = runner.train(config, root / "runs" / config.job.name, out, stops)
@@ -110,6 +128,29 @@ def _run(
         raise typer.Exit(1) from None
     if code is not None:
         raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _console_beside(root: Path, port: int | None) -> Iterator[None]:
+    """The web console on the data folder for as long as the run lasts (None: no console)."""
+    if port is None:
+        yield
+        return
+    from llmkube.console.app import create_app
+    from llmkube.console.local_source import LocalSource
+    from llmkube.console.server import ConsoleServer
+
+    app = create_app(LocalSource(root))
+    try:
+        server = ConsoleServer(app, port=port).start()
+    except OSError:
+        server = ConsoleServer(app, port=0).start()
+        err.print(f"note: port {port} is taken; the console is on {server.port}", highlight=False)
+    out.print(f"console at [bold]{server.url}[/] (watch training, then chat with the model)")
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 @data_app.command("sample")

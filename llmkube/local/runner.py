@@ -24,6 +24,7 @@ from llmkube.api.artifacts import (
 )
 from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
 from llmkube.local.child import Child
+from llmkube.local.run_state import now, write_state
 from llmkube.local.stop_requests import StopRequests
 from llmkube.stopping import exit_code, signal_name
 from llmkube.storage import StorageError, open_store
@@ -119,6 +120,8 @@ def train(
         TimeElapsedColumn(),
     )
     stops.check()
+    started = now()
+    write_state(workdir, "Running", started_at=started)
     # Whichever way this block is left, the child and its session are stopped.
     with stops.watch(Child(command, workdir / "train.log")) as child:
         console.print(
@@ -134,6 +137,12 @@ def train(
             child.stop()
             step = _newest_checkpoint(config)
             where = f" (last checkpoint: step {step})" if step is not None else ""
+            write_state(
+                workdir,
+                "Stopped",
+                message=f"stopped by {signal_name(stops.signum)}{where}",
+                started_at=started,
+            )
             raise StoppedError(
                 f"training stopped by {signal_name(stops.signum)}; run the same command again "
                 f"to resume{where}",
@@ -142,9 +151,16 @@ def train(
         code = child.poll()
         if code != 0:
             console.print(child.log_tail(), markup=False, highlight=False)
+            write_state(
+                workdir,
+                "Failed",
+                message=f"exit code {code}; see {child.log_path}",
+                started_at=started,
+            )
             raise RuntimeError(
                 f"training {config.job.name} failed (exit code {code}); see {child.log_path}"
             )
+    write_state(workdir, "Succeeded", started_at=started)
     pointer = _read_json(config, f"{MODEL_DIR}/{MODEL_POINTER_FILE}") or {}
     version = pointer.get("version")
     return _read_json(config, f"{VERSIONS_DIR}/{version}/{EVAL_FILE}") or {}
@@ -181,6 +197,8 @@ def serve(
     command = serve_command(write_run_config(config, workdir / "serve.json"), port)
     url = f"http://127.0.0.1:{port}/v1"
     stops.check()
+    started = now()
+    write_state(workdir, "Starting", started_at=started)
     with stops.watch(Child(command, workdir / "serve.log")) as child:
         with console.status(
             f"starting Ray Serve for {config.deployment.name} (log: {child.log_path})"
@@ -189,6 +207,7 @@ def serve(
                 if stops.wait(0.5):
                     break
         if child.poll() is None and stops.signum is None:
+            write_state(workdir, "Serving", endpoint=url, started_at=started)
             console.print(f"[green]serving[/] [bold]{config.deployment.name}[/] at {url}")
             console.print(
                 f"  try: llmkube chat --endpoint {url}\n"
@@ -204,10 +223,22 @@ def serve(
             unclean = (
                 "" if code in (0, -signal.SIGTERM) else f" (it exited {code}; see {child.log_path})"
             )
+            write_state(
+                workdir,
+                "Stopped",
+                message=f"stopped by {signal_name(stops.signum)}{unclean}",
+                started_at=started,
+            )
             raise StoppedError(
                 f"serving stopped by {signal_name(stops.signum)}{unclean}; run the same command "
                 "again to serve again (a published model is not trained again)",
                 stops.signum,
             )
         console.print(child.log_tail(), markup=False, highlight=False)
+        write_state(
+            workdir,
+            "Failed",
+            message=f"the server exited; see {child.log_path}",
+            started_at=started,
+        )
         return child.poll() or 1

@@ -38,6 +38,17 @@ FORBIDDEN = {
         "llmkube.cli",
     },
     "operator": {"torch", "ray", "transformers", "peft", "llmkube.runtime", "llmkube.cli"},
+    # The console starts beside a run and in its own small image: no ML stack, no operator.
+    "console": {
+        "torch",
+        "ray",
+        "transformers",
+        "peft",
+        "kopf",
+        "llmkube.operator",
+        "llmkube.runtime",
+        "llmkube.cli",
+    },
     "runtime": {"kopf", "kubernetes", "llmkube.operator", "llmkube.cli"},
 }
 # llmkube.api may use pydantic and the standard library, nothing else.

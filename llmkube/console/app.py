@@ -1,0 +1,315 @@
+"""The console's web app: pages rendered on the server (Jinja2), live parts over server-sent
+events (htmx's SSE extension for tables, a few lines of our own script for charts), and the
+playground's requests relayed to a deployment's OpenAI API. Page handlers run in FastAPI's
+thread pool: a source reads files or object storage."""
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import httpx
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from llmkube.console import sse
+from llmkube.console.csrf import CSRF_HEADER, SESSION_COOKIE, CsrfTokens
+from llmkube.console.curves import Curve, RunCurves, since, thin
+from llmkube.console.source import ConsoleSource, DeploymentRow, JobDetail
+
+HERE = Path(__file__).parent
+MISSING = "\N{EN DASH}"
+"""What a table shows for a value that is not there."""
+PAGE_SIZE = 50
+PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed", "Stopped")
+# The console relays the playground to the deployment: generation takes long on CPUs.
+RELAY_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=10.0)
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> FastAPI:
+    app = FastAPI(title="llmkube console", docs_url=None, redoc_url=None, openapi_url=None)
+    tokens = csrf or CsrfTokens()
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["number"] = _number
+    templates.env.filters["when"] = _when
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def session_and_headers(request: Request, call_next: Any) -> Response:
+        session = request.cookies.get(SESSION_COOKIE)
+        fresh = session is None
+        request.state.session = session or CsrfTokens.new_session()
+        response: Response = await call_next(request)
+        if fresh:
+            response.set_cookie(
+                SESSION_COOKIE, request.state.session, httponly=True, samesite="strict"
+            )
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def page(request: Request, name: str, **context: Any) -> Response:
+        context["csrf_token"] = tokens.token(request.state.session)
+        return templates.TemplateResponse(request, name, context)
+
+    def require_csrf(request: Request) -> None:
+        if not tokens.valid(request.cookies.get(SESSION_COOKIE), request.headers.get(CSRF_HEADER)):
+            raise HTTPException(
+                403, f"missing or wrong {CSRF_HEADER} header: reload the page and try again"
+            )
+
+    def find_job(namespace: str, name: str) -> JobDetail:
+        detail = source.job(namespace, name)
+        if detail is None:
+            raise HTTPException(404, f"no training job {namespace}/{name}")
+        return detail
+
+    def find_deployment(namespace: str, name: str) -> DeploymentRow:
+        deployment = source.deployment(namespace, name)
+        if deployment is None:
+            raise HTTPException(404, f"no deployment {namespace}/{name}")
+        return deployment
+
+    def rows_html(q: str, phase: str, page_number: int) -> str:
+        listing = source.jobs(
+            text=q, phase=phase, offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        )
+        return templates.get_template("_job_rows.html").render(rows=listing.rows)
+
+    @app.get("/")
+    def home() -> Response:
+        return RedirectResponse("/jobs")
+
+    @app.get("/jobs")
+    def jobs(
+        request: Request,
+        q: str = "",
+        phase: str = "",
+        page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
+    ) -> Response:
+        listing = source.jobs(
+            text=q, phase=phase, offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE
+        )
+        pages = max(1, -(-listing.total // PAGE_SIZE))
+        query = {"q": q, "phase": phase}
+        return page(
+            request,
+            "jobs.html",
+            listing=listing,
+            rows=listing.rows,
+            q=q,
+            phase=phase,
+            phases=PHASES,
+            page_number=page_number,
+            pages=pages,
+            stream_url="/jobs/stream?" + urlencode({**query, "page": page_number}),
+            page_url=lambda n: "/jobs?" + urlencode({**query, "page": n}),
+        )
+
+    @app.get("/jobs/stream")
+    def jobs_stream(
+        q: str = "", phase: str = "", page_number: Annotated[int, Query(alias="page", ge=1)] = 1
+    ) -> Response:
+        return _event_stream(sse.on_change(lambda: [("rows", rows_html(q, phase, page_number))]))
+
+    @app.get("/jobs/{namespace}/{name}")
+    def job(request: Request, namespace: str, name: str) -> Response:
+        detail = find_job(namespace, name)
+        curves = source.curves(namespace, name)
+        return page(
+            request,
+            "job.html",
+            job=detail,
+            curves_json=json.dumps(_curves_payload(curves)),
+            evaluations=curves.evaluations,
+        )
+
+    @app.get("/jobs/{namespace}/{name}/curves")
+    def job_curves(namespace: str, name: str) -> JSONResponse:
+        find_job(namespace, name)
+        return JSONResponse(_curves_payload(source.curves(namespace, name)))
+
+    @app.get("/jobs/{namespace}/{name}/stream")
+    def job_stream(namespace: str, name: str) -> Response:
+        """The page's summary and evaluations, as HTML for htmx to swap in."""
+        find_job(namespace, name)
+        summary = templates.get_template("_job_summary.html")
+        evaluations = templates.get_template("_evaluations.html")
+
+        def read() -> list[tuple[str, str]]:
+            detail = source.job(namespace, name)
+            if detail is None:
+                return []
+            curves = source.curves(namespace, name)
+            return [
+                ("summary", summary.render(job=detail)),
+                ("evaluations", evaluations.render(evaluations=curves.evaluations)),
+            ]
+
+        return _event_stream(sse.on_change(read))
+
+    @app.get("/jobs/{namespace}/{name}/points")
+    def job_points(namespace: str, name: str, after: int = -1) -> Response:
+        """New curve points, as JSON, each time the run logs steps after `after`."""
+        find_job(namespace, name)
+        drawn = {"step": after}
+
+        def read() -> list[tuple[str, str]]:
+            curves = source.curves(namespace, name)
+            if curves.last_step <= drawn["step"]:
+                return []
+            new = _curves_payload(curves, after=drawn["step"])
+            drawn["step"] = curves.last_step
+            return [("points", json.dumps(new))]
+
+        return _event_stream(sse.on_change(read))
+
+    @app.get("/compare")
+    def compare(request: Request, run: Annotated[list[str] | None, Query()] = None) -> Response:
+        runs = []
+        for ref in run or []:
+            namespace, _, name = ref.partition("/")
+            detail = source.job(namespace, name)
+            if detail is None:
+                raise HTTPException(404, f"no training job {ref} (runs are namespace/name)")
+            runs.append((detail, _curves_payload(source.curves(namespace, name))))
+        keys = sorted({key for detail, _ in runs for key in detail.hyperparameters})
+        settings = []
+        for key in keys:
+            values = [detail.hyperparameters.get(key, MISSING) for detail, _ in runs]
+            settings.append((key, values, len(set(values)) > 1))
+        return page(
+            request,
+            "compare.html",
+            runs=[detail for detail, _ in runs],
+            settings=settings,
+            curves_json=json.dumps(
+                {f"{d.row.namespace}/{d.row.name}": curves for d, curves in runs}
+            ),
+        )
+
+    @app.get("/deployments")
+    def deployments(request: Request) -> Response:
+        return page(request, "deployments.html", deployments=source.deployments())
+
+    @app.get("/deployments/rows")
+    def deployment_rows(request: Request) -> Response:
+        return page(request, "_deployment_rows.html", deployments=source.deployments())
+
+    @app.get("/deployments/{namespace}/{name}/playground")
+    def playground(request: Request, namespace: str, name: str) -> Response:
+        return page(request, "playground.html", deployment=find_deployment(namespace, name))
+
+    @app.get("/api/deployments/{namespace}/{name}/models")
+    async def models(namespace: str, name: str) -> Response:
+        deployment = find_deployment(namespace, name)
+        async with httpx.AsyncClient(timeout=RELAY_TIMEOUT) as client:
+            answer = await client.get(f"{_endpoint(deployment)}/models", headers=_auth(deployment))
+        return Response(answer.content, answer.status_code, media_type="application/json")
+
+    @app.post("/api/deployments/{namespace}/{name}/{kind}")
+    async def relay(request: Request, namespace: str, name: str, kind: str) -> Response:
+        require_csrf(request)
+        if kind not in ("chat", "completions"):
+            raise HTTPException(404, f"no {kind} API: use chat or completions")
+        deployment = find_deployment(namespace, name)
+        path = "chat/completions" if kind == "chat" else "completions"
+        return await _relay(f"{_endpoint(deployment)}/{path}", await request.body(), deployment)
+
+    @app.exception_handler(HTTPException)
+    async def error(request: Request, failure: HTTPException) -> Response:
+        if request.url.path.startswith("/api/") or request.method != "GET":
+            return JSONResponse({"error": {"message": failure.detail}}, failure.status_code)
+        return templates.TemplateResponse(
+            request,
+            "error.html",
+            {"status": failure.status_code, "message": failure.detail, "csrf_token": ""},
+            status_code=failure.status_code,
+        )
+
+    return app
+
+
+def _curves_payload(curves: RunCurves, *, after: int | None = None) -> dict[str, Any]:
+    def shape(curve: Curve) -> dict[str, list[Any]]:
+        shown = since(curve, after) if after is not None else thin(curve)
+        return {"steps": shown.steps, "values": shown.values}
+
+    return {
+        "train_loss": shape(curves.train_loss),
+        "eval_loss": shape(curves.eval_loss),
+        "learning_rate": shape(curves.learning_rate),
+        "tokens_per_second": shape(curves.tokens_per_second),
+        "last_step": curves.last_step,
+    }
+
+
+def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _endpoint(deployment: DeploymentRow) -> str:
+    if deployment.endpoint is None:
+        raise HTTPException(
+            409, f"{deployment.name} is not serving yet (phase {deployment.phase}); try again soon"
+        )
+    return deployment.endpoint.rstrip("/")
+
+
+def _auth(deployment: DeploymentRow) -> dict[str, str]:
+    return {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
+
+
+async def _relay(url: str, body: bytes, deployment: DeploymentRow) -> Response:
+    """The deployment's answer as it comes: a stream stays a stream, an error keeps its status
+    and its OpenAI-shaped body."""
+    client = httpx.AsyncClient(timeout=RELAY_TIMEOUT)
+    headers = {"Content-Type": "application/json", **_auth(deployment)}
+    try:
+        upstream = await client.send(
+            client.build_request("POST", url, content=body, headers=headers), stream=True
+        )
+    except httpx.HTTPError as failure:
+        await client.aclose()
+        return JSONResponse(
+            {"error": {"message": f"cannot reach {deployment.name} at {url}: {failure}"}}, 502
+        )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+            await client.aclose()
+
+    return StreamingResponse(
+        chunks(),
+        status_code=upstream.status_code,
+        media_type=upstream.headers.get("content-type", "application/json"),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _number(value: float | int | None, digits: int = 3) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _when(timestamp: str) -> str:
+    """An RFC 3339 time as `2026-11-30 13:02:58` (UTC, as Kubernetes reports times)."""
+    return timestamp.replace("T", " ").removesuffix("+00:00").removesuffix("Z")

@@ -1,0 +1,168 @@
+"""The console's view of the local data folder: the jobs and deployments `llmkube run` ran
+(`<data dir>/runs/<job>/`, `<data dir>/serve/<name>/`), read from the run configs and state
+files it wrote there and from each job's output."""
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
+from llmkube.console.curves import RunCurves
+from llmkube.console.hyperparameters import hyperparameters
+from llmkube.console.outputs import OutputReader, OutputState
+from llmkube.console.source import DeploymentRow, JobDetail, JobRow, JobsPage
+from llmkube.local.run_state import LocalRunState, read_state
+from llmkube.storage import StorageError, open_store
+
+LOG_TAIL_BYTES = 8 * 1024
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+LOCAL_NAMESPACE = "local"
+"""What the pages show as a local run's namespace."""
+
+
+class LocalSource:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.outputs = OutputReader()
+
+    def jobs(
+        self, *, text: str = "", phase: str = "", offset: int = 0, limit: int = 50
+    ) -> JobsPage:
+        rows = [
+            row
+            for workdir in self._job_dirs()
+            if text.lower() in workdir.name.lower()
+            and (row := self._row(workdir)) is not None
+            and (not phase or row.phase == phase)
+        ]
+        rows.sort(key=lambda row: (row.created, row.name), reverse=True)
+        return JobsPage(rows[offset : offset + limit], len(rows))
+
+    def job(self, namespace: str, name: str) -> JobDetail | None:
+        workdir = self.data_dir / "runs" / name
+        config = _training_config(workdir)
+        if config is None or namespace != LOCAL_NAMESPACE:
+            return None
+        state = read_state(workdir)
+        output = self._output(config)
+        return JobDetail(
+            row=_row(name, config, state, output, workdir),
+            output=config.output,
+            model_uri=output.model_uri,
+            message=output.error or (state.message if state else ""),
+            hyperparameters=hyperparameters(config),
+            log_tail=_tail(workdir / "train.log"),
+        )
+
+    def curves(self, namespace: str, name: str) -> RunCurves:
+        config = _training_config(self.data_dir / "runs" / name)
+        if config is None or namespace != LOCAL_NAMESPACE:
+            return RunCurves()
+        try:
+            store = open_store(config.output, config.storage, retry_for_seconds=0)
+            return self.outputs.curves(store, config.output)
+        except StorageError:
+            return RunCurves()
+
+    def deployments(self) -> list[DeploymentRow]:
+        root = self.data_dir / "serve"
+        folders = sorted(root.iterdir()) if root.is_dir() else []
+        return [row for folder in folders if (row := _deployment(folder)) is not None]
+
+    def deployment(self, namespace: str, name: str) -> DeploymentRow | None:
+        if namespace != LOCAL_NAMESPACE:
+            return None
+        return _deployment(self.data_dir / "serve" / name)
+
+    def _job_dirs(self) -> list[Path]:
+        root = self.data_dir / "runs"
+        return [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+
+    def _row(self, workdir: Path) -> JobRow | None:
+        config = _training_config(workdir)
+        if config is None:
+            return None
+        return _row(workdir.name, config, read_state(workdir), self._output(config), workdir)
+
+    def _output(self, config: TrainingRunConfig) -> OutputState:
+        try:
+            store = open_store(config.output, config.storage, retry_for_seconds=0)
+        except StorageError as error:
+            return OutputState(None, RunCurves(), None, error=str(error))
+        return self.outputs.read(store, config.output)
+
+
+def _training_config(workdir: Path) -> TrainingRunConfig | None:
+    try:
+        return TrainingRunConfig.model_validate_json((workdir / "run.json").read_text())
+    except (OSError, ValidationError):
+        return None
+
+
+def _row(
+    name: str,
+    config: TrainingRunConfig,
+    state: LocalRunState | None,
+    output: OutputState,
+    workdir: Path,
+) -> JobRow:
+    progress, curves = output.progress, output.curves
+    # No state: run by an llmkube that wrote none.
+    phase = state.phase if state else "Succeeded" if output.model_uri else "Unknown"
+    return JobRow(
+        name=name,
+        namespace=LOCAL_NAMESPACE,
+        phase=phase,
+        step=progress.step if progress else 0,
+        total_steps=progress.total_steps if progress else config.training.max_steps or 0,
+        train_loss=curves.train_loss.values[-1] if curves.train_loss.values else None,
+        eval_loss=curves.eval_loss.values[-1] if curves.eval_loss.values else None,
+        tokens_per_second=(
+            curves.tokens_per_second.values[-1] if curves.tokens_per_second.values else None
+        ),
+        eta_s=progress.eta_s if progress and phase == "Running" else None,
+        created=state.started_at if state else _modified(workdir / "run.json"),
+    )
+
+
+def _deployment(folder: Path) -> DeploymentRow | None:
+    try:
+        config = ServeRunConfig.model_validate_json((folder / "serve.json").read_text())
+    except (OSError, ValidationError):
+        return None
+    state = read_state(folder)
+    serving = state is not None and state.phase == "Serving"
+    return DeploymentRow(
+        name=config.deployment.name,
+        namespace=LOCAL_NAMESPACE,
+        phase=state.phase if state else "Unknown",
+        model_uri=config.model_uri,
+        endpoint=state.endpoint if state and serving else None,
+        ready_replicas=config.replicas if serving else 0,
+        replicas=config.replicas,
+        max_replicas=config.replicas,
+        adapters=[adapter.name for adapter in config.adapters],
+    )
+
+
+def _tail(path: Path) -> str | None:
+    """The log's last lines, whole, without the colour codes Ray writes into it."""
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, 2)
+            file.seek(max(0, size - LOG_TAIL_BYTES))
+            text = file.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    if size > LOG_TAIL_BYTES:
+        text = text.partition("\n")[2]
+    return ANSI_ESCAPE.sub("", text)
+
+
+def _modified(path: Path) -> str:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    except OSError:
+        return ""

@@ -1,0 +1,78 @@
+"""Local runs written as `llmkube run` and the training runtime write them (run config, state,
+progress.json, metrics.jsonl), for the console's unit tests and benchmarks: a thousand jobs or a
+run of 100,000 steps without training them."""
+
+import json
+import math
+from pathlib import Path
+
+from llmkube.api import LLMTrainingJob
+from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE, ProgressRecord
+from llmkube.api.runconfig import training_run_config
+from llmkube.local.run_state import write_state
+from llmkube.storage.uri import local_path
+from llmkube.testing.manifests import training_job_manifest
+
+
+def metrics_lines(steps: int, *, eval_every: int = 0, learning_rate: float = 1e-3) -> str:
+    """A falling loss over `steps` train records, with an eval record every `eval_every`."""
+    lines = []
+    for step in range(1, steps + 1):
+        loss = 2.0 + 6.0 * math.exp(-step / max(steps / 5, 1))
+        lines.append(
+            {
+                "step": step,
+                "kind": "train",
+                "train_loss": loss,
+                "learning_rate": learning_rate,
+                "tokens_per_second": 1000.0 + step % 7,
+            }
+        )
+        if eval_every and step % eval_every == 0:
+            lines.append(
+                {
+                    "step": step,
+                    "kind": "eval",
+                    "eval_loss": loss + 0.1,
+                    "perplexity": math.exp(loss + 0.1),
+                    "accuracy": 0.5,
+                    "samples": [{"prompt": "The for statement", "completion": " iterates"}],
+                }
+            )
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def write_local_run(
+    data_dir: Path,
+    name: str,
+    *,
+    steps: int,
+    total_steps: int | None = None,
+    phase: str = "Running",
+    learning_rate: float = 1e-3,
+    eval_every: int = 0,
+    started_at: str = "2026-11-30T12:00:00+00:00",
+) -> Path:
+    """The folders of one local training run; returns its output folder."""
+    output = data_dir / "models" / name
+    manifest = training_job_manifest(
+        name,
+        dataset={"source": f"file://{data_dir}/datasets/text/"},
+        training={"maxSteps": total_steps or steps, "learningRate": learning_rate},
+        output=f"file://{output}/",
+    )
+    config = training_run_config(LLMTrainingJob.model_validate(manifest))
+    workdir = data_dir / "runs" / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "run.json").write_text(config.model_dump_json(by_alias=True))
+    write_state(workdir, phase, started_at=started_at)
+    folder = local_path(config.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / METRICS_FILE).write_text(
+        metrics_lines(steps, eval_every=eval_every, learning_rate=learning_rate)
+    )
+    progress = ProgressRecord(
+        step=steps, total_steps=total_steps or steps, eta_s=12.0, updated_at=started_at
+    )
+    (folder / PROGRESS_FILE).write_text(progress.model_dump_json())
+    return folder
