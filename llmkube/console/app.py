@@ -185,6 +185,7 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
         for key in keys:
             values = [detail.hyperparameters.get(key, MISSING) for detail, _ in runs]
             settings.append((key, values, len(set(values)) > 1))
+        settings.sort(key=lambda row: not row[2])  # what differs first: that is the question
         return page(
             request,
             "compare.html",

@@ -98,3 +98,16 @@ class Run:
         for session in self.sessions:
             for pid in session_processes(session):
                 os.kill(pid, signal.SIGKILL)
+
+
+def write_sample_data(data_dir: Path) -> str:
+    """`llmkube data sample --no-model` into `data_dir`; returns what it printed."""
+    sample = subprocess.run(
+        [*LLMKUBE, "data", "sample", "--no-model"],
+        env={**os.environ, "LLMKUBE_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sample.returncode == 0, sample.stderr
+    return sample.stdout

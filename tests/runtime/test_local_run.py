@@ -16,7 +16,7 @@ from llmkube.api.artifacts import complete_checkpoints_among
 from llmkube.storage import open_store
 from llmkube.testing.models import publish_byte_model
 from llmkube.testing.processes import free_port
-from tests.runtime.local_run import LLMKUBE, Run
+from tests.runtime.local_run import LLMKUBE, Run, write_sample_data
 from tests.runtime.training_helpers import published_folder
 
 ROOT = Path(__file__).parents[2]
@@ -25,18 +25,10 @@ FROM_SCRATCH = ROOT / "examples" / "from-scratch"
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    env = {**os.environ, "LLMKUBE_DATA_DIR": str(tmp_path)}
-    sample = subprocess.run(
-        [*LLMKUBE, "data", "sample", "--no-model"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert sample.returncode == 0, sample.stderr
-    assert "pydoc-topics.txt" in sample.stdout
+    printed = write_sample_data(tmp_path)
+    assert "pydoc-topics.txt" in printed
     chat = tmp_path / "datasets" / "pydoc-chat" / "python-reference-chat.jsonl"
-    assert f"wrote {chat}" in sample.stdout
+    assert f"wrote {chat}" in printed
     first = json.loads(chat.read_text().splitlines()[0])
     assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
     return tmp_path

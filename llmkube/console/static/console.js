@@ -108,10 +108,12 @@ function playground() {
   fetch(`${api}/models`)
     .then((r) => (r.ok ? r.json() : { data: [] }))
     .then((models) => {
-      if (!models.data || !models.data.length) return;
-      $("model").replaceChildren(
-        ...models.data.map((m) => Object.assign(document.createElement("option"), { textContent: m.id }))
-      );
+      if (models.data && models.data.length) {
+        $("model").replaceChildren(
+          ...models.data.map((m) => Object.assign(document.createElement("option"), { textContent: m.id }))
+        );
+      }
+      $("model").dataset.loaded = "true";
     });
 
   function bubble(role, text) {
