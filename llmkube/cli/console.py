@@ -1,6 +1,8 @@
-"""`llmkube console`: the web console over the local data folder (what `llmkube run` ran)."""
+"""`llmkube console`: the web console over the local data folder (what `llmkube run` ran), or
+over a cluster's objects for the person signed in."""
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,23 +18,41 @@ err = Console(stderr=True, soft_wrap=True)
 def console(
     host: Annotated[
         str,
-        typer.Option(help="Address to listen on. Anyone who reaches it sees every local run."),
+        typer.Option(
+            help="Address to listen on. Without --kubernetes there is no sign-in: whoever "
+            "reaches it sees every local run."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 9265,
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes",
+            help="Show a cluster's LLMTrainingJobs and LLMDeployments instead of local runs; "
+            "each person signs in with their own bearer token and sees what RBAC lets them.",
+        ),
+    ] = False,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --kubernetes: the console's own credentials (default: in-cluster)."
+        ),
+    ] = None,
 ) -> None:
-    """Open the web console on the local data folder: training jobs with live loss curves,
-    comparisons, deployments and a playground to chat with them. Ctrl-C stops it."""
-    from llmkube.console.app import create_app
-    from llmkube.console.local_source import LocalSource
+    """Open the web console: training jobs with live loss curves, comparisons, deployments and
+    a playground to chat with them. Without --kubernetes, on the local data folder. Ctrl-C
+    stops it."""
     from llmkube.console.server import ConsoleServer
 
     stops = StopRequests.install()
+    app = _cluster_app(kubeconfig) if kubernetes else _local_app()
+    where = "the cluster" if kubernetes else f"data: {data_dir()}"
     try:
-        server = ConsoleServer(create_app(LocalSource(data_dir())), host, port).start()
+        server = ConsoleServer(app, host, port).start()
     except OSError as error:
         err.print(f"[red]error:[/] cannot listen on {host}:{port}: {error.strerror}; try --port")
         raise typer.Exit(1) from None
-    out.print(f"console at [bold]{server.url}[/] (data: {data_dir()}); Ctrl-C stops it")
+    out.print(f"console at [bold]{server.url}[/] ({where}); Ctrl-C stops it")
     try:
         while not stops.wait(0.5):
             pass
@@ -41,3 +61,29 @@ def console(
         raise typer.Exit(stopped.exit_code) from None
     finally:
         server.stop()
+
+
+def _local_app() -> Any:
+    from llmkube.console.app import create_app
+    from llmkube.console.local_source import LocalSource
+
+    return create_app(LocalSource(data_dir()))
+
+
+def _cluster_app(kubeconfig: Path | None) -> Any:
+    from kubernetes import client, config
+
+    from llmkube.console.access import KubeAccess
+    from llmkube.console.app import create_app
+    from llmkube.console.kube_source import KubeSource
+
+    try:
+        if kubeconfig is not None:
+            api_client = config.new_client_from_config(str(kubeconfig))  # type: ignore[no-untyped-call]
+        else:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api_client = client.ApiClient()
+    except (config.ConfigException, OSError) as error:
+        err.print(f"[red]error:[/] no Kubernetes credentials: {error}; pass --kubeconfig")
+        raise typer.Exit(2) from None
+    return create_app(KubeSource(api_client), access=KubeAccess(api_client))

@@ -3,11 +3,13 @@ events (htmx's SSE extension for tables, a few lines of our own script for chart
 playground's requests relayed to a deployment's OpenAI API. Page handlers run in FastAPI's
 thread pool: a source reads files or object storage."""
 
+import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -16,11 +18,20 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from llmkube.console import sse
+from llmkube.console.access import Access, OpenAccess
 from llmkube.console.csrf import CSRF_HEADER, SESSION_COOKIE, CsrfTokens
 from llmkube.console.curves import Curve, RunCurves, since, thin
-from llmkube.console.source import ConsoleSource, DeploymentRow, JobDetail
+from llmkube.console.source import (
+    ConsoleSource,
+    DeploymentRow,
+    JobDetail,
+    Visible,
+    everywhere,
+)
 
 HERE = Path(__file__).parent
+TOKEN_COOKIE = "llmkube_console_token"
+API_KEY_HEADER = "X-Deployment-Api-Key"
 MISSING = "\N{EN DASH}"
 """What a table shows for a value that is not there."""
 PAGE_SIZE = 50
@@ -33,9 +44,12 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> FastAPI:
+def create_app(
+    source: ConsoleSource, *, access: Access | None = None, csrf: CsrfTokens | None = None
+) -> FastAPI:
     app = FastAPI(title="llmkube console", docs_url=None, redoc_url=None, openapi_url=None)
     tokens = csrf or CsrfTokens()
+    who = access or OpenAccess()
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["number"] = _number
     templates.env.filters["when"] = _when
@@ -46,7 +60,12 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
         session = request.cookies.get(SESSION_COOKIE)
         fresh = session is None
         request.state.session = session or CsrfTokens.new_session()
-        response: Response = await call_next(request)
+        request.state.viewer = await asyncio.to_thread(who.viewer, _bearer_token(request))
+        response: Response
+        if who.login_required and request.state.viewer is None and not _public(request):
+            response = _login_needed(request)
+        else:
+            response = await call_next(request)
         if fresh:
             response.set_cookie(
                 SESSION_COOKIE, request.state.session, httponly=True, samesite="strict"
@@ -57,31 +76,79 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
 
     def page(request: Request, name: str, **context: Any) -> Response:
         context["csrf_token"] = tokens.token(request.state.session)
+        context["viewer"] = request.state.viewer if who.login_required else None
         return templates.TemplateResponse(request, name, context)
 
-    def require_csrf(request: Request) -> None:
-        if not tokens.valid(request.cookies.get(SESSION_COOKIE), request.headers.get(CSRF_HEADER)):
+    def require_csrf(request: Request, sent: str | None = None) -> None:
+        token = sent if sent is not None else request.headers.get(CSRF_HEADER)
+        if not tokens.valid(request.cookies.get(SESSION_COOKIE), token):
             raise HTTPException(
                 403, f"missing or wrong {CSRF_HEADER} header: reload the page and try again"
             )
 
-    def find_job(namespace: str, name: str) -> JobDetail:
-        detail = source.job(namespace, name)
+    def visible(request: Request, resource: str) -> Visible:
+        """Namespaces whose objects the viewer may list, as `kubectl get` would allow."""
+        viewer = request.state.viewer
+        if who.allowed(viewer, "list", resource, ""):
+            return everywhere
+        return lambda namespace: who.allowed(viewer, "list", resource, namespace)
+
+    def may_get(request: Request, resource: str, namespace: str, name: str) -> bool:
+        return who.allowed(request.state.viewer, "get", resource, namespace, name)
+
+    def find_job(request: Request, namespace: str, name: str) -> JobDetail:
+        # A job the viewer may not see reads as one that does not exist: no names leak.
+        allowed = may_get(request, "llmtrainingjobs", namespace, name)
+        detail = source.job(namespace, name) if allowed else None
         if detail is None:
             raise HTTPException(404, f"no training job {namespace}/{name}")
+        if not may_get(request, "events", namespace, ""):
+            detail = dataclasses.replace(detail, events=[])
         return detail
 
-    def find_deployment(namespace: str, name: str) -> DeploymentRow:
-        deployment = source.deployment(namespace, name)
+    def find_deployment(request: Request, namespace: str, name: str) -> DeploymentRow:
+        allowed = may_get(request, "llmdeployments", namespace, name)
+        deployment = source.deployment(namespace, name) if allowed else None
         if deployment is None:
             raise HTTPException(404, f"no deployment {namespace}/{name}")
         return deployment
 
-    def rows_html(q: str, phase: str, page_number: int) -> str:
+    def rows_html(request: Request, q: str, phase: str, page_number: int) -> str:
         listing = source.jobs(
-            text=q, phase=phase, offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE
+            text=q,
+            phase=phase,
+            offset=(page_number - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE,
+            visible=visible(request, "llmtrainingjobs"),
         )
         return templates.get_template("_job_rows.html").render(rows=listing.rows)
+
+    @app.get("/login")
+    def login_page(request: Request) -> Response:
+        return page(request, "login.html", error=None)
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode(errors="replace"))
+        require_csrf(request, (form.get("csrf_token") or [""])[0])
+        token = (form.get("token") or [""])[0].strip()
+        viewer = await asyncio.to_thread(who.viewer, token)
+        if viewer is None:
+            request.state.viewer = None
+            response = page(request, "login.html", error="The cluster does not accept this token.")
+            response.status_code = 401
+            return response
+        response = RedirectResponse("/jobs", status_code=303)
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode(errors="replace"))
+        require_csrf(request, (form.get("csrf_token") or [""])[0])
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(TOKEN_COOKIE)
+        return response
 
     @app.get("/")
     def home() -> Response:
@@ -95,7 +162,11 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
         page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
     ) -> Response:
         listing = source.jobs(
-            text=q, phase=phase, offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE
+            text=q,
+            phase=phase,
+            offset=(page_number - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE,
+            visible=visible(request, "llmtrainingjobs"),
         )
         pages = max(1, -(-listing.total // PAGE_SIZE))
         query = {"q": q, "phase": phase}
@@ -115,13 +186,18 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
 
     @app.get("/jobs/stream")
     def jobs_stream(
-        q: str = "", phase: str = "", page_number: Annotated[int, Query(alias="page", ge=1)] = 1
+        request: Request,
+        q: str = "",
+        phase: str = "",
+        page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
     ) -> Response:
-        return _event_stream(sse.on_change(lambda: [("rows", rows_html(q, phase, page_number))]))
+        return _event_stream(
+            sse.on_change(lambda: [("rows", rows_html(request, q, phase, page_number))])
+        )
 
     @app.get("/jobs/{namespace}/{name}")
     def job(request: Request, namespace: str, name: str) -> Response:
-        detail = find_job(namespace, name)
+        detail = find_job(request, namespace, name)
         curves = source.curves(namespace, name)
         return page(
             request,
@@ -132,20 +208,21 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
         )
 
     @app.get("/jobs/{namespace}/{name}/curves")
-    def job_curves(namespace: str, name: str) -> JSONResponse:
-        find_job(namespace, name)
+    def job_curves(request: Request, namespace: str, name: str) -> JSONResponse:
+        find_job(request, namespace, name)
         return JSONResponse(_curves_payload(source.curves(namespace, name)))
 
     @app.get("/jobs/{namespace}/{name}/stream")
-    def job_stream(namespace: str, name: str) -> Response:
+    def job_stream(request: Request, namespace: str, name: str) -> Response:
         """The page's summary and evaluations, as HTML for htmx to swap in."""
-        find_job(namespace, name)
+        find_job(request, namespace, name)
         summary = templates.get_template("_job_summary.html")
         evaluations = templates.get_template("_evaluations.html")
 
         def read() -> list[tuple[str, str]]:
-            detail = source.job(namespace, name)
-            if detail is None:
+            try:
+                detail = find_job(request, namespace, name)
+            except HTTPException:  # deleted, or the viewer lost the right to see it
                 return []
             curves = source.curves(namespace, name)
             return [
@@ -156,9 +233,9 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
         return _event_stream(sse.on_change(read))
 
     @app.get("/jobs/{namespace}/{name}/points")
-    def job_points(namespace: str, name: str, after: int = -1) -> Response:
+    def job_points(request: Request, namespace: str, name: str, after: int = -1) -> Response:
         """New curve points, as JSON, each time the run logs steps after `after`."""
-        find_job(namespace, name)
+        find_job(request, namespace, name)
         drawn = {"step": after}
 
         def read() -> list[tuple[str, str]]:
@@ -176,9 +253,7 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
         runs = []
         for ref in run or []:
             namespace, _, name = ref.partition("/")
-            detail = source.job(namespace, name)
-            if detail is None:
-                raise HTTPException(404, f"no training job {ref} (runs are namespace/name)")
+            detail = find_job(request, namespace, name)
             runs.append((detail, _curves_payload(source.curves(namespace, name))))
         keys = sorted({key for detail, _ in runs for key in detail.hyperparameters})
         settings = []
@@ -198,21 +273,28 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
 
     @app.get("/deployments")
     def deployments(request: Request) -> Response:
-        return page(request, "deployments.html", deployments=source.deployments())
+        shown = source.deployments(visible(request, "llmdeployments"))
+        return page(request, "deployments.html", deployments=shown)
 
     @app.get("/deployments/rows")
     def deployment_rows(request: Request) -> Response:
-        return page(request, "_deployment_rows.html", deployments=source.deployments())
+        shown = source.deployments(visible(request, "llmdeployments"))
+        return page(request, "_deployment_rows.html", deployments=shown)
 
     @app.get("/deployments/{namespace}/{name}/playground")
     def playground(request: Request, namespace: str, name: str) -> Response:
-        return page(request, "playground.html", deployment=find_deployment(namespace, name))
+        return page(
+            request, "playground.html", deployment=find_deployment(request, namespace, name)
+        )
 
     @app.get("/api/deployments/{namespace}/{name}/models")
-    async def models(namespace: str, name: str) -> Response:
-        deployment = find_deployment(namespace, name)
+    async def models(request: Request, namespace: str, name: str) -> Response:
+        deployment = await asyncio.to_thread(find_deployment, request, namespace, name)
         async with httpx.AsyncClient(timeout=RELAY_TIMEOUT) as client:
-            answer = await client.get(f"{_endpoint(deployment)}/models", headers=_auth(deployment))
+            try:
+                answer = await client.get(f"{_endpoint(deployment)}/models", headers=_auth(request))
+            except httpx.HTTPError as failure:
+                return _unreachable(deployment, failure)
         return Response(answer.content, answer.status_code, media_type="application/json")
 
     @app.post("/api/deployments/{namespace}/{name}/{kind}")
@@ -220,9 +302,11 @@ def create_app(source: ConsoleSource, *, csrf: CsrfTokens | None = None) -> Fast
         require_csrf(request)
         if kind not in ("chat", "completions"):
             raise HTTPException(404, f"no {kind} API: use chat or completions")
-        deployment = find_deployment(namespace, name)
+        deployment = await asyncio.to_thread(find_deployment, request, namespace, name)
         path = "chat/completions" if kind == "chat" else "completions"
-        return await _relay(f"{_endpoint(deployment)}/{path}", await request.body(), deployment)
+        return await _relay(
+            f"{_endpoint(deployment)}/{path}", await request.body(), deployment, _auth(request)
+        )
 
     @app.exception_handler(HTTPException)
     async def error(request: Request, failure: HTTPException) -> Response:
@@ -268,24 +352,49 @@ def _endpoint(deployment: DeploymentRow) -> str:
     return deployment.endpoint.rstrip("/")
 
 
-def _auth(deployment: DeploymentRow) -> dict[str, str]:
-    return {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
+def _unreachable(deployment: DeploymentRow, failure: Exception) -> JSONResponse:
+    message = f"cannot reach {deployment.name} at {deployment.endpoint}: {failure}"
+    return JSONResponse({"error": {"message": message}}, 502)
 
 
-async def _relay(url: str, body: bytes, deployment: DeploymentRow) -> Response:
+def _auth(request: Request) -> dict[str, str]:
+    """The deployment's API key, as the person typed it into the playground."""
+    key = request.headers.get(API_KEY_HEADER)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _bearer_token(request: Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.cookies.get(TOKEN_COOKIE)
+
+
+def _public(request: Request) -> bool:
+    return request.url.path == "/login" or request.url.path.startswith("/static/")
+
+
+def _login_needed(request: Request) -> Response:
+    if request.method == "GET" and not request.url.path.startswith("/api/"):
+        return RedirectResponse("/login", status_code=303)
+    message = "sign in: send your Kubernetes bearer token (Authorization: Bearer …)"
+    return JSONResponse({"error": {"message": message}}, 401)
+
+
+async def _relay(
+    url: str, body: bytes, deployment: DeploymentRow, auth: dict[str, str]
+) -> Response:
     """The deployment's answer as it comes: a stream stays a stream, an error keeps its status
     and its OpenAI-shaped body."""
     client = httpx.AsyncClient(timeout=RELAY_TIMEOUT)
-    headers = {"Content-Type": "application/json", **_auth(deployment)}
+    headers = {"Content-Type": "application/json", **auth}
     try:
         upstream = await client.send(
             client.build_request("POST", url, content=body, headers=headers), stream=True
         )
     except httpx.HTTPError as failure:
         await client.aclose()
-        return JSONResponse(
-            {"error": {"message": f"cannot reach {deployment.name} at {url}: {failure}"}}, 502
-        )
+        return _unreachable(deployment, failure)
 
     async def chunks() -> AsyncIterator[bytes]:
         try:

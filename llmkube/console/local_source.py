@@ -12,7 +12,15 @@ from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
 from llmkube.console.curves import RunCurves
 from llmkube.console.hyperparameters import hyperparameters
 from llmkube.console.outputs import OutputReader, OutputState
-from llmkube.console.source import DeploymentRow, JobDetail, JobRow, JobsPage
+from llmkube.console.source import (
+    DeploymentRow,
+    JobDetail,
+    JobRow,
+    JobsPage,
+    Visible,
+    everywhere,
+    page_of,
+)
 from llmkube.local.run_state import LocalRunState, read_state
 from llmkube.storage import StorageError, open_store
 
@@ -28,17 +36,20 @@ class LocalSource:
         self.outputs = OutputReader()
 
     def jobs(
-        self, *, text: str = "", phase: str = "", offset: int = 0, limit: int = 50
+        self,
+        *,
+        text: str = "",
+        phase: str = "",
+        offset: int = 0,
+        limit: int = 50,
+        visible: Visible = everywhere,
     ) -> JobsPage:
         rows = [
             row
             for workdir in self._job_dirs()
-            if text.lower() in workdir.name.lower()
-            and (row := self._row(workdir)) is not None
-            and (not phase or row.phase == phase)
+            if text.lower() in workdir.name.lower() and (row := self._row(workdir)) is not None
         ]
-        rows.sort(key=lambda row: (row.created, row.name), reverse=True)
-        return JobsPage(rows[offset : offset + limit], len(rows))
+        return page_of(rows, text=text, phase=phase, offset=offset, limit=limit, visible=visible)
 
     def job(self, namespace: str, name: str) -> JobDetail | None:
         workdir = self.data_dir / "runs" / name
@@ -66,9 +77,9 @@ class LocalSource:
         except StorageError:
             return RunCurves()
 
-    def deployments(self) -> list[DeploymentRow]:
+    def deployments(self, visible: Visible = everywhere) -> list[DeploymentRow]:
         root = self.data_dir / "serve"
-        folders = sorted(root.iterdir()) if root.is_dir() else []
+        folders = sorted(root.iterdir()) if root.is_dir() and visible(LOCAL_NAMESPACE) else []
         return [row for folder in folders if (row := _deployment(folder)) is not None]
 
     def deployment(self, namespace: str, name: str) -> DeploymentRow | None:
@@ -140,6 +151,7 @@ def _deployment(folder: Path) -> DeploymentRow | None:
         phase=state.phase if state else "Unknown",
         model_uri=config.model_uri,
         endpoint=state.endpoint if state and serving else None,
+        needs_api_key=config.api_key_env is not None,
         ready_replicas=config.replicas if serving else 0,
         replicas=config.replicas,
         max_replicas=config.replicas,

@@ -2,6 +2,7 @@
 (`llmkube run`) and the Kubernetes API each implement `ConsoleSource`; the pages never know
 which one they read."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,8 +75,9 @@ class DeploymentRow:
     max_replicas: int = 0
     adapters: list[str] = field(default_factory=list)
     model_version: str | None = None
-    api_key: str | None = None
-    """What the console sends as the bearer token to the endpoint (never shown on a page)."""
+    needs_api_key: bool = False
+    """Whether the endpoint wants a key: the playground asks the person for one (the console
+    holds none)."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,26 @@ class JobsPage:
     """Jobs that match the filter, on every page."""
 
 
+Visible = Callable[[str], bool]
+"""Whether the person looking may list objects of a namespace."""
+
+
+def everywhere(namespace: str) -> bool:
+    return True
+
+
 class ConsoleSource(Protocol):
     def jobs(
-        self, *, text: str = "", phase: str = "", offset: int = 0, limit: int = 50
+        self,
+        *,
+        text: str = "",
+        phase: str = "",
+        offset: int = 0,
+        limit: int = 50,
+        visible: Visible = everywhere,
     ) -> JobsPage:
-        """Jobs whose name contains `text` and whose phase is `phase` (either may be empty),
-        newest first, `limit` of them from `offset`."""
+        """Jobs in visible namespaces whose name contains `text` and whose phase is `phase`
+        (either may be empty), newest first, `limit` of them from `offset`."""
         ...
 
     def job(self, namespace: str, name: str) -> JobDetail | None: ...
@@ -99,6 +115,21 @@ class ConsoleSource(Protocol):
         """Empty curves when the job has logged nothing (or does not exist)."""
         ...
 
-    def deployments(self) -> list[DeploymentRow]: ...
+    def deployments(self, visible: Visible = everywhere) -> list[DeploymentRow]: ...
 
     def deployment(self, namespace: str, name: str) -> DeploymentRow | None: ...
+
+
+def page_of(
+    rows: list[JobRow], *, text: str, phase: str, offset: int, limit: int, visible: Visible
+) -> JobsPage:
+    """The filtering, order and paging both sources share."""
+    kept = [
+        row
+        for row in rows
+        if text.lower() in row.name.lower()
+        and (not phase or row.phase == phase)
+        and visible(row.namespace)
+    ]
+    kept.sort(key=lambda row: (row.created, row.namespace, row.name), reverse=True)
+    return JobsPage(kept[offset : offset + limit], len(kept))

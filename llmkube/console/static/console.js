@@ -104,8 +104,10 @@ function playground() {
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
   const history = [];
+  // The deployment's own API key, if it wants one: kept in this page only, sent per request.
+  const keyHeaders = () => ($("api_key") && $("api_key").value ? { "X-Deployment-Api-Key": $("api_key").value } : {});
 
-  fetch(`${api}/models`)
+  fetch(`${api}/models`, { headers: keyHeaders() })
     .then((r) => (r.ok ? r.json() : { data: [] }))
     .then((models) => {
       if (models.data && models.data.length) {
@@ -161,7 +163,7 @@ function playground() {
     try {
       const response = await fetch(`${api}/${completion ? "completions" : "chat"}`, {
         method: "POST",
-        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf, ...keyHeaders() },
         body: JSON.stringify(body),
       });
       if (!response.ok) {
