@@ -154,6 +154,10 @@ def create_app(
     def home() -> Response:
         return RedirectResponse("/jobs")
 
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok", media_type="text/plain")
+
     @app.get("/jobs")
     def jobs(
         request: Request,
@@ -371,7 +375,7 @@ def _bearer_token(request: Request) -> str | None:
 
 
 def _public(request: Request) -> bool:
-    return request.url.path == "/login" or request.url.path.startswith("/static/")
+    return request.url.path in ("/login", "/healthz") or request.url.path.startswith("/static/")
 
 
 def _login_needed(request: Request) -> Response:

@@ -24,5 +24,7 @@ def _flatten(path: str, value: Any, into: dict[str, str]) -> None:
             _flatten(f"{path}.{key}", inner, into)
     elif isinstance(value, list):
         into[path] = ", ".join(str(item) for item in value)
+    elif isinstance(value, float):
+        into[path] = f"{value:.6g}"  # 3e-05, not 2.9999999999999997e-05
     else:
         into[path] = str(value)

@@ -4,6 +4,9 @@ run of 100,000 steps without training them."""
 
 import json
 import math
+import sys
+import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from llmkube.api import LLMTrainingJob
@@ -12,6 +15,7 @@ from llmkube.api.runconfig import training_run_config
 from llmkube.local.run_state import write_state
 from llmkube.storage.uri import local_path
 from llmkube.testing.manifests import training_job_manifest
+from llmkube.testing.processes import ServerProcess, free_port, wait_until
 
 
 def metrics_lines(steps: int, *, eval_every: int = 0, learning_rate: float = 1e-3) -> str:
@@ -76,3 +80,39 @@ def write_local_run(
     )
     (folder / PROGRESS_FILE).write_text(progress.model_dump_json())
     return folder
+
+
+def start_cluster_console(
+    kubeconfig: Path, log_dir: Path, env: Mapping[str, str]
+) -> tuple[ServerProcess, str]:
+    """`llmkube console --kubernetes` as the chart runs it, with `kubeconfig` as its own
+    identity; returns the process and its URL once it answers."""
+    port = free_port()
+    process = ServerProcess(
+        "console",
+        [
+            sys.executable,
+            "-m",
+            "llmkube.cli.main",
+            "console",
+            "--kubernetes",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--port",
+            str(port),
+        ],
+        log_dir,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        process.check_running()
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    wait_until(healthy, timeout=60, what="the console")
+    return process, url

@@ -15,7 +15,7 @@ def instructions(name: str) -> list[str]:
 
 def test_operator_image_has_no_torch_and_runs_the_operator_unprivileged() -> None:
     lines = instructions("operator.Dockerfile")
-    assert any('pip install ".[operator]"' in line for line in lines)
+    assert any('pip install ".[operator,console]"' in line for line in lines)
     assert not any("[runtime]" in line or "torch" in line for line in lines)
     assert "USER 65532:65532" in lines
     assert 'CMD ["python", "-m", "llmkube.operator"]' in lines
@@ -23,6 +23,10 @@ def test_operator_image_has_no_torch_and_runs_the_operator_unprivileged() -> Non
     assert 'args: ["python", "-m", "llmkube.operator"]' in deployment
     values = yaml.safe_load((ROOT / "helm" / "llmkube" / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == 65532
+    # The console runs from the same image, with the command its extra installs.
+    console = (ROOT / "helm" / "llmkube" / "templates" / "console.yaml").read_text()
+    assert 'args: ["llmkube", "console", "--kubernetes"' in console
+    assert "llmkube.console.app" in " ".join(lines)
 
 
 def test_runtime_image_has_the_runtime_and_kuberays_probe_tool() -> None:

@@ -64,3 +64,16 @@ watches them all. */ -}}
   resources: [servicemonitors]
   verbs: [create, get, patch, delete]
 {{- end -}}
+
+{{- define "llmkube.consoleSelectorLabels" -}}
+app.kubernetes.io/name: llmkube-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "llmkube.consoleLabels" -}}
+{{ include "llmkube.consoleSelectorLabels" . }}
+app.kubernetes.io/part-of: llmkube
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
