@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from llmkube.api.artifacts import METRICS_FILE, MODEL_DIR, MODEL_POINTER_FILE, PROGRESS_FILE
 from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
 from llmkube.console.curves import RunCurves
 from llmkube.console.hyperparameters import hyperparameters
@@ -21,8 +22,9 @@ from llmkube.console.source import (
     everywhere,
     page_of,
 )
-from llmkube.local.run_state import LocalRunState, read_state
+from llmkube.local.run_state import STATE_FILE, LocalRunState, read_state
 from llmkube.storage import StorageError, open_store
+from llmkube.storage.uri import local_path
 
 LOG_TAIL_BYTES = 8 * 1024
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -34,6 +36,8 @@ class LocalSource:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.outputs = OutputReader()
+        self._configs: dict[Path, tuple[Stamp, TrainingRunConfig | None]] = {}
+        self._rows: dict[Path, tuple[tuple[Stamp, ...] | None, JobRow]] = {}
 
     def jobs(
         self,
@@ -53,7 +57,7 @@ class LocalSource:
 
     def job(self, namespace: str, name: str) -> JobDetail | None:
         workdir = self.data_dir / "runs" / name
-        config = _training_config(workdir)
+        config = self._config(workdir)
         if config is None or namespace != LOCAL_NAMESPACE:
             return None
         state = read_state(workdir)
@@ -68,7 +72,7 @@ class LocalSource:
         )
 
     def curves(self, namespace: str, name: str) -> RunCurves:
-        config = _training_config(self.data_dir / "runs" / name)
+        config = self._config(self.data_dir / "runs" / name)
         if config is None or namespace != LOCAL_NAMESPACE:
             return RunCurves()
         try:
@@ -92,10 +96,28 @@ class LocalSource:
         return [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
 
     def _row(self, workdir: Path) -> JobRow | None:
-        config = _training_config(workdir)
+        """Rebuilt only when one of its files changed, or while it runs (its process may die
+        without a file changing): the jobs page reads a thousand of them."""
+        config = self._config(workdir)
         if config is None:
             return None
-        return _row(workdir.name, config, read_state(workdir), self._output(config), workdir)
+        key = _fingerprint(workdir, config)
+        cached = self._rows.get(workdir)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        row = _row(workdir.name, config, read_state(workdir), self._output(config), workdir)
+        if row.phase not in LIVE_PHASES:
+            self._rows[workdir] = (key, row)
+        return row
+
+    def _config(self, workdir: Path) -> TrainingRunConfig | None:
+        stamp = _stamp(workdir / "run.json")
+        cached = self._configs.get(workdir)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        config = _training_config(workdir)
+        self._configs[workdir] = (stamp, config)
+        return config
 
     def _output(self, config: TrainingRunConfig) -> OutputState:
         try:
@@ -103,6 +125,36 @@ class LocalSource:
         except StorageError as error:
             return OutputState(None, RunCurves(), None, error=str(error))
         return self.outputs.read(store, config.output)
+
+
+Stamp = tuple[int, int] | None
+"""A file's modification time and size; None when it does not exist."""
+LIVE_PHASES = ("Running", "Starting", "Serving")
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+def _fingerprint(workdir: Path, config: TrainingRunConfig) -> tuple[Stamp, ...] | None:
+    """Every file a row is built from; None for outputs in object storage (read each time)."""
+    if not config.output.startswith("file://"):
+        return None
+    output = local_path(config.output)
+    return tuple(
+        _stamp(path)
+        for path in (
+            workdir / "run.json",
+            workdir / STATE_FILE,
+            output / PROGRESS_FILE,
+            output / METRICS_FILE,
+            output / MODEL_DIR / MODEL_POINTER_FILE,
+        )
+    )
 
 
 def _training_config(workdir: Path) -> TrainingRunConfig | None:
