@@ -152,3 +152,44 @@ def test_watching_namespaces_grants_roles_there_and_nothing_cluster_wide_beyond_
         ("RoleBinding", "team-a"),
         ("RoleBinding", "team-b"),
     ]
+
+
+# The console only reads, and asks the apiserver about the people who sign in to it.
+CONSOLE = {
+    *(
+        ("llmkube.io", kind, verb)
+        for kind in ("llmtrainingjobs", "llmdeployments")
+        for verb in ("get", "list")
+    ),
+    ("", "events", "list"),
+    ("authentication.k8s.io", "tokenreviews", "create"),
+    ("authorization.k8s.io", "subjectaccessreviews", "create"),
+}
+
+
+def test_the_console_is_off_by_default_and_only_reads_when_on(control_plane: ControlPlane) -> None:
+    assert "llmkube-console" not in render_chart(control_plane)
+    rendered = render_chart(control_plane, "console.enabled=true", "console.storageSecret=s3")
+    docs = {
+        (doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(rendered) if doc
+    }
+    role = yaml.safe_dump(docs[("ClusterRole", "llmkube-console")])
+    assert granted(role) == {("ClusterRole", "", *rule) for rule in CONSOLE}
+    pod = docs[("Deployment", "llmkube-console")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "llmkube-console"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]
+    assert container["args"][:3] == ["llmkube", "console", "--kubernetes"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {
+        "name": "AWS_ACCESS_KEY_ID",
+        "valueFrom": {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}},
+    } in container["env"]
+    service = docs[("Service", "llmkube-console")]["spec"]
+    assert service["ports"][0]["port"] == 9265
+    assert service["selector"] == {
+        "app.kubernetes.io/name": "llmkube-console",
+        "app.kubernetes.io/instance": "llmkube",
+    }
+    dry_run = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
+    assert dry_run.returncode == 0, dry_run.stderr
