@@ -27,7 +27,8 @@ function drawChart(element, labels, series, dots = false) {
     width,
     height: 220,
     scales: { x: { time: false } },
-    axes: [{ label: "step" }, {}],
+    // uPlot pads every tick to the step's decimals ("0,000"); plain numbers read better.
+    axes: [{ label: "step" }, { values: (u, ticks) => ticks.map((v) => +v.toPrecision(6)) }],
     series: [
       { label: "step" },
       ...labels.map((label, i) => ({
