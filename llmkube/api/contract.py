@@ -92,3 +92,18 @@ TRAINING_JOB_TAG = "training_job"
 def exported(metric: str) -> str:
     """The name Prometheus sees for a runtime metric."""
     return f"ray_{metric}"
+
+
+def deployment_series(namespace: str | None, deployment: str) -> str:
+    """The label matchers of one deployment's serving series. In a cluster the ServiceMonitor's
+    scrape adds `namespace`; a local run's Prometheus (if any) has no such label: None."""
+    own = f'deployment="{deployment}"'
+    return own if namespace is None else f'namespace="{namespace}",{own}'
+
+
+def ttft_p95(matchers: str) -> str:
+    """The 95th percentile of time to first token over the last minute."""
+    return (
+        "histogram_quantile(0.95, sum by (le) "
+        f"(rate({exported(TIME_TO_FIRST_TOKEN)}_bucket{{{matchers}}}[1m])))"
+    )

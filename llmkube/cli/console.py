@@ -2,7 +2,7 @@
 over a cluster's objects for the person signed in."""
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -10,6 +10,9 @@ from rich.console import Console
 from llmkube.local.plan import data_dir
 from llmkube.local.stop_requests import StopRequests
 from llmkube.stopping import Stopped
+
+if TYPE_CHECKING:  # the console's libraries load only when it starts
+    from llmkube.console.serving_numbers import PrometheusNumbers
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -32,6 +35,13 @@ def console(
             "each person signs in with their own bearer token and sees what RBAC lets them.",
         ),
     ] = False,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LLMKUBE_PROMETHEUS_URL",
+            help="Prometheus to read deployments' live requests/s, TTFT and tokens/s from.",
+        ),
+    ] = None,
     kubeconfig: Annotated[
         Path | None,
         typer.Option(
@@ -43,9 +53,11 @@ def console(
     a playground to chat with them. Without --kubernetes, on the local data folder. Ctrl-C
     stops it."""
     from llmkube.console.server import ConsoleServer
+    from llmkube.console.serving_numbers import PrometheusNumbers
 
     stops = StopRequests.install()
-    app = _cluster_app(kubeconfig) if kubernetes else _local_app()
+    numbers = PrometheusNumbers(prometheus) if prometheus else None
+    app = _cluster_app(kubeconfig, numbers) if kubernetes else _local_app(numbers)
     where = "the cluster" if kubernetes else f"data: {data_dir()}"
     try:
         server = ConsoleServer(app, host, port).start()
@@ -63,14 +75,14 @@ def console(
         server.stop()
 
 
-def _local_app() -> Any:
+def _local_app(numbers: "PrometheusNumbers | None") -> Any:
     from llmkube.console.app import create_app
     from llmkube.console.local_source import LocalSource
 
-    return create_app(LocalSource(data_dir()))
+    return create_app(LocalSource(data_dir()), prometheus=numbers)
 
 
-def _cluster_app(kubeconfig: Path | None) -> Any:
+def _cluster_app(kubeconfig: Path | None, numbers: "PrometheusNumbers | None") -> Any:
     from kubernetes import client, config
 
     from llmkube.console.access import KubeAccess
@@ -86,4 +98,4 @@ def _cluster_app(kubeconfig: Path | None) -> Any:
     except (config.ConfigException, OSError) as error:
         err.print(f"[red]error:[/] no Kubernetes credentials: {error}; pass --kubeconfig")
         raise typer.Exit(2) from None
-    return create_app(KubeSource(api_client), access=KubeAccess(api_client))
+    return create_app(KubeSource(api_client), access=KubeAccess(api_client), prometheus=numbers)

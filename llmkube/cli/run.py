@@ -136,10 +136,14 @@ def _console_beside(root: Path, port: int | None) -> Iterator[None]:
     if port is None:
         yield
         return
-    from llmkube.console.app import create_app
-    from llmkube.console.local_source import LocalSource
-    from llmkube.console.server import ConsoleServer
-
+    try:
+        from llmkube.console.app import create_app
+        from llmkube.console.local_source import LocalSource
+        from llmkube.console.server import ConsoleServer
+    except ImportError as missing:
+        err.print(f"note: no console ({missing.name} is missing: pip install 'llmkube[console]')")
+        yield
+        return
     app = create_app(LocalSource(root))
     try:
         server = ConsoleServer(app, port=port).start()

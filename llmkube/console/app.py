@@ -21,6 +21,7 @@ from llmkube.console import sse
 from llmkube.console.access import Access, OpenAccess
 from llmkube.console.csrf import CSRF_HEADER, SESSION_COOKIE, CsrfTokens
 from llmkube.console.curves import Curve, RunCurves, since, thin
+from llmkube.console.serving_numbers import PrometheusNumbers
 from llmkube.console.source import (
     ConsoleSource,
     DeploymentRow,
@@ -45,8 +46,13 @@ CONTENT_SECURITY_POLICY = (
 
 
 def create_app(
-    source: ConsoleSource, *, access: Access | None = None, csrf: CsrfTokens | None = None
+    source: ConsoleSource,
+    *,
+    access: Access | None = None,
+    csrf: CsrfTokens | None = None,
+    prometheus: PrometheusNumbers | None = None,
 ) -> FastAPI:
+    """`prometheus`: where the deployments page reads live request and token rates."""
     app = FastAPI(title="llmkube console", docs_url=None, redoc_url=None, openapi_url=None)
     tokens = csrf or CsrfTokens()
     who = access or OpenAccess()
@@ -122,6 +128,15 @@ def create_app(
             visible=visible(request, "llmtrainingjobs"),
         )
         return templates.get_template("_job_rows.html").render(rows=listing.rows)
+
+    def deployment_rows_context(request: Request) -> dict[str, Any]:
+        shown = source.deployments(visible(request, "llmdeployments"))
+        numbers = (
+            {(d.namespace, d.name): prometheus.numbers(d.series) for d in shown}
+            if prometheus is not None
+            else None
+        )
+        return {"deployments": shown, "numbers": numbers}
 
     @app.get("/login")
     def login_page(request: Request) -> Response:
@@ -277,13 +292,11 @@ def create_app(
 
     @app.get("/deployments")
     def deployments(request: Request) -> Response:
-        shown = source.deployments(visible(request, "llmdeployments"))
-        return page(request, "deployments.html", deployments=shown)
+        return page(request, "deployments.html", **deployment_rows_context(request))
 
     @app.get("/deployments/rows")
     def deployment_rows(request: Request) -> Response:
-        shown = source.deployments(visible(request, "llmdeployments"))
-        return page(request, "_deployment_rows.html", deployments=shown)
+        return page(request, "_deployment_rows.html", **deployment_rows_context(request))
 
     @app.get("/deployments/{namespace}/{name}/playground")
     def playground(request: Request, namespace: str, name: str) -> Response:

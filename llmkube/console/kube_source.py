@@ -13,6 +13,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from llmkube.api import LLMTrainingJob
+from llmkube.api.contract import deployment_series
 from llmkube.api.deployment import DEFAULT_MAX_REPLICAS
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
 from llmkube.console.curves import RunCurves
@@ -95,7 +96,7 @@ class KubeSource:
         limit: int = 50,
         visible: Visible = everywhere,
     ) -> JobsPage:
-        rows = [_job_row(raw) for raw in self._jobs.items()]
+        rows = [job_row(raw) for raw in self._jobs.items()]
         return page_of(rows, text=text, phase=phase, offset=offset, limit=limit, visible=visible)
 
     def job(self, namespace: str, name: str) -> JobDetail | None:
@@ -106,7 +107,7 @@ class KubeSource:
         config = _run_config(raw)
         model = status.get("model") or {}
         return JobDetail(
-            row=_job_row(raw),
+            row=job_row(raw),
             output=config.output if config else (raw.get("spec") or {}).get("output", ""),
             model_uri=model.get("uri"),
             message=status.get("message") or "",
@@ -140,14 +141,14 @@ class KubeSource:
             return RunCurves()
 
     def deployments(self, visible: Visible = everywhere) -> list[DeploymentRow]:
-        rows = [_deployment_row(raw) for raw in self._deployments.items()]
+        rows = [deployment_row(raw) for raw in self._deployments.items()]
         return sorted(
             (row for row in rows if visible(row.namespace)), key=lambda r: (r.namespace, r.name)
         )
 
     def deployment(self, namespace: str, name: str) -> DeploymentRow | None:
         raw = self._get("llmdeployments", namespace, name)
-        return _deployment_row(raw) if raw else None
+        return deployment_row(raw) if raw else None
 
     def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -178,7 +179,7 @@ class KubeSource:
         return sorted(events, key=lambda e: e.time, reverse=True)[:EVENTS_SHOWN]
 
 
-def _job_row(raw: dict[str, Any]) -> JobRow:
+def job_row(raw: dict[str, Any]) -> JobRow:
     metadata, status = raw.get("metadata") or {}, raw.get("status") or {}
     progress, metrics = status.get("progress") or {}, status.get("metrics") or {}
     return JobRow(
@@ -195,7 +196,7 @@ def _job_row(raw: dict[str, Any]) -> JobRow:
     )
 
 
-def _deployment_row(raw: dict[str, Any]) -> DeploymentRow:
+def deployment_row(raw: dict[str, Any]) -> DeploymentRow:
     metadata, spec, status = (
         raw.get("metadata") or {},
         raw.get("spec") or {},
@@ -220,6 +221,12 @@ def _deployment_row(raw: dict[str, Any]) -> DeploymentRow:
         adapters=[adapter.get("name", "") for adapter in status.get("adapters") or []],
         model_version=status.get("liveModelVersion") or served.get("version"),
         needs_api_key=bool((spec.get("serving") or {}).get("apiKeySecret")),
+        series=deployment_series(metadata.get("namespace", ""), metadata.get("name", "")),
+        decisions=[
+            f"{d.get('time', '')}: {d.get('fromReplicas')} → {d.get('toReplicas')} "
+            f"({d.get('reason', '')})"
+            for d in reversed(((status.get("autoscaling") or {}).get("history") or [])[-3:])
+        ],
     )
 
 

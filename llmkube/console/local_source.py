@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from llmkube.api.artifacts import METRICS_FILE, MODEL_DIR, MODEL_POINTER_FILE, PROGRESS_FILE
+from llmkube.api.contract import deployment_series
 from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
 from llmkube.console.curves import RunCurves
 from llmkube.console.hyperparameters import hyperparameters
@@ -204,6 +205,7 @@ def _deployment(folder: Path) -> DeploymentRow | None:
         model_uri=config.model_uri,
         endpoint=state.endpoint if state and serving else None,
         needs_api_key=config.api_key_env is not None,
+        series=deployment_series(None, config.deployment.name),
         ready_replicas=config.replicas if serving else 0,
         replicas=config.replicas,
         max_replicas=config.replicas,

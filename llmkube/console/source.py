@@ -75,6 +75,10 @@ class DeploymentRow:
     max_replicas: int = 0
     adapters: list[str] = field(default_factory=list)
     model_version: str | None = None
+    series: str = ""
+    """The label matchers of its serving series in Prometheus (llmkube.api.contract)."""
+    decisions: list[str] = field(default_factory=list)
+    """The autoscaler's latest decisions, newest first."""
     needs_api_key: bool = False
     """Whether the endpoint wants a key: the playground asks the person for one (the console
     holds none)."""

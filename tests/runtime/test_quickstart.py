@@ -7,6 +7,7 @@ checked on tiny models (test_finetuning.py)."""
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import openai
 import peft
 from transformers import AutoModelForCausalLM
 
+from llmkube.testing.browser import chromium, screenshot
 from llmkube.testing.processes import free_port
 from tests.runtime.local_run import LLMKUBE, Run
 from tests.runtime.training_helpers import published_folder
@@ -37,6 +39,28 @@ def _llmkube(
     )
 
 
+def _the_console_playground_answers(log: str) -> None:
+    """What a new user does next: open the address `llmkube run` printed and ask the adapter."""
+    found = re.search(r"console at (http://127\.0\.0\.1:\d+)", log)
+    assert found, log
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{found.group(1)}/deployments/local/python-chat/playground")
+        page.wait_for_selector("#model[data-loaded]")
+        assert page.locator("#model option").all_inner_texts() == [
+            "python-chat",
+            "python-chat-base",
+        ]
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "24")
+        page.fill("#prompt", QUESTION)
+        page.click("#send")
+        page.wait_for_selector("#stats[data-tokens]", timeout=300_000)
+        answer = page.inner_text("#messages .message.assistant")
+        assert "iterat" in answer.lower(), answer
+        screenshot(page, "console-quickstart-playground")
+
+
 def test_the_quickstart_fine_tunes_smollm2_and_its_chat_answers(tmp_path: Path) -> None:
     sample = _llmkube(tmp_path, "data", "sample")
     assert sample.returncode == 0, sample.stderr[-3000:]
@@ -57,6 +81,8 @@ def test_the_quickstart_fine_tunes_smollm2_and_its_chat_answers(tmp_path: Path) 
         str(STEPS),
         "--port",
         str(port),
+        "--console-port",
+        str(free_port()),
         job="python-chat",
     )
     try:
@@ -124,6 +150,7 @@ def test_the_quickstart_fine_tunes_smollm2_and_its_chat_answers(tmp_path: Path) 
         )
         assert generated.returncode == 0, generated.stderr
         assert generated.stdout.startswith("The for statement")
+        _the_console_playground_answers(run.log)
         assert run.interrupt() == 130, run.log
         run.assert_nothing_left()
     finally:

@@ -4,6 +4,7 @@ entrypoint, driven with the official openai client and raw HTTP, scraped by a re
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,9 +16,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from fastapi.testclient import TestClient
 
 from llmkube.api.deployment import ServingSpec
 from llmkube.api.runconfig import JobIdentity, ServeRunConfig, StorageConfig
+from llmkube.console.app import API_KEY_HEADER, create_app
+from llmkube.console.csrf import CSRF_HEADER
+from llmkube.console.local_source import LocalSource
+from llmkube.console.serving_numbers import PrometheusNumbers
+from llmkube.local.run_state import write_state
 from llmkube.runtime.daemons import descendants, running_processes
 from llmkube.storage import open_store
 from llmkube.testing.minio import MinioServer
@@ -414,3 +421,44 @@ def test_a_port_in_use_is_a_clear_error(server: Server, minio: MinioServer, tmp_
     assert result.returncode == 2, result.stderr
     assert f"port {taken} on 127.0.0.1 is in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_console_relays_with_the_persons_key_and_shows_prometheus_numbers(
+    server: Server, tmp_path: Path
+) -> None:
+    """The console over a data folder naming this server, with its Prometheus: the playground's
+    relay passes the key the person typed (the console holds none), and the deployments page
+    shows requests/s, TTFT and tokens/s from the same series as the dashboards."""
+    folder = tmp_path / "serve" / NAME
+    folder.mkdir(parents=True)
+    (folder / "serve.json").write_text(server.serve.config_path.read_text())
+    write_state(folder, "Serving", endpoint=f"{server.serve.url}/v1")
+    console = TestClient(
+        create_app(LocalSource(tmp_path), prometheus=PrometheusNumbers(server.prometheus.url))
+    )
+    page = console.get(f"/deployments/local/{NAME}/playground").text
+    assert 'id="api_key"' in page  # the deployment wants a key: the page asks for it
+    csrf = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page)
+    assert csrf
+    body = {"model": NAME, "prompt": "The ", "max_tokens": 4, "stream": True}
+    relay = f"/api/deployments/local/{NAME}/completions"
+    headers = {CSRF_HEADER: csrf.group(1)}
+    without_key = console.post(relay, json=body, headers=headers)
+    assert without_key.status_code == 401, without_key.text
+    assert without_key.json()["error"]["code"] == "invalid_api_key", without_key.text
+    for _ in range(3):
+        answer = console.post(relay, json=body, headers={**headers, API_KEY_HEADER: API_KEY})
+        assert answer.status_code == 200, answer.text
+        assert answer.text.rstrip().endswith("data: [DONE]")
+    models = console.get(f"/api/deployments/local/{NAME}/models", headers={API_KEY_HEADER: API_KEY})
+    assert [m["id"] for m in models.json()["data"]] == [NAME]
+
+    def rate_shown() -> bool:
+        rows = console.get("/deployments/rows").text
+        found = re.search(r'class="requests-per-second">([0-9.,]+)<', rows)
+        return found is not None and float(found.group(1).replace(",", "")) > 0
+
+    wait_until(rate_shown, timeout=90, what="requests/s from Prometheus on the deployments page")
+    rows = console.get("/deployments/rows").text
+    assert re.search(r'class="ttft">\d+ ms<', rows), rows
+    assert re.search(r'class="tokens-per-second">[0-9.,]+<', rows), rows

@@ -5,8 +5,9 @@ from llmkube.api.contract import (
     GENERATED_TOKENS,
     QUEUE_DEPTH,
     REQUESTS_IN_FLIGHT,
-    TIME_TO_FIRST_TOKEN,
+    deployment_series,
     exported,
+    ttft_p95,
 )
 from llmkube.api.deployment import AutoscalingMetric
 
@@ -16,13 +17,10 @@ def promql(metric: AutoscalingMetric, namespace: str, deployment: str) -> str:
     if metric.type == "custom":
         assert metric.query is not None  # validated
         return metric.query
-    match = f'namespace="{namespace}",deployment="{deployment}"'
+    match = deployment_series(namespace, deployment)
     return {
         "inflightRequests": f"sum({exported(REQUESTS_IN_FLIGHT)}{{{match}}})",
         "queueDepth": f"sum({exported(QUEUE_DEPTH)}{{{match}}})",
         "tokensPerSecond": f"sum(rate({exported(GENERATED_TOKENS)}{{{match}}}[1m]))",
-        "ttftP95": (
-            "histogram_quantile(0.95, sum by (le) "
-            f"(rate({exported(TIME_TO_FIRST_TOKEN)}_bucket{{{match}}}[1m])))"
-        ),
+        "ttftP95": ttft_p95(match),
     }[metric.type]
