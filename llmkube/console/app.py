@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
 import httpx
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -26,6 +26,8 @@ from llmkube.console.source import (
     ConsoleSource,
     DeploymentRow,
     JobDetail,
+    JobQuery,
+    JobsPage,
     Visible,
     everywhere,
 )
@@ -119,15 +121,14 @@ def create_app(
             raise HTTPException(404, f"no deployment {namespace}/{name}")
         return deployment
 
-    def rows_html(request: Request, q: str, phase: str, page_number: int) -> str:
-        listing = source.jobs(
-            text=q,
-            phase=phase,
-            offset=(page_number - 1) * PAGE_SIZE,
-            limit=PAGE_SIZE,
-            visible=visible(request, "llmtrainingjobs"),
-        )
-        return templates.get_template("_job_rows.html").render(rows=listing.rows)
+    def listing(request: Request, shown: JobsFilter) -> JobsPage:
+        offset = (shown.page - 1) * PAGE_SIZE
+        namespaces = visible(request, "llmtrainingjobs")
+        return source.jobs(JobQuery(shown.q, shown.phase, offset, PAGE_SIZE, namespaces))
+
+    def rows_html(request: Request, shown: JobsFilter) -> str:
+        rows = listing(request, shown).rows
+        return templates.get_template("_job_rows.html").render(rows=rows)
 
     def deployment_rows_context(request: Request) -> dict[str, Any]:
         shown = source.deployments(visible(request, "llmdeployments"))
@@ -174,45 +175,25 @@ def create_app(
         return Response("ok", media_type="text/plain")
 
     @app.get("/jobs")
-    def jobs(
-        request: Request,
-        q: str = "",
-        phase: str = "",
-        page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
-    ) -> Response:
-        listing = source.jobs(
-            text=q,
-            phase=phase,
-            offset=(page_number - 1) * PAGE_SIZE,
-            limit=PAGE_SIZE,
-            visible=visible(request, "llmtrainingjobs"),
-        )
-        pages = max(1, -(-listing.total // PAGE_SIZE))
-        query = {"q": q, "phase": phase}
+    def jobs(request: Request, shown: Annotated[JobsFilter, Depends()]) -> Response:
+        found = listing(request, shown)
         return page(
             request,
             "jobs.html",
-            listing=listing,
-            rows=listing.rows,
-            q=q,
-            phase=phase,
+            listing=found,
+            rows=found.rows,
+            q=shown.q,
+            phase=shown.phase,
             phases=PHASES,
-            page_number=page_number,
-            pages=pages,
-            stream_url="/jobs/stream?" + urlencode({**query, "page": page_number}),
-            page_url=lambda n: "/jobs?" + urlencode({**query, "page": n}),
+            page_number=shown.page,
+            pages=max(1, -(-found.total // PAGE_SIZE)),
+            stream_url="/jobs/stream?" + shown.query(shown.page),
+            page_url=lambda n: "/jobs?" + shown.query(n),
         )
 
     @app.get("/jobs/stream")
-    def jobs_stream(
-        request: Request,
-        q: str = "",
-        phase: str = "",
-        page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
-    ) -> Response:
-        return _event_stream(
-            sse.on_change(lambda: [("rows", rows_html(request, q, phase, page_number))])
-        )
+    def jobs_stream(request: Request, shown: Annotated[JobsFilter, Depends()]) -> Response:
+        return _event_stream(sse.on_change(lambda: [("rows", rows_html(request, shown))]))
 
     @app.get("/jobs/{namespace}/{name}")
     def job(request: Request, namespace: str, name: str) -> Response:
@@ -337,6 +318,16 @@ def create_app(
         )
 
     return app
+
+
+class JobsFilter:
+    """The jobs page's query string: a name filter, a phase and a page number."""
+
+    def __init__(self, q: str = "", phase: str = "", page: Annotated[int, Query(ge=1)] = 1):
+        self.q, self.phase, self.page = q, phase, page
+
+    def query(self, page: int) -> str:
+        return urlencode({"q": self.q, "phase": self.phase, "page": page})
 
 
 def _curves_payload(curves: RunCurves, *, after: int | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from llmkube.console.source import (
     DeploymentRow,
     Event,
     JobDetail,
+    JobQuery,
     JobRow,
     JobsPage,
     Visible,
@@ -87,17 +88,8 @@ class KubeSource:
         listed = self._custom.list_cluster_custom_object(GROUP, VERSION, plural)
         return cast(dict[str, Any], listed)
 
-    def jobs(
-        self,
-        *,
-        text: str = "",
-        phase: str = "",
-        offset: int = 0,
-        limit: int = 50,
-        visible: Visible = everywhere,
-    ) -> JobsPage:
-        rows = [job_row(raw) for raw in self._jobs.items()]
-        return page_of(rows, text=text, phase=phase, offset=offset, limit=limit, visible=visible)
+    def jobs(self, query: JobQuery) -> JobsPage:
+        return page_of([job_row(raw) for raw in self._jobs.items()], query)
 
     def job(self, namespace: str, name: str) -> JobDetail | None:
         raw = self._get("llmtrainingjobs", namespace, name)

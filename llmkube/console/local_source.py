@@ -17,6 +17,7 @@ from llmkube.console.outputs import OutputReader, OutputState
 from llmkube.console.source import (
     DeploymentRow,
     JobDetail,
+    JobQuery,
     JobRow,
     JobsPage,
     Visible,
@@ -40,21 +41,14 @@ class LocalSource:
         self._configs: dict[Path, tuple[Stamp, TrainingRunConfig | None]] = {}
         self._rows: dict[Path, tuple[tuple[Stamp, ...] | None, JobRow]] = {}
 
-    def jobs(
-        self,
-        *,
-        text: str = "",
-        phase: str = "",
-        offset: int = 0,
-        limit: int = 50,
-        visible: Visible = everywhere,
-    ) -> JobsPage:
+    def jobs(self, query: JobQuery) -> JobsPage:
         rows = [
             row
             for workdir in self._job_dirs()
-            if text.lower() in workdir.name.lower() and (row := self._row(workdir)) is not None
+            if query.text.lower() in workdir.name.lower()
+            and (row := self._row(workdir)) is not None
         ]
-        return page_of(rows, text=text, phase=phase, offset=offset, limit=limit, visible=visible)
+        return page_of(rows, query)
 
     def job(self, namespace: str, name: str) -> JobDetail | None:
         workdir = self.data_dir / "runs" / name

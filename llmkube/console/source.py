@@ -99,19 +99,20 @@ def everywhere(namespace: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs a jobs page shows: names containing `text`, in `phase` (either may be empty),
+    in namespaces the viewer may list; newest first, `limit` of them from `offset`."""
+
+    text: str = ""
+    phase: str = ""
+    offset: int = 0
+    limit: int = 50
+    visible: Visible = everywhere
+
+
 class ConsoleSource(Protocol):
-    def jobs(
-        self,
-        *,
-        text: str = "",
-        phase: str = "",
-        offset: int = 0,
-        limit: int = 50,
-        visible: Visible = everywhere,
-    ) -> JobsPage:
-        """Jobs in visible namespaces whose name contains `text` and whose phase is `phase`
-        (either may be empty), newest first, `limit` of them from `offset`."""
-        ...
+    def jobs(self, query: JobQuery) -> JobsPage: ...
 
     def job(self, namespace: str, name: str) -> JobDetail | None: ...
 
@@ -124,16 +125,14 @@ class ConsoleSource(Protocol):
     def deployment(self, namespace: str, name: str) -> DeploymentRow | None: ...
 
 
-def page_of(
-    rows: list[JobRow], *, text: str, phase: str, offset: int, limit: int, visible: Visible
-) -> JobsPage:
+def page_of(rows: list[JobRow], query: JobQuery) -> JobsPage:
     """The filtering, order and paging both sources share."""
     kept = [
         row
         for row in rows
-        if text.lower() in row.name.lower()
-        and (not phase or row.phase == phase)
-        and visible(row.namespace)
+        if query.text.lower() in row.name.lower()
+        and (not query.phase or row.phase == query.phase)
+        and query.visible(row.namespace)
     ]
     kept.sort(key=lambda row: (row.created, row.namespace, row.name), reverse=True)
-    return JobsPage(kept[offset : offset + limit], len(kept))
+    return JobsPage(kept[query.offset : query.offset + query.limit], len(kept))
