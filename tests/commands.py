@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 
 
-def llmkube(*args: str) -> subprocess.CompletedProcess[str]:
+def llmkube(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `llmkube ARGS` from the repository root, wide enough that tables do not wrap."""
     return subprocess.run(
         [sys.executable, "-m", "llmkube.cli.main", *args],
@@ -16,5 +16,5 @@ def llmkube(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
         cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )

@@ -21,6 +21,7 @@ from llmkube.console import sse
 from llmkube.console.access import Access, OpenAccess
 from llmkube.console.csrf import CSRF_HEADER, SESSION_COOKIE, CsrfTokens
 from llmkube.console.curves import Curve, RunCurves, since, thin
+from llmkube.console.formatting import MISSING, duration, number, when
 from llmkube.console.serving_numbers import PrometheusNumbers
 from llmkube.console.source import (
     ConsoleSource,
@@ -35,8 +36,7 @@ from llmkube.console.source import (
 HERE = Path(__file__).parent
 TOKEN_COOKIE = "llmkube_console_token"
 API_KEY_HEADER = "X-Deployment-Api-Key"
-MISSING = "\N{EN DASH}"
-"""What a table shows for a value that is not there."""
+
 PAGE_SIZE = 50
 PHASES = ("Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed", "Stopped")
 # The console relays the playground to the deployment: generation takes long on CPUs.
@@ -59,8 +59,7 @@ def create_app(
     tokens = csrf or CsrfTokens()
     who = access or OpenAccess()
     templates = Jinja2Templates(directory=HERE / "templates")
-    templates.env.filters["number"] = _number
-    templates.env.filters["when"] = _when
+    templates.env.filters.update(number=number, when=when, duration=duration)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.middleware("http")
@@ -418,16 +417,3 @@ async def _relay(
         media_type=upstream.headers.get("content-type", "application/json"),
         headers={"Cache-Control": "no-store"},
     )
-
-
-def _number(value: float | int | None, digits: int = 3) -> str:
-    if value is None:
-        return MISSING
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
-
-
-def _when(timestamp: str) -> str:
-    """An RFC 3339 time as `2026-11-30 13:02:58` (UTC, as Kubernetes reports times)."""
-    return timestamp.replace("T", " ").removesuffix("+00:00").removesuffix("Z")

@@ -4,6 +4,7 @@ through Starlette's test client (the browser tests drive the same app in Chromiu
 import asyncio
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from fastapi.testclient import TestClient
 from llmkube.console import sse
 from llmkube.console.app import PAGE_SIZE, create_app
 from llmkube.console.csrf import CSRF_HEADER, CsrfTokens
+from llmkube.console.formatting import MISSING, duration
 from llmkube.console.local_source import LocalSource
 from llmkube.local.run_state import STATE_FILE, read_state, write_state
 from llmkube.testing.console import write_local_run
+from tests.commands import llmkube
 
 
 @pytest.fixture
@@ -184,8 +187,24 @@ def test_events_carry_multi_line_data_and_are_sent_only_on_change() -> None:
     assert asyncio.run(first_two()) == [sse.event("x", "a"), sse.event("x", "b")]
 
 
+def test_durations_read_as_people_say_them() -> None:
+    durations = [duration(s) for s in (None, 42.7, 185, 3720)]
+    assert durations == [MISSING, "42s", "3m 05s", "1h 02m"]
+
+
 def test_csrf_tokens_belong_to_one_secret() -> None:
     ours, theirs = CsrfTokens(b"1" * 32), CsrfTokens(b"2" * 32)
     assert ours.valid("session", ours.token("session"))
     assert not ours.valid("session", theirs.token("session"))
     assert not ours.valid(None, ours.token("session"))
+
+
+def test_a_console_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = llmkube("console", "--port", str(port), env={"LLMKUBE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "try --port" in result.stderr
