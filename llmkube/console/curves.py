@@ -65,6 +65,22 @@ def parse_metrics(text: str) -> RunCurves:
     )
 
 
+def extended(curves: RunCurves, more: RunCurves) -> RunCurves:
+    """`curves` followed by records logged after them (new lists: a cached value is shared)."""
+
+    def join(first: Curve, second: Curve) -> Curve:
+        return Curve(first.steps + second.steps, first.values + second.values)
+
+    return RunCurves(
+        join(curves.train_loss, more.train_loss),
+        join(curves.learning_rate, more.learning_rate),
+        join(curves.tokens_per_second, more.tokens_per_second),
+        join(curves.eval_loss, more.eval_loss),
+        curves.evaluations + more.evaluations,
+        max(curves.last_step, more.last_step),
+    )
+
+
 def _add(curve: Curve, step: int, value: float | None) -> None:
     if value is not None and math.isfinite(value):
         curve.steps.append(step)

@@ -55,6 +55,10 @@ class ObjectStore(Protocol):
         """The last `max_bytes` of an object, and whether that is not the whole object."""
         ...
 
+    def read_from(self, uri: str, offset: int) -> bytes:
+        """An object's bytes from `offset` to its end (none when it is no longer)."""
+        ...
+
     def write_bytes(self, uri: str, data: bytes) -> None: ...
     def exists(self, uri: str) -> bool: ...
     def list(self, prefix: str) -> list[str]:
@@ -87,6 +91,17 @@ class LocalStore:
                 size = file.seek(0, os.SEEK_END)
                 file.seek(max(0, size - max_bytes))
                 return file.read(), size > max_bytes
+        except FileNotFoundError:
+            raise NotFoundError(f"{uri}: no such file") from None
+        except PermissionError:
+            raise AccessDeniedError(f"{uri}: permission denied") from None
+
+    def read_from(self, uri: str, offset: int) -> bytes:
+        path = local_path(uri)
+        try:
+            with path.open("rb") as file:
+                file.seek(offset)
+                return file.read()
         except FileNotFoundError:
             raise NotFoundError(f"{uri}: no such file") from None
         except PermissionError:
@@ -197,6 +212,24 @@ class S3Store:
 
         def read() -> bytes:
             response = self.client.get_object(location.bucket, location.key)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(uri, read)
+
+    def read_from(self, uri: str, offset: int) -> bytes:
+        location = parse_s3(uri)
+
+        def read() -> bytes:
+            try:
+                response = self.client.get_object(location.bucket, location.key, offset=offset)
+            except S3Error as error:
+                if error.code == "InvalidRange":  # the offset is at or past the end
+                    return b""
+                raise
             try:
                 return bytes(response.read())
             finally:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from llmkube.api.runconfig import StorageConfig
+from llmkube.console.curves import parse_metrics
+from llmkube.console.outputs import OutputReader
 from llmkube.storage import (
     AccessDeniedError,
     NotFoundError,
@@ -16,6 +18,7 @@ from llmkube.storage import (
     open_store,
 )
 from llmkube.storage.uri import join
+from llmkube.testing.console import metrics_lines
 from llmkube.testing.minio import MinioServer
 
 
@@ -56,6 +59,50 @@ def test_read_tail(store_and_root: tuple[ObjectStore, str]) -> None:
     assert store.read_tail(uri, 1 << 20) == (data, False)
     with pytest.raises(NotFoundError):
         store.read_tail(join(root, "absent"), 10)
+
+
+def test_read_from(store_and_root: tuple[ObjectStore, str]) -> None:
+    store, root = store_and_root
+    uri = join(root, "metrics.jsonl")
+    data = bytes(range(256)) * 40
+    store.write_bytes(uri, data)
+    assert store.read_from(uri, 0) == data
+    assert store.read_from(uri, 10_000) == data[10_000:]
+    assert store.read_from(uri, len(data)) == b""  # at the end: nothing new, not an error
+    assert store.read_from(uri, len(data) + 5) == b""
+    with pytest.raises(NotFoundError):
+        store.read_from(join(root, "absent"), 0)
+
+
+def test_the_console_reads_only_what_a_metrics_file_gained(
+    store_and_root: tuple[ObjectStore, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a job page's stream does each second while a run logs, on S3 as on files."""
+    store, root = store_and_root
+    reads: list[int] = []
+    read_from, read_bytes = store.read_from, store.read_bytes
+
+    def counted_from(uri: str, offset: int) -> bytes:
+        reads.append(offset)
+        return read_from(uri, offset)
+
+    def counted_whole(uri: str) -> bytes:
+        reads.append(0)
+        return read_bytes(uri)
+
+    monkeypatch.setattr(store, "read_from", counted_from)
+    monkeypatch.setattr(store, "read_bytes", counted_whole)
+    reader, uri = OutputReader(), join(root, "metrics.jsonl")
+    lines = metrics_lines(100, eval_every=50).splitlines(keepends=True)
+    store.write_bytes(uri, "".join(lines[:60]).encode())
+    assert len(reader.curves(store, root).train_loss) == 59
+    store.write_bytes(uri, "".join(lines).encode())
+    assert reader.curves(store, root) == parse_metrics("".join(lines))
+    first = len("".join(lines[:60]).encode())
+    assert reads == [0, first - 64]  # the second look read from just before the first's end
+    store.write_bytes(uri, metrics_lines(5).encode())  # a restarted run: read whole again
+    assert len(reader.curves(store, root).train_loss) == 5
+    assert reads[-1] == 0
 
 
 def test_missing_object_names_it(store_and_root: tuple[ObjectStore, str]) -> None:
