@@ -6,6 +6,7 @@ Imports nothing but pydantic, so the operator, the runtime and the CLI share one
 from llmkube.api.base import API_GROUP, API_VERSION, GROUP_VERSION
 from llmkube.api.deployment import LLMDeployment, LLMDeploymentSpec, LLMDeploymentStatus
 from llmkube.api.training import LLMTrainingJob, LLMTrainingJobSpec, LLMTrainingJobStatus
+from llmkube.api.tuning import LLMTuningJob, LLMTuningJobSpec, LLMTuningJobStatus
 
 __all__ = [
     "API_GROUP",
@@ -17,4 +18,7 @@ __all__ = [
     "LLMTrainingJob",
     "LLMTrainingJobSpec",
     "LLMTrainingJobStatus",
+    "LLMTuningJob",
+    "LLMTuningJobSpec",
+    "LLMTuningJobStatus",
 ]

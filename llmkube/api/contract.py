@@ -18,6 +18,7 @@ class Resource(NamedTuple):
 
 
 TRAINING_JOBS = Resource(API_GROUP, API_VERSION, "llmtrainingjobs")
+TUNING_JOBS = Resource(API_GROUP, API_VERSION, "llmtuningjobs")
 DEPLOYMENTS = Resource(API_GROUP, API_VERSION, "llmdeployments")
 RAYJOBS = Resource("ray.io", "v1", "rayjobs")
 RAYSERVICES = Resource("ray.io", "v1", "rayservices")

@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmkube.api.base import API_GROUP, API_VERSION
-from llmkube.api.contract import DEPLOYMENTS, TRAINING_JOBS
+from llmkube.api.contract import DEPLOYMENTS, TRAINING_JOBS, TUNING_JOBS
 from llmkube.api.deployment import LLMDeployment
 from llmkube.api.training import LLMTrainingJob
+from llmkube.api.tuning import LLMTuningJob
 
 JsonSchema = dict[str, Any]
 
@@ -30,9 +31,12 @@ _PASSTHROUGH = {
     "pattern",
     "format",
     "minItems",
+    "minProperties",
+    "maxProperties",
     "maxItems",
     "required",
     "x-kubernetes-validations",
+    "x-kubernetes-preserve-unknown-fields",
 }
 _DROPPED = {"title", "default", "$defs"}
 
@@ -93,7 +97,7 @@ def _convert(node: JsonSchema, defs: dict[str, JsonSchema], path: str) -> JsonSc
     if "default" in node and _is_scalar(node["default"]):
         description = out.get("description", "").rstrip()
         out["description"] = f"{description} Default: {json.dumps(node['default'])}.".strip()
-    if "type" not in out:
+    if "type" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
         raise UnsupportedSchemaError(f"{path}: every CRD schema node needs a type")
     return out
 
@@ -183,6 +187,24 @@ def training_job_crd() -> dict[str, Any]:
     )
 
 
+def tuning_job_crd() -> dict[str, Any]:
+    return _crd(
+        LLMTuningJob,
+        plural=TUNING_JOBS.plural,
+        singular="llmtuningjob",
+        short_names=["ltune"],
+        columns=[
+            _printer_column("Phase", ".status.phase", "string", "Lifecycle phase"),
+            _printer_column("Trials", ".status.trialsSummary", "string", "Trials ended of all"),
+            _printer_column(
+                "Best", ".status.bestTrial.metric", "number", "Objective of the best trial"
+            ),
+            _AGE,
+        ],
+        scale=False,
+    )
+
+
 def deployment_crd() -> dict[str, Any]:
     return _crd(
         LLMDeployment,
@@ -207,5 +229,6 @@ def all_crds() -> dict[str, dict[str, Any]]:
     """Every CRD llmkube defines, keyed by the file name it is checked in under crds/."""
     return {
         f"{API_GROUP}_{TRAINING_JOBS.plural}.yaml": training_job_crd(),
+        f"{API_GROUP}_{TUNING_JOBS.plural}.yaml": tuning_job_crd(),
         f"{API_GROUP}_{DEPLOYMENTS.plural}.yaml": deployment_crd(),
     }

@@ -21,12 +21,17 @@ from llmkube.api.base import (
 )
 from llmkube.api.common import Condition, NodePool, ObjectMeta, Scheduling, StorageSpec
 
+JobKind = Literal["LLMTrainingJob", "LLMTuningJob"]
+
 
 class TrainingJobRef(WireModel):
-    """An LLMTrainingJob in the same namespace."""
+    """A job in the same namespace that publishes a model: an LLMTrainingJob, or an
+    LLMTuningJob (its best trial's model)."""
 
     name: KubernetesName
-    """Name of the LLMTrainingJob whose published model is served."""
+    """Name of the job whose published model is served."""
+    kind: JobKind = "LLMTrainingJob"
+    """LLMTrainingJob, or LLMTuningJob."""
 
 
 AdapterName = Annotated[str, StringConstraints(pattern=LABEL_PATTERN, min_length=1, max_length=63)]

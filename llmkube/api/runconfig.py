@@ -11,7 +11,7 @@ from typing import Literal, Self, TypeVar
 from pydantic import Field, ValidationError, model_validator
 
 from llmkube.api.base import StorageUri, WireModel, invalid
-from llmkube.api.common import StorageSpec
+from llmkube.api.common import ObjectMeta, StorageSpec
 from llmkube.api.deployment import LLMDeployment, ServingSpec
 from llmkube.api.errors import describe
 from llmkube.api.training import (
@@ -19,10 +19,19 @@ from llmkube.api.training import (
     DatasetSpec,
     EvaluationSpec,
     LLMTrainingJob,
+    LLMTrainingJobSpec,
     LoraSpec,
     TokenizerSpec,
     TrainingResources,
     TrainingSpec,
+)
+from llmkube.api.tuning import (
+    EarlyStopping,
+    LLMTuningJob,
+    Objective,
+    SearchParameter,
+    TrialsSpec,
+    trial_spec,
 )
 
 # Environment variables the Ray pods get the S3 credentials in (from the user's Secret).
@@ -232,6 +241,92 @@ def training_run_config(
     )
 
 
+class TuningRunConfig(WireModel):
+    """Everything `python -m llmkube.runtime.tune` needs to run an LLMTuningJob."""
+
+    version: Literal[1] = 1
+    """Schema version of the run config."""
+    kind: Literal["tuning"] = "tuning"
+    """What this config runs."""
+    job: JobIdentity
+    """The LLMTuningJob this search belongs to."""
+    template: LLMTrainingJobSpec
+    """The training job every trial runs, with the searched fields set."""
+    objective: Objective
+    """The metric and its direction (resolved)."""
+    search_space: dict[str, SearchParameter]
+    """Field path in the template → the values it may take."""
+    algorithm: Literal["random", "grid", "tpe"]
+    """How trials are drawn."""
+    seed: int
+    """Seed of the draws."""
+    early_stopping: EarlyStopping | None
+    """ASHA settings, grace period resolved; None runs every trial to the end."""
+    trials: TrialsSpec
+    """Number of trials, parallelism and failures allowed."""
+    publish: Literal["best", "none"]
+    """Whether the best trial's model is published to <output>/model."""
+    storage: StorageConfig
+    """Object-storage access of the search and of every trial."""
+    output: StorageUri
+    """The search's output prefix (the template's)."""
+
+
+TRIALS_DIR = "trials"
+"""Under a search's output: one folder per trial, each a training job's output."""
+TRIAL_CHECKPOINTS_KEPT = 1
+"""A trial keeps its newest checkpoint (what resumes it), not the template's count."""
+
+
+def tuning_run_config(job: LLMTuningJob, *, default_endpoint: str | None = None) -> TuningRunConfig:
+    """The run config for a tuning job. Pure."""
+    spec = job.spec
+    early = spec.early_stopping
+    if early is not None:
+        early = early.model_copy(
+            update={"grace_period": early.grace_period or spec.template.evaluation.interval}
+        )
+    return TuningRunConfig(
+        job=JobIdentity(name=job.metadata.name, namespace=job.metadata.namespace or "default"),
+        template=spec.template,
+        objective=spec.objective.model_copy(update={"mode": spec.objective.resolved_mode()}),
+        search_space=spec.search_space,
+        algorithm=spec.algorithm,
+        seed=spec.seed,
+        early_stopping=early,
+        trials=spec.trials,
+        publish=spec.publish,
+        storage=storage_config(spec.template.storage, default_endpoint),
+        output=spec.template.output.rstrip("/"),
+    )
+
+
+def trial_output(config: TuningRunConfig, trial: str) -> str:
+    return f"{config.output}/{TRIALS_DIR}/{trial}"
+
+
+def trial_run_config(
+    config: TuningRunConfig, trial: str, values: dict[str, object]
+) -> TrainingRunConfig:
+    """The training run of one trial: the template with `values` set, writing under the
+    search's trials/<trial>/ and sharing one dataset cache with the other trials. Pure."""
+    spec = trial_spec(config.template, values)
+    spec = spec.model_copy(
+        update={
+            "output": trial_output(config, trial),
+            "dataset": spec.dataset.model_copy(
+                update={"cache": spec.dataset.cache or f"{config.output}/cache"}
+            ),
+            "checkpoint": spec.checkpoint.model_copy(update={"keep": TRIAL_CHECKPOINTS_KEPT}),
+        }
+    )
+    job = LLMTrainingJob(
+        metadata=ObjectMeta(name=f"{config.job.name}-{trial}", namespace=config.job.namespace),
+        spec=spec,
+    )
+    return training_run_config(job).model_copy(update={"storage": config.storage})
+
+
 class AdapterConfig(WireModel):
     """A LoRA adapter a replica serves, its source resolved."""
 
@@ -339,7 +434,7 @@ class RunConfigError(Exception):
     """A run config file that cannot be read or is not valid; the message says which field."""
 
 
-RunConfig = TypeVar("RunConfig", TrainingRunConfig, ServeRunConfig)
+RunConfig = TypeVar("RunConfig", TrainingRunConfig, ServeRunConfig, TuningRunConfig)
 
 
 def read_run_config(path: Path, kind: type[RunConfig]) -> RunConfig:

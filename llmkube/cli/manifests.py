@@ -8,13 +8,14 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from llmkube.api import GROUP_VERSION, LLMDeployment, LLMTrainingJob
+from llmkube.api import GROUP_VERSION, LLMDeployment, LLMTrainingJob, LLMTuningJob
 from llmkube.api.base import CLUSTER
 from llmkube.api.errors import describe
 
-Resource = LLMTrainingJob | LLMDeployment
+Resource = LLMTrainingJob | LLMTuningJob | LLMDeployment
 KINDS: dict[str, type[Resource]] = {
     "LLMTrainingJob": LLMTrainingJob,
+    "LLMTuningJob": LLMTuningJob,
     "LLMDeployment": LLMDeployment,
 }
 YAML_SUFFIXES = {".yaml", ".yml", ".json"}

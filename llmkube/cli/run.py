@@ -1,5 +1,5 @@
-"""`llmkube run` (LLMTrainingJob and LLMDeployment manifests on this machine) and `llmkube data
-sample` (the corpus the quickstart trains on)."""
+"""`llmkube run` (LLMTrainingJob, LLMTuningJob and LLMDeployment manifests on this machine) and
+`llmkube data sample` (the corpus the quickstart trains on)."""
 
 import contextlib
 import os
@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from llmkube.api import LLMDeployment, LLMTrainingJob
+from llmkube.api import LLMDeployment, LLMTrainingJob, LLMTuningJob
 from llmkube.cli import manifests
 from llmkube.local.plan import DATA_DIR_ENV, MAX_STEPS_ENV, LocalPlan, PlanError, data_dir, plan
 from llmkube.local.sample import SAMPLE_MODEL, SAMPLE_MODEL_SOURCE
@@ -47,10 +47,12 @@ def run(
         int, typer.Option(help="Port of the web console; another free one if it is taken.")
     ] = 9265,
 ) -> None:
-    """Run LLMTrainingJob and LLMDeployment manifests on this machine, without Kubernetes.
+    """Run LLMTrainingJob, LLMTuningJob and LLMDeployment manifests on this machine, without
+    Kubernetes.
 
     Training jobs run first (resuming from their last checkpoint if a previous run was
-    stopped), then the deployment is served on localhost until Ctrl-C. `${LLMKUBE_DATA_DIR}` in
+    stopped), then hyperparameter searches (resuming without running finished trials again),
+    then the deployment is served on localhost until Ctrl-C. `${LLMKUBE_DATA_DIR}` in
     the manifests stands for the local data folder. Ctrl-C, SIGTERM and SIGHUP each stop
     everything it started and exit 128 + the signal's number; a second one kills at once.
     """
@@ -84,13 +86,21 @@ def _run(
     if invalid:
         raise typer.Exit(1)
     jobs = [d.resource for d in documents if isinstance(d.resource, LLMTrainingJob)]
+    searches = [d.resource for d in documents if isinstance(d.resource, LLMTuningJob)]
     deployments = [d.resource for d in documents if isinstance(d.resource, LLMDeployment)]
-    if not jobs and not deployments:
-        err.print("[red]error:[/] no LLMTrainingJob or LLMDeployment in the manifests given")
+    if not jobs and not searches and not deployments:
+        err.print(
+            "[red]error:[/] no LLMTrainingJob, LLMTuningJob or LLMDeployment in the manifests given"
+        )
         raise typer.Exit(1)
     try:
         local = plan(
-            jobs, deployments, cpus=os.cpu_count() or 1, has_gpu=_has_gpu(), max_steps=max_steps
+            jobs,
+            deployments,
+            cpus=os.cpu_count() or 1,
+            has_gpu=_has_gpu(),
+            max_steps=max_steps,
+            tunings=searches,
         )
     except PlanError as error:
         err.print(f"[red]error:[/] {error}")
@@ -114,6 +124,16 @@ def _execute(local: LocalPlan, root: Path, port: int, serve: bool, stops: StopRe
                     f"[green]✓[/] {config.job.name}: eval loss {evaluation['eval_loss']:.4f}, "
                     f"perplexity {evaluation['perplexity']:.2f}, "
                     f"accuracy {evaluation['accuracy']:.3f} → {config.output.rstrip('/')}/model"
+                )
+        for search in local.tuning:
+            found = runner.tune(search, root / "tuning" / search.job.name, out, stops)
+            best = found.get("best_trial")
+            if isinstance(best, dict):
+                out.print(
+                    f"[green]✓[/] {search.job.name}: best trial {best['trial']} "
+                    f"({search.objective.metric} {best['metric']:.4f}) with "
+                    + ", ".join(f"{path}={value}" for path, value in best["params"].items())
+                    + (f" → {search.output}/model" if search.publish == "best" else "")
                 )
         code = None
         if local.serving is not None and serve:

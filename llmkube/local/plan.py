@@ -5,14 +5,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmkube.api import LLMDeployment, LLMTrainingJob
+from llmkube.api import LLMDeployment, LLMTrainingJob, LLMTuningJob
 from llmkube.api.artifacts import MODEL_DIR
+from llmkube.api.common import ObjectMeta
 from llmkube.api.deployment import TrainingJobRef
 from llmkube.api.runconfig import (
     ServeRunConfig,
     TrainingRunConfig,
+    TuningRunConfig,
     serve_run_config,
     training_run_config,
+    tuning_run_config,
 )
 from llmkube.storage.uri import join
 
@@ -37,6 +40,7 @@ def data_dir(environ: dict[str, str] | None = None) -> Path:
 @dataclass
 class LocalPlan:
     training: list[TrainingRunConfig] = field(default_factory=list)
+    tuning: list[TuningRunConfig] = field(default_factory=list)
     serving: ServeRunConfig | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -73,6 +77,42 @@ def fit_training(
     return config.model_copy(update=updates), warnings
 
 
+def fit_tuning(
+    config: TuningRunConfig, *, cpus: int, has_gpu: bool, max_steps: int | None
+) -> tuple[TuningRunConfig, list[str]]:
+    """Each trial fitted as a training job is, then as many at once as this machine holds."""
+    template = config.template
+    name = config.job.name
+    trial, warnings = fit_training(
+        training_run_config(LLMTrainingJob(metadata=ObjectMeta(name=name), spec=template)),
+        cpus=cpus,
+        has_gpu=has_gpu,
+        max_steps=max_steps,
+    )
+    scaling = trial.scaling
+    resources = template.resources.model_copy(
+        update={
+            "workers": scaling.workers,
+            "cpus_per_worker": scaling.cpus_per_worker,
+            "gpus_per_worker": scaling.gpus_per_worker,
+        }
+    )
+    updates: dict[str, object] = {"resources": resources}
+    if max_steps is not None:
+        updates["training"] = trial.training
+    trials = config.trials
+    fits = max(1, cpus // (scaling.workers * scaling.cpus_per_worker))
+    if trials.parallel > fits:
+        warnings.append(
+            f"{name}: {trials.parallel} trials at once do not fit this machine's {cpus} CPUs; "
+            f"running {fits} at a time"
+        )
+        trials = trials.model_copy(update={"parallel": fits})
+    return config.model_copy(
+        update={"template": template.model_copy(update=updates), "trials": trials}
+    ), warnings
+
+
 def fit_serving(
     config: ServeRunConfig, *, cpus: int, has_gpu: bool
 ) -> tuple[ServeRunConfig, list[str]]:
@@ -102,17 +142,17 @@ def _source_uri(
     outputs: dict[str, str],
     what: str,
 ) -> str:
-    """The folder a model or adapter source names: a training job's model/, or its uri."""
+    """The folder a model or adapter source names: a job's model/, or its uri."""
     if job is None:
         assert uri is not None  # validated: one of the two is set
         return uri
-    if job.name not in outputs:
+    if f"{job.kind}/{job.name}" not in outputs:
         raise PlanError(
-            f"LLMDeployment {deployment.metadata.name} serves the output of LLMTrainingJob "
+            f"LLMDeployment {deployment.metadata.name} serves the output of {job.kind} "
             f"{job.name} as its {what}, which is not among the manifests given; add its "
             "manifest or set a uri"
         )
-    return join(outputs[job.name], MODEL_DIR)
+    return join(outputs[f"{job.kind}/{job.name}"], MODEL_DIR)
 
 
 def plan(
@@ -122,16 +162,25 @@ def plan(
     cpus: int,
     has_gpu: bool,
     max_steps: int | None = None,
+    tunings: list[LLMTuningJob] | None = None,
 ) -> LocalPlan:
     result = LocalPlan()
     outputs: dict[str, str] = {}
+    """kind/name → output of each job in the manifests."""
     for job in jobs:
         training, warnings = fit_training(
             training_run_config(job), cpus=cpus, has_gpu=has_gpu, max_steps=max_steps
         )
         result.training.append(training)
         result.warnings.extend(warnings)
-        outputs[job.metadata.name] = training.output
+        outputs[f"LLMTrainingJob/{job.metadata.name}"] = training.output
+    for tuning_job in tunings or []:
+        tuning, warnings = fit_tuning(
+            tuning_run_config(tuning_job), cpus=cpus, has_gpu=has_gpu, max_steps=max_steps
+        )
+        result.tuning.append(tuning)
+        result.warnings.extend(warnings)
+        outputs[f"LLMTuningJob/{tuning_job.metadata.name}"] = tuning.output
     if len(deployments) > 1:
         names = ", ".join(d.metadata.name for d in deployments)
         raise PlanError(f"llmkube run serves one LLMDeployment at a time; found {names}")

@@ -7,10 +7,19 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from llmkube.api.artifacts import (
     CHECKPOINTS_DIR,
@@ -22,7 +31,8 @@ from llmkube.api.artifacts import (
     VERSIONS_DIR,
     complete_checkpoints_among,
 )
-from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
+from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig, TuningRunConfig
+from llmkube.api.tuning import TUNING_CONFIG_FILE, TuningProgress
 from llmkube.local.child import Child
 from llmkube.local.run_state import now, write_state
 from llmkube.local.stop_requests import StopRequests
@@ -33,7 +43,9 @@ from llmkube.storage.uri import join
 POLL_SECONDS = 1.0
 
 
-def write_run_config(config: TrainingRunConfig | ServeRunConfig, path: Path) -> Path:
+def write_run_config(
+    config: TrainingRunConfig | ServeRunConfig | TuningRunConfig, path: Path
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Whole or not at all: a running server re-reads its config when the file changes.
     partial = path.with_name(path.name + ".partial")
@@ -44,6 +56,10 @@ def write_run_config(config: TrainingRunConfig | ServeRunConfig, path: Path) -> 
 
 def train_command(config_path: Path) -> list[str]:
     return [sys.executable, "-m", "llmkube.runtime.train", "--config", str(config_path)]
+
+
+def tune_command(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "llmkube.runtime.tune", "--config", str(config_path)]
 
 
 def serve_command(config_path: Path, port: int, *, via_proxy: bool = False) -> list[str]:
@@ -67,7 +83,7 @@ class StoppedError(Exception):
         self.exit_code = exit_code(signum)
 
 
-def _read_json(config: TrainingRunConfig, name: str) -> dict[str, object] | None:
+def _read_json(config: TrainingRunConfig | TuningRunConfig, name: str) -> dict[str, object] | None:
     uri = join(config.output, name)
     try:
         store = open_store(uri, config.storage, retry_for_seconds=0)
@@ -119,24 +135,84 @@ def train(
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
+
+    def last_checkpoint() -> str:
+        step = _newest_checkpoint(config)
+        return f" (last checkpoint: step {step})" if step is not None else ""
+
+    _run_to_end(
+        Job("training", config.job.name, config.output, command, workdir / "train.log"),
+        console,
+        stops,
+        progress_columns=columns,
+        show=lambda progress, task: _show(progress, task, config),
+        resumes_from=last_checkpoint,
+    )
+    pointer = _read_json(config, f"{MODEL_DIR}/{MODEL_POINTER_FILE}") or {}
+    version = pointer.get("version")
+    return _read_json(config, f"{VERSIONS_DIR}/{version}/{EVAL_FILE}") or {}
+
+
+def tune(
+    config: TuningRunConfig, workdir: Path, console: Console, stops: StopRequests
+) -> dict[str, object]:
+    """Run one hyperparameter search to the end; returns its progress.json."""
+    command = tune_command(write_run_config(config, workdir / TUNING_CONFIG_FILE))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} trials"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    _run_to_end(
+        Job("tuning", config.job.name, config.output, command, workdir / "tune.log"),
+        console,
+        stops,
+        progress_columns=columns,
+        show=lambda progress, task: _show_search(progress, task, config),
+        resumes_from=lambda: " (finished trials are not run again)",
+    )
+    return _read_json(config, PROGRESS_FILE) or {}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A child that runs to the end: what it is, and how it is started."""
+
+    what: str
+    """training or tuning"""
+    name: str
+    output: str
+    command: list[str]
+    log: Path
+
+
+def _run_to_end(
+    job: Job,
+    console: Console,
+    stops: StopRequests,
+    *,
+    progress_columns: tuple[ProgressColumn, ...],
+    show: Callable[[Progress, TaskID], None],
+    resumes_from: Callable[[], str],
+) -> None:
+    workdir = job.log.parent
     stops.check()
     started = now()
     write_state(workdir, "Running", started_at=started)
     # Whichever way this block is left, the child and its session are stopped.
-    with stops.watch(Child(command, workdir / "train.log")) as child:
-        console.print(
-            f"training [bold]{config.job.name}[/] → {config.output} (log: {child.log_path})"
-        )
-        with Progress(*columns, console=console, transient=False) as progress:
+    with stops.watch(Child(job.command, job.log)) as child:
+        console.print(f"{job.what} [bold]{job.name}[/] → {job.output} (log: {child.log_path})")
+        with Progress(*progress_columns, console=console, transient=False) as progress:
             task = progress.add_task("preparing data", total=None, detail="")
             while child.poll() is None and not stops.wait(POLL_SECONDS):
-                _show(progress, task, config)
-            _show(progress, task, config)
+                show(progress, task)
+            show(progress, task)
         if stops.signum is not None:
-            console.print("stopping training…")
+            console.print(f"stopping {job.what}…")
             child.stop()
-            step = _newest_checkpoint(config)
-            where = f" (last checkpoint: step {step})" if step is not None else ""
+            where = resumes_from()
             write_state(
                 workdir,
                 "Stopped",
@@ -144,7 +220,7 @@ def train(
                 started_at=started,
             )
             raise StoppedError(
-                f"training stopped by {signal_name(stops.signum)}; run the same command again "
+                f"{job.what} stopped by {signal_name(stops.signum)}; run the same command again "
                 f"to resume{where}",
                 stops.signum,
             )
@@ -158,12 +234,35 @@ def train(
                 started_at=started,
             )
             raise RuntimeError(
-                f"training {config.job.name} failed (exit code {code}); see {child.log_path}"
+                f"{job.what} {job.name} failed (exit code {code}); see {child.log_path}"
             )
     write_state(workdir, "Succeeded", started_at=started)
-    pointer = _read_json(config, f"{MODEL_DIR}/{MODEL_POINTER_FILE}") or {}
-    version = pointer.get("version")
-    return _read_json(config, f"{VERSIONS_DIR}/{version}/{EVAL_FILE}") or {}
+
+
+def _show_search(progress: Progress, task: TaskID, config: TuningRunConfig) -> None:
+    state = _read_json(config, PROGRESS_FILE)
+    if state is None:
+        return
+    search = TuningProgress.model_validate(state)
+    counts = search.trials
+    best = search.best_trial
+    detail = " ".join(
+        part
+        for part in (
+            f"{counts.running} running" if counts.running else "",
+            f"{counts.stopped_early} stopped early" if counts.stopped_early else "",
+            f"{counts.failed} failed" if counts.failed else "",
+            f"best {config.objective.metric} {best.metric:.4f} ({best.trial})" if best else "",
+        )
+        if part
+    )
+    progress.update(
+        task,
+        description=f"tuning {config.job.name}",
+        completed=counts.succeeded + counts.stopped_early + counts.failed,
+        total=counts.total or None,
+        detail=detail,
+    )
 
 
 def _show(progress: Progress, task: TaskID, config: TrainingRunConfig) -> None:

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import ray
@@ -86,7 +87,7 @@ def _model_config(config: TrainingRunConfig, vocab_size: int) -> GptConfig:
     return config.model.model_copy(update={"vocab_size": vocab_size})
 
 
-def _prepare(config: TrainingRunConfig) -> tuple[str, DataManifest, ModelConfig]:
+def prepare(config: TrainingRunConfig) -> tuple[str, DataManifest, ModelConfig]:
     """The prepared data and the model config the workers build: a GPT's, or a pretrained
     model's summary, checked before Ray starts any worker."""
     if config.pretrained is None:
@@ -155,7 +156,8 @@ def pin_sources(config: TrainingRunConfig) -> TrainingRunConfig:
     return config.model_copy(update={key: found.uri for key, found in update.items()})
 
 
-def run(config: TrainingRunConfig) -> int:
+def run(config: TrainingRunConfig, *, callbacks: Sequence[ray.train.UserCallback] = ()) -> int:
+    """Train and publish; `callbacks` see every report (a search forwards them to Ray Tune)."""
     store = open_store(config.output, config.storage)
     # Another run's work in the output refuses this one before it writes anything (or is
     # deleted, with restartPolicy restart); wrong URIs and credentials fail in a second too,
@@ -176,7 +178,7 @@ def run(config: TrainingRunConfig) -> int:
         config.model_dump_json(by_alias=True, indent=2).encode(),
     )
     check_dataset(config)
-    cache_uri, manifest, model_config = _prepare(config)
+    cache_uri, manifest, model_config = prepare(config)
     sequences = sequences_in(manifest, model_config.context_length)
     steps = total_steps(config, sequences)
     log.info(
@@ -207,6 +209,8 @@ def run(config: TrainingRunConfig) -> int:
                 name=f"llmkube-{config.job.name}",
                 storage_path=str(scratch / "ray-train"),
                 failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+                # The stubs name Ray Train V1's callback type; V2 (which runs) takes these.
+                callbacks=list(callbacks),  # type: ignore[arg-type]
             ),
         )
         trainer.fit()

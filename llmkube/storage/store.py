@@ -307,6 +307,20 @@ class S3Store:
         self._call(uri, lambda: self.client.remove_object(location.bucket, location.key))
 
 
+def s3_endpoint(uri: str, config: StorageConfig, env: Mapping[str, str]) -> tuple[str, bool]:
+    """The host:port an s3:// URI is reached at, and whether over TLS."""
+    endpoint = config.endpoint or env.get("LLMKUBE_S3_ENDPOINT")
+    if not endpoint:
+        raise StorageError(
+            f"{uri}: no S3 endpoint; set storage.endpoint in the manifest or LLMKUBE_S3_ENDPOINT"
+        )
+    secure = not config.insecure
+    if "://" in endpoint:
+        scheme, _, endpoint = endpoint.partition("://")
+        secure = scheme == "https"
+    return endpoint.rstrip("/"), secure
+
+
 def open_store(
     uri: str,
     config: StorageConfig | None = None,
@@ -325,17 +339,9 @@ def open_store(
         raise StorageError(f"{uri}: unsupported scheme; use s3:// or file://")
     config = config or StorageConfig()
     env = os.environ if environ is None else environ
-    endpoint = config.endpoint or env.get("LLMKUBE_S3_ENDPOINT")
-    if not endpoint:
-        raise StorageError(
-            f"{uri}: no S3 endpoint; set storage.endpoint in the manifest or LLMKUBE_S3_ENDPOINT"
-        )
-    secure = not config.insecure
-    if "://" in endpoint:
-        scheme, _, endpoint = endpoint.partition("://")
-        secure = scheme == "https"
+    endpoint, secure = s3_endpoint(uri, config, env)
     return S3Store(
-        endpoint.rstrip("/"),
+        endpoint,
         access_key=env.get(config.access_key_env),
         secret_key=env.get(config.secret_key_env),
         secure=secure,

@@ -1,6 +1,6 @@
-"""The training entrypoint as a real subprocess in its own session, so a test can kill the
-driver together with the local Ray cluster it started, exactly as a pod dies. Started with
-SIGINT ignored, as a script's background job would start it."""
+"""The training and tuning entrypoints as real subprocesses, each in its own session, so a test
+can kill the driver together with the local Ray cluster it started, exactly as a pod dies.
+Started with SIGINT ignored, as a script's background job would start them."""
 
 import subprocess
 import time
@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from llmkube.api.runconfig import TrainingRunConfig
+from llmkube.api.runconfig import TrainingRunConfig, TuningRunConfig
+from llmkube.api.tuning import TUNING_CONFIG_FILE
 from llmkube.local.child import Child, session_processes
-from llmkube.local.runner import train_command, write_run_config
+from llmkube.local.runner import train_command, tune_command, write_run_config
 from llmkube.testing.processes import as_background_job
 
 
@@ -65,3 +66,18 @@ class TrainingProcess(Child):
         trace: TracebackType | None,
     ) -> None:
         self.kill()
+
+
+class TuningProcess(TrainingProcess):
+    """The search entrypoint (`llmkube.runtime.tune`), started and killed the same way."""
+
+    def __init__(
+        self, config: TuningRunConfig, workdir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.config_path = write_run_config(config, workdir / TUNING_CONFIG_FILE)
+        Child.__init__(
+            self,
+            as_background_job(tune_command(self.config_path)),
+            workdir / f"tune-{time.monotonic_ns()}.log",
+            env or {},
+        )

@@ -42,7 +42,8 @@ def test_no_stray_files_in_crds() -> None:
 @pytest.mark.parametrize("name", sorted(all_crds()))
 def test_schema_is_structural_and_every_field_is_described(name: str) -> None:
     for path, node in walk(schema_of(all_crds()[name])):
-        assert "type" in node, f"{path} has no type"
+        # Only a value of any type (a search's choices) may leave its type open.
+        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
         assert not {"$ref", "anyOf", "allOf", "oneOf", "title"} & node.keys(), path
         assert node.get("additionalProperties") is not False, path
         is_named_field = not path.endswith(("[]", "{}"))  # items/values share their field's text
@@ -64,6 +65,27 @@ def test_training_job_crd_names_columns_and_subresources() -> None:
     columns = [c["name"].upper() for c in version["additionalPrinterColumns"]]
     assert columns == ["PHASE", "PROGRESS", "LOSS", "FINETUNE", "WAITING", "AGE"]
     assert schema_of(crd)["required"] == ["metadata", "spec"]
+
+
+def test_tuning_job_crd_names_columns_and_keeps_choices_of_any_type() -> None:
+    crd = all_crds()["llmkube.io_llmtuningjobs.yaml"]
+    assert crd["spec"]["names"]["shortNames"] == ["ltune"]
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"].upper() for c in version["additionalPrinterColumns"]]
+    assert columns == ["PHASE", "TRIALS", "BEST", "AGE"]
+    spec = schema_of(crd)["properties"]["spec"]["properties"]
+    space = spec["searchSpace"]
+    assert (space["minProperties"], space["maxProperties"]) == (1, 32)
+    assert space["additionalProperties"]["properties"]["values"]["items"] == {
+        "description": "A number, string or boolean the field takes.",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    training = all_crds()["llmkube.io_llmtrainingjobs.yaml"]
+    assert spec["template"] == {
+        **schema_of(training)["properties"]["spec"],
+        "description": spec["template"]["description"],
+    }, "the template is validated as an LLMTrainingJob's spec is"
 
 
 def test_deployment_crd_has_the_scale_subresource() -> None:

@@ -45,6 +45,7 @@ def test_examples_are_valid() -> None:
     documents = manifests.load([EXAMPLES], LOCAL)
     assert {doc.kind for doc in documents} == {
         "LLMTrainingJob",
+        "LLMTuningJob",
         "LLMDeployment",
         "Secret",
         # examples/gitops/

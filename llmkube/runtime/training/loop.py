@@ -22,6 +22,7 @@ from torch import nn
 from llmkube.api.artifacts import MODEL_DIR, PUBLISHED_LAST
 from llmkube.api.run_identity import identity_hash, output_identity, run_identity
 from llmkube.api.runconfig import GptConfig, TrainingRunConfig
+from llmkube.api.tuning import reported_metrics
 from llmkube.runtime.artifact import load_artifact, load_weights, save_artifact, weights_bytes
 from llmkube.runtime.data.examples import IGNORED
 from llmkube.runtime.data.manifest import TOKENIZER_FILE, DataManifest
@@ -144,18 +145,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 )
             loss_sum.zero_()
             interval_start, interval_steps = time.monotonic(), 0
-        if done % config.evaluation.interval == 0 or done == worker.total_steps:
+        last = done == worker.total_steps
+        evaluated = done % config.evaluation.interval == 0 or last
+        if evaluated:
             last_eval = evaluate_and_report(worker, done)
-        if done % config.checkpoint.interval == 0 or done == worker.total_steps:
+        checkpointed = done % config.checkpoint.interval == 0 or last
+        if checkpointed:
             _checkpoint(worker)
-            ray.train.report(
-                {"step": done, **({"eval_loss": last_eval["eval_loss"]} if last_eval else {})}
-            )
+        if (evaluated or checkpointed) and not last:
+            ray.train.report(reported_metrics(done, worker.total_steps, last_eval))
+    final = last_eval
+    if final is None:  # resumed from the checkpoint of the last step
+        final = evaluate_and_report(worker, worker.state.step)
     if worker.reporter is not None:
-        final = last_eval
-        if final is None:
-            final = evaluate_and_report(worker, worker.state.step)
         _publish(worker, final, last_train_loss, setup.manifest.stats.validation_tokens)
+    # Reported after publishing: a search's scheduler may stop a trial at any report, and this
+    # trial's model is whole by now.
+    ray.train.report(reported_metrics(worker.state.step, worker.total_steps, final))
 
 
 def set_up(setup: LoopConfig) -> Worker:

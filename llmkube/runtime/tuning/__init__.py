@@ -1,0 +1,1 @@
+"""Hyperparameter search: Ray Tune over trials that each run a training job."""
