@@ -214,6 +214,15 @@ class LLMTuningJobSpec(WireModel):
         return space
 
     @model_validator(mode="after")
+    def _template_runs_unsuspended(self) -> Self:
+        if self.template.suspend:
+            raise invalid(
+                "template.suspend does not apply to a search: its trials run as the search "
+                "runs; remove it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _grid_is_finite(self) -> Self:
         if self.algorithm != "grid":
             return self

@@ -28,7 +28,7 @@ from llmkube.api.contract import (
 )
 
 # Grafana template variables, and what the test puts in their place.
-VARIABLES = {"$job": ".+", "$deployment": ".+", "$model": ".+"}
+VARIABLES = {"$job": ".+", "$search": ".+", "$deployment": ".+", "$model": ".+"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def _quantiles(metric: str, selector: str) -> tuple[tuple[str, str], ...]:
 
 
 TRAIN = 'training_job=~"$job"'
+SEARCH = 'tuning_job=~"$search"'
 SERVE = 'deployment=~"$deployment"'
 # Request and token series carry the model id asked for: the deployment's own, its base or an
 # adapter (llmkube/runtime/serving/metrics.py).
@@ -98,6 +99,26 @@ TRAINING_PANELS = (
     ),
     Panel(
         "Training jobs by phase", "none", (("{{phase}}", "sum by (phase) (llmkube_trainingjobs)"),)
+    ),
+    Panel(
+        "Searches: trials by state",
+        "none",
+        (
+            (
+                "{{tuning_job}} {{state}}",
+                f"sum by (tuning_job, state) (llmkube_tuning_trials{{{SEARCH}}})",
+            ),
+        ),
+    ),
+    Panel(
+        "Searches: objective of the best trial",
+        "none",
+        (
+            (
+                "{{tuning_job}} {{metric}}",
+                f"max by (tuning_job, metric) (llmkube_tuning_best_metric{{{SEARCH}}})",
+            ),
+        ),
     ),
     Panel(
         "Operator reconciles",
@@ -307,6 +328,7 @@ def dashboards() -> dict[str, dict[str, Any]]:
             "llmkube / training",
             TRAINING_PANELS,
             _variable("job", "training_job", exported(TRAIN_STEP)),
+            _variable("search", "tuning_job", "llmkube_tuning_trials"),
         ),
         "llmkube-serving.json": dashboard(
             "llmkube-serving",

@@ -18,12 +18,13 @@ from typing import Any
 
 from llmkube.operator.deployment.autoscaler.runner import Autoscaler
 from llmkube.operator.deployment.reconcile import refresh_deployment_status
-from llmkube.operator.kube import DEPLOYMENTS, RAYSERVICES, TRAINING_JOBS, KubeApi
+from llmkube.operator.kube import DEPLOYMENTS, RAYSERVICES, TRAINING_JOBS, TUNING_JOBS, KubeApi
 from llmkube.operator.naming import label_value, rayservice_name
 from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
 from llmkube.operator.scheduling import scheduler_refusal
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training.reconcile import refresh_training_status, unscheduled_ray_pods
+from llmkube.operator.tuning.reconcile import refresh_tuning_status
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
@@ -69,6 +70,11 @@ class BackgroundLoop(threading.Thread):
                     self._start(
                         ("progress", namespace, name), partial(self._progress, namespace, name)
                     )
+                for namespace, name in self.registry.in_phase("Running", kind="LLMTuningJob"):
+                    self._start(
+                        ("search-progress", namespace, name),
+                        partial(self._search_progress, namespace, name),
+                    )
                 # Pods the scheduler cannot place change no RayJob or RayService: look for them.
                 pending: dict[str, list[str]] = {}
                 for namespace, name in self.registry.in_phase("Pending"):
@@ -104,13 +110,20 @@ class BackgroundLoop(threading.Thread):
         self.pool.submit(run)
 
     def _retry(self, kind: str, namespace: str, name: str) -> None:
-        resource = DEPLOYMENTS if kind == "LLMDeployment" else TRAINING_JOBS
+        resource = {"LLMDeployment": DEPLOYMENTS, "LLMTuningJob": TUNING_JOBS}.get(
+            kind, TRAINING_JOBS
+        )
         body = self.api.get(resource, namespace, name)
         if body is not None:
             self.reconcile(body)
 
     def _progress(self, namespace: str, name: str) -> None:
         refresh_training_status(
+            self.api, namespace, name, self.settings, self.registry, read_progress=True
+        )
+
+    def _search_progress(self, namespace: str, name: str) -> None:
+        refresh_tuning_status(
             self.api, namespace, name, self.settings, self.registry, read_progress=True
         )
 

@@ -8,14 +8,21 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
-from llmkube.api import LLMDeployment, LLMDeploymentStatus, LLMTrainingJob, LLMTrainingJobStatus
+from llmkube.api import (
+    LLMDeployment,
+    LLMDeploymentStatus,
+    LLMTrainingJob,
+    LLMTrainingJobStatus,
+    LLMTuningJob,
+    LLMTuningJobStatus,
+)
 from llmkube.api.base import CLUSTER
 from llmkube.api.errors import describe
 from llmkube.operator.conditions import set_condition
 from llmkube.operator.kube import KubeApi, Resource
 
-Status = TypeVar("Status", LLMTrainingJobStatus, LLMDeploymentStatus)
-Spec = TypeVar("Spec", LLMTrainingJob, LLMDeployment)
+Status = TypeVar("Status", LLMTrainingJobStatus, LLMDeploymentStatus, LLMTuningJobStatus)
+Spec = TypeVar("Spec", LLMTrainingJob, LLMDeployment, LLMTuningJob)
 
 
 class BlockedError(Exception):

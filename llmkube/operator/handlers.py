@@ -25,15 +25,17 @@ from llmkube.operator.kube import DEPLOYMENTS, ApiError, KubeApi
 from llmkube.operator.metrics import (
     DEPLOYMENT_PHASE_COUNTS,
     forget_replicas,
+    forget_search,
     observe_reconcile,
     serve,
 )
-from llmkube.operator.naming import DEPLOYMENT_LABEL, TRAINING_JOB_LABEL
+from llmkube.operator.naming import DEPLOYMENT_LABEL, TRAINING_JOB_LABEL, TUNING_JOB_LABEL
 from llmkube.operator.owned import NameConflictError
-from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries
+from llmkube.operator.registry import DeploymentRegistry, TrainingPhasesAndRetries, job_key
 from llmkube.operator.settings import OperatorSettings
 from llmkube.operator.training.reconcile import reconcile_training_job, refresh_training_status
 from llmkube.operator.training.status import followed_state
+from llmkube.operator.tuning.reconcile import reconcile_tuning_job, refresh_tuning_status
 
 log = logging.getLogger(__name__)
 REGISTRY = TrainingPhasesAndRetries()
@@ -71,9 +73,13 @@ def _handle_failures(kind: str, body: dict[str, Any], work: Callable[[], object]
 
 
 def reconcile(body: dict[str, Any], api: KubeApi, settings: OperatorSettings) -> None:
-    """Reconcile whichever kind `body` is (the background loop retries both)."""
+    """Reconcile whichever kind `body` is (the background loop retries every kind)."""
     if body.get("kind") == "LLMDeployment":
         _handle_failures("LLMDeployment", body, lambda: _reconcile_deployment(body, api, settings))
+    elif body.get("kind") == "LLMTuningJob":
+        _handle_failures(
+            "LLMTuningJob", body, lambda: reconcile_tuning_job(body, api, settings, REGISTRY)
+        )
     else:
         _handle_failures(
             "LLMTrainingJob", body, lambda: reconcile_training_job(body, api, settings, REGISTRY)
@@ -85,7 +91,10 @@ def _reconcile_deployment(body: dict[str, Any], api: KubeApi, settings: Operator
     model = (body.get("spec") or {}).get("model") or {}
     sources = [model, *(model.get("adapters") or [])]
     jobs = frozenset(
-        str(source["trainingJobRef"]["name"])
+        job_key(
+            str(source["trainingJobRef"].get("kind") or "LLMTrainingJob"),
+            str(source["trainingJobRef"]["name"]),
+        )
         for source in sources
         if isinstance(source, dict) and (source.get("trainingJobRef") or {}).get("name")
     )
@@ -119,10 +128,23 @@ def stop(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*contract.TRAINING_JOBS)
 def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _job_event("LLMTrainingJob", type, body, memo)
+
+
+@kopf.on.event(*contract.TUNING_JOBS)
+def tuning_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        forget_search(body["metadata"]["namespace"], body["metadata"]["name"])
+    _job_event("LLMTuningJob", type, body, memo)
+
+
+def _job_event(kind: str, type: str | None, body: kopf.Body, memo: kopf.Memo) -> None:
+    """Either kind of job that publishes a model a deployment may serve."""
     meta = body["metadata"]
+    key = job_key(kind, meta["name"])
     if type == "DELETED":
         REGISTRY.forget(meta["uid"])
-        DEPLOYMENT_REGISTRY.forget_job(meta["namespace"], meta["name"])
+        DEPLOYMENT_REGISTRY.forget_job(meta["namespace"], key)
         return
     if meta.get("deletionTimestamp"):
         return  # going away (with its namespace, say): nothing to create for it
@@ -132,9 +154,9 @@ def training_job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: 
         status.get("completionTime"),
         (status.get("model") or {}).get("uri"),
     )
-    if DEPLOYMENT_REGISTRY.job_changed(meta["namespace"], meta["name"], published):
+    if DEPLOYMENT_REGISTRY.job_changed(meta["namespace"], key, published):
         # The handoff signal: the job succeeded, published again, or stopped being Succeeded.
-        for deployment in DEPLOYMENT_REGISTRY.following(meta["namespace"], meta["name"]):
+        for deployment in DEPLOYMENT_REGISTRY.following(meta["namespace"], key):
             fresh = memo.api.get(DEPLOYMENTS, meta["namespace"], deployment)
             if fresh is not None:
                 reconcile(fresh, memo.api, memo.settings)
@@ -170,6 +192,26 @@ def rayservice_event(
         return
     DEPLOYMENT_REGISTRY.cluster_starting(namespace, owner, starting_cluster(dict(body)) is not None)
     refresh_deployment_status(memo.api, namespace, owner, dict(body))
+
+
+@kopf.on.event(*contract.RAYJOBS, labels={TUNING_JOB_LABEL: kopf.PRESENT})
+def tuning_rayjob_event(
+    type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    owners = body.get("metadata", {}).get("ownerReferences") or []
+    owner = next((ref["name"] for ref in owners if ref.get("kind") == "LLMTuningJob"), None)
+    status = body.get("status")
+    if owner is None or namespace is None or type == "DELETED" or not status:
+        return
+    refresh_tuning_status(
+        memo.api,
+        namespace,
+        owner,
+        memo.settings,
+        REGISTRY,
+        rayjob=dict(body),
+        read_progress=status.get("jobDeploymentStatus") in PROGRESS_STATES,
+    )
 
 
 @kopf.on.event(*contract.RAYJOBS, labels={TRAINING_JOB_LABEL: kopf.PRESENT})

@@ -46,7 +46,10 @@ SECRETS = Resource("", "v1", "secrets")
 PODS = Resource("", "v1", "pods")
 RAYJOBS = Resource(*contract.RAYJOBS)
 TRAINING_JOBS = Resource(*contract.TRAINING_JOBS)
+TUNING_JOBS = Resource(*contract.TUNING_JOBS)
 DEPLOYMENTS = Resource(*contract.DEPLOYMENTS)
+MODEL_PUBLISHERS = {"LLMTrainingJob": TRAINING_JOBS, "LLMTuningJob": TUNING_JOBS}
+"""The kinds of job a deployment may serve the model of (TrainingJobRef.kind)."""
 RAYSERVICES = Resource(*contract.RAYSERVICES)
 RAYCLUSTERS = Resource(*contract.RAYCLUSTERS)
 SERVICES = Resource("", "v1", "services")

@@ -32,6 +32,40 @@ for _direction in ("up", "down"):  # both series exist from the start, at 0
     AUTOSCALER_DECISIONS.labels(direction=_direction)
 
 
+TUNING_LABELS = ["namespace", "tuning_job"]
+TUNING_TRIALS = Gauge(
+    "llmkube_tuning_trials", "Trials of each LLMTuningJob by state", [*TUNING_LABELS, "state"]
+)
+TUNING_TRIAL_STATES = ("running", "succeeded", "stopped_early", "failed")
+TUNING_BEST_METRIC = Gauge(
+    "llmkube_tuning_best_metric",
+    "The objective of each LLMTuningJob's best trial so far",
+    [*TUNING_LABELS, "metric"],
+)
+
+
+def record_search(
+    namespace: str, job: str, trials: dict[str, int], best: tuple[str, float] | None
+) -> None:
+    """A search's trial counts by state, and (metric, value) of its best trial."""
+    for state in TUNING_TRIAL_STATES:
+        TUNING_TRIALS.labels(namespace=namespace, tuning_job=job, state=state).set(
+            trials.get(state, 0)
+        )
+    if best is not None:
+        metric, value = best
+        TUNING_BEST_METRIC.labels(namespace=namespace, tuning_job=job, metric=metric).set(value)
+
+
+def forget_search(namespace: str, job: str) -> None:
+    for state in TUNING_TRIAL_STATES:
+        with suppress(KeyError):
+            TUNING_TRIALS.remove(namespace, job, state)
+    for metric in ("eval_loss", "eval_perplexity", "eval_accuracy"):
+        with suppress(KeyError):
+            TUNING_BEST_METRIC.remove(namespace, job, metric)
+
+
 DEPLOYMENT_LABELS = ["namespace", "deployment"]
 DEPLOYMENT_READY_REPLICAS = Gauge(
     "llmkube_deployment_ready_replicas", "Serving replicas ready", DEPLOYMENT_LABELS

@@ -11,6 +11,7 @@ from llmkube.api.common import ObjectMeta
 
 MANAGED_BY = "llmkube-operator"
 TRAINING_JOB_LABEL = "llmkube.io/training-job"
+TUNING_JOB_LABEL = "llmkube.io/tuning-job"
 DEPLOYMENT_LABEL = "llmkube.io/deployment"
 MODEL_VERSION_ANNOTATION = "llmkube.io/model-version"
 APPLIED_SPEC_ANNOTATION = "llmkube.io/applied-spec"
@@ -45,6 +46,15 @@ def rayservice_name(deployment_name: str) -> str:
 
 def run_configmap_name(job_name: str) -> str:
     return f"{rayjob_name(job_name)}-run"
+
+
+def tuning_rayjob_name(job_name: str) -> str:
+    """A search's RayJob: suffixed, as a training job of the same name may exist."""
+    return rayjob_name(f"{job_name}-tune")
+
+
+def tuning_configmap_name(job_name: str) -> str:
+    return f"{tuning_rayjob_name(job_name)}-run"
 
 
 def standard_labels(instance: str, component: str) -> dict[str, str]:

@@ -20,8 +20,8 @@ class _Entry:
 
 
 class TrainingPhasesAndRetries:
-    """The phase of every training job (for the phase metric and progress polling), and when a
-    blocked object of either kind is to be reconciled again."""
+    """The phase of every training job and search (for the phase metric and progress polling),
+    and when a blocked object of any kind is to be reconciled again."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -48,13 +48,20 @@ class TrainingPhasesAndRetries:
         return entry
 
     def observe(
-        self, uid: str, namespace: str, name: str, phase: str | None, waiting: bool = False
+        self,
+        uid: str,
+        namespace: str,
+        name: str,
+        phase: str | None,
+        waiting: bool = False,
+        kind: str = "LLMTrainingJob",
     ) -> None:
         """`waiting`: its status says its pods wait on the scheduler (status.waitingFor)."""
         with self._lock:
             entry = self._entry(uid, namespace, name)
-            entry.phase, entry.waiting = phase, waiting
-        TRAINING_JOB_PHASES.set(uid, phase)
+            entry.phase, entry.waiting, entry.kind = phase, waiting, kind
+        if kind == "LLMTrainingJob":
+            TRAINING_JOB_PHASES.set(uid, phase)
 
     def retry_later(
         self, uid: str, namespace: str, name: str, delay: float, kind: str = "LLMTrainingJob"
@@ -82,19 +89,33 @@ class TrainingPhasesAndRetries:
                 entry.retry_at = None
         return [(entry.kind, entry.namespace, entry.name) for _, entry in due]
 
-    def in_phase(self, phase: str) -> list[tuple[str, str]]:
+    def in_phase(self, phase: str, kind: str = "LLMTrainingJob") -> list[tuple[str, str]]:
         with self._lock:
-            return [(e.namespace, e.name) for e in self._jobs.values() if e.phase == phase]
+            return [
+                (e.namespace, e.name)
+                for e in self._jobs.values()
+                if e.phase == phase and e.kind == kind
+            ]
 
     def waiting(self) -> set[tuple[str, str]]:
-        """Jobs whose status says their pods wait on the scheduler."""
+        """Training jobs whose status says their pods wait on the scheduler."""
         with self._lock:
-            return {(e.namespace, e.name) for e in self._jobs.values() if e.waiting}
+            return {
+                (e.namespace, e.name)
+                for e in self._jobs.values()
+                if e.waiting and e.kind == "LLMTrainingJob"
+            }
+
+
+def job_key(kind: str, name: str) -> str:
+    """How a deployment names the job it follows: a training job and a search may share a
+    name."""
+    return f"{kind}/{name}"
 
 
 class DeploymentRegistry:
-    """Which deployments wait on which training jobs (their model's and their adapters'), which
-    ones autoscale, and which ones have a Ray cluster starting."""
+    """Which deployments wait on which jobs (their model's and their adapters', by `job_key`),
+    which ones autoscale, and which ones have a Ray cluster starting."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -131,7 +152,7 @@ class DeploymentRegistry:
             return sorted(self._starting)
 
     def job_changed(self, namespace: str, job: str, published: object) -> bool:
-        """Whether what a training job has published (phase, time, URI) differs from last time."""
+        """Whether what a job has published (phase, time, URI) differs from last time."""
         with self._lock:
             previous = self._published.get((namespace, job))
             self._published[(namespace, job)] = published
@@ -142,7 +163,7 @@ class DeploymentRegistry:
             self._published.pop((namespace, job), None)
 
     def following(self, namespace: str, job: str) -> list[str]:
-        """Deployments serving what LLMTrainingJob `job` publishes (as model or adapter)."""
+        """Deployments serving what `job` (a `job_key`) publishes (as model or adapter)."""
         with self._lock:
             return [n for (ns, n), j in self._jobs_of.items() if ns == namespace and job in j]
 

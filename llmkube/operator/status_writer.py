@@ -1,16 +1,16 @@
-"""The one place that writes status (both kinds): only on change, with an Event per phase."""
+"""The one place that writes status (every kind): only on change, with an Event per phase."""
 
 from typing import Any
 
 from pydantic import ValidationError
 
-from llmkube.api import LLMDeploymentStatus, LLMTrainingJobStatus
+from llmkube.api import LLMDeploymentStatus, LLMTrainingJobStatus, LLMTuningJobStatus
 from llmkube.api.base import WireModel
 from llmkube.api.common import Condition
 from llmkube.api.deployment import AutoscalingSpec
 from llmkube.operator.conditions import find
-from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, KubeApi, Resource
-from llmkube.operator.metrics import DEPLOYMENT_PHASE_COUNTS, record_replicas
+from llmkube.operator.kube import DEPLOYMENTS, TRAINING_JOBS, TUNING_JOBS, KubeApi, Resource
+from llmkube.operator.metrics import DEPLOYMENT_PHASE_COUNTS, record_replicas, record_search
 from llmkube.operator.patches import merge_patch
 from llmkube.operator.registry import TrainingPhasesAndRetries
 
@@ -21,6 +21,13 @@ def current_status(body: dict[str, Any]) -> LLMTrainingJobStatus:
         return LLMTrainingJobStatus.model_validate(body.get("status") or {})
     except ValidationError:
         return LLMTrainingJobStatus()
+
+
+def current_tuning_status(body: dict[str, Any]) -> LLMTuningJobStatus:
+    try:
+        return LLMTuningJobStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return LLMTuningJobStatus()
 
 
 def current_deployment_status(body: dict[str, Any]) -> LLMDeploymentStatus:
@@ -77,6 +84,42 @@ def write_training_status(
     return _write(
         api,
         TRAINING_JOBS,
+        body,
+        desired,
+        phase=desired.phase,
+        message=desired.message,
+        conditions=desired.conditions,
+    )
+
+
+def write_tuning_status(
+    api: KubeApi,
+    body: dict[str, Any],
+    desired: LLMTuningJobStatus,
+    registry: TrainingPhasesAndRetries,
+    metric: str,
+) -> bool:
+    """Like write_training_status, for a search; also its trial and best-metric gauges."""
+    meta = body["metadata"]
+    registry.observe(
+        meta["uid"], meta["namespace"], meta["name"], desired.phase, kind="LLMTuningJob"
+    )
+    counts = desired.trials
+    best = desired.best_trial
+    record_search(
+        meta["namespace"],
+        meta["name"],
+        {
+            "running": counts.running,
+            "succeeded": counts.succeeded,
+            "stopped_early": counts.stopped_early,
+            "failed": counts.failed,
+        },
+        (metric, best.metric) if best is not None else None,
+    )
+    return _write(
+        api,
+        TUNING_JOBS,
         body,
         desired,
         phase=desired.phase,

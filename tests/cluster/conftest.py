@@ -106,7 +106,7 @@ def control_plane_helm() -> Path:
     return server_binaries()["helm"]
 
 
-FLEET_NAMESPACES = 20
+FLEET_NAMESPACES = 21
 """Namespaces KubeRay's real controller acts in (one per fleet test); elsewhere the tests still
 write what KubeRay would."""
 

@@ -85,10 +85,12 @@ KOPF_DISCOVERY = {
 WORKLOADS = {
     *(
         ("llmkube.io", kind, verb)
-        for kind in ("llmtrainingjobs", "llmdeployments")
+        for kind in ("llmtrainingjobs", "llmtuningjobs", "llmdeployments")
         for verb in ("get", "list", "watch")
     ),
     ("llmkube.io", "llmtrainingjobs/status", "patch"),
+    ("llmkube.io", "llmtuningjobs/status", "patch"),
+    ("llmkube.io", "llmtuningjobs/finalizers", "update"),
     ("llmkube.io", "llmdeployments/status", "patch"),
     ("llmkube.io", "llmdeployments/scale", "patch"),
     ("llmkube.io", "llmtrainingjobs/finalizers", "update"),

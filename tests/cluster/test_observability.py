@@ -12,6 +12,7 @@ import httpx
 
 from llmkube.api.deployment import ServingSpec
 from llmkube.api.runconfig import JobIdentity, ServeRunConfig, StorageConfig
+from llmkube.api.tuning import BestTrial, TrialCounts, TuningProgress
 from llmkube.cli import observability
 from llmkube.storage import open_store
 from llmkube.testing.controlplane import ControlPlane
@@ -22,7 +23,7 @@ from llmkube.testing.processes import free_port, wait_until
 from llmkube.testing.prometheus import PrometheusServer
 from llmkube.testing.serving import ServeProcess
 from llmkube.testing.training import TrainingProcess
-from tests.cluster.helpers import apply, eventually, get
+from tests.cluster.helpers import apply, credentials_secret, eventually, get, patch_status
 from tests.runtime.training_helpers import corpus, run_config, upload
 
 NAME = "observed"
@@ -107,6 +108,7 @@ def test_every_dashboard_and_alert_query_returns_series(
             },
         )
         eventually(lambda: get(control_plane, "rayservice", NAME, namespace))
+        observe_a_search(control_plane, namespace, minio, bucket)
         serve.wait_ready()
         stop = threading.Event()
         with ThreadPoolExecutor(1) as pool:
@@ -124,6 +126,49 @@ def test_every_dashboard_and_alert_query_returns_series(
                 stop.set()
             loading.result()
         assert train.wait(300) == 0, train.log[-3000:]
+
+
+def observe_a_search(
+    control_plane: ControlPlane, namespace: str, minio: MinioServer, bucket: str
+) -> None:
+    """A search the operator follows, with a best trial in its progress.json."""
+    apply(
+        control_plane,
+        namespace,
+        credentials_secret("s3", minio.env),
+        {
+            "apiVersion": "llmkube.io/v1alpha1",
+            "kind": "LLMTuningJob",
+            "metadata": {"name": NAME},
+            "spec": {
+                "template": {
+                    "model": {"preset": "tiny"},
+                    "dataset": {"source": f"s3://{bucket}/data/"},
+                    "storage": {
+                        "endpoint": minio.endpoint,
+                        "insecure": True,
+                        "credentialsSecret": {"name": "s3"},
+                    },
+                    "training": {"maxSteps": 40},
+                    "output": f"s3://{bucket}/search/",
+                },
+                "searchSpace": {"training.batchSize": {"type": "choice", "values": [4, 8]}},
+            },
+        },
+    )
+    progress = TuningProgress(
+        trials=TrialCounts(total=2, running=1, succeeded=1),
+        best_trial=BestTrial(
+            trial="a-00000", params={"training.batchSize": 8}, metric=3.2, step=40
+        ),
+        updated_at="t",
+    )
+    upload(minio, bucket, "search/progress.json", progress.model_dump_json().encode())
+    eventually(lambda: get(control_plane, "rayjob", f"{NAME}-tune", namespace))
+    # No KubeRay acts in this namespace: its status is written as KubeRay's would read.
+    patch_status(
+        control_plane, "rayjob", f"{NAME}-tune", namespace, {"jobDeploymentStatus": "Running"}
+    )
 
 
 def returns_series(prometheus: PrometheusServer, expr: str) -> bool:

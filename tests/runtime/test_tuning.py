@@ -28,6 +28,7 @@ from llmkube.testing.training import TuningProcess
 from tests.runtime.training_helpers import corpus, upload
 
 SEARCH_TIMEOUT = 600.0
+ENDED = ("succeeded", "stopped_early", "failed")
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_a_search_stops_poor_trials_survives_a_restart_and_publishes_the_best(
     with TuningProcess(config, tmp_path, minio.env) as first:
         wait_until(
             lambda: (
-                sum(r.state in ("succeeded", "stopped_early") for r in trials(store, config)) >= 2
+                sum(r.state in ENDED for r in trials(store, config)) >= 2
                 and any(r.state == "running" for r in trials(store, config))
             ),
             timeout=SEARCH_TIMEOUT,
@@ -97,7 +98,7 @@ def test_a_search_stops_poor_trials_survives_a_restart_and_publishes_the_best(
         )
         assert stop_by_signal(first, signal.SIGTERM) == 128 + signal.SIGTERM, first.log
     assert "stopped by SIGTERM; the same command resumes the search" in first.log
-    before = {r.trial: r for r in trials(store, config) if r.state != "running"}
+    before = {r.trial: r for r in trials(store, config) if r.state in ENDED}
     ended = {
         name: store.read_bytes(join(config.output, "trials", name, METRICS_FILE)) for name in before
     }

@@ -37,6 +37,8 @@ def test_every_query_names_only_exported_metrics() -> None:
         "llmkube_deployment_ready_replicas",
         "llmkube_deployment_desired_replicas",
         "llmkube_deployment_max_replicas",
+        "llmkube_tuning_trials",
+        "llmkube_tuning_best_metric",
         # runtimes, through Ray's metrics agent
         "ray_llmkube_train_loss",
         "ray_llmkube_eval_loss",

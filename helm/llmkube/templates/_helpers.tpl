@@ -27,14 +27,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 watches them all. */ -}}
 {{- define "llmkube.workloadRules" -}}
 - apiGroups: [llmkube.io]
-  resources: [llmtrainingjobs, llmdeployments]
+  resources: [llmtrainingjobs, llmtuningjobs, llmdeployments]
   verbs: [get, list, watch]
 - apiGroups: [llmkube.io]
-  resources: [llmtrainingjobs/status, llmdeployments/status, llmdeployments/scale]
+  resources: [llmtrainingjobs/status, llmtuningjobs/status, llmdeployments/status, llmdeployments/scale]
   verbs: [patch]
 # Children carry blockOwnerDeletion ownerReferences (OwnerReferencesPermissionEnforcement).
 - apiGroups: [llmkube.io]
-  resources: [llmtrainingjobs/finalizers, llmdeployments/finalizers]
+  resources: [llmtrainingjobs/finalizers, llmtuningjobs/finalizers, llmdeployments/finalizers]
   verbs: [update]
 - apiGroups: [""]
   resources: [configmaps, services]

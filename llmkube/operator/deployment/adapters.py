@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from llmkube.api import LLMDeployment
 from llmkube.api.deployment import AdapterSource, AdapterStatus
 from llmkube.api.runconfig import StorageConfig
-from llmkube.operator.kube import TRAINING_JOBS, KubeApi
+from llmkube.operator.kube import MODEL_PUBLISHERS, KubeApi
 from llmkube.operator.quick_store import quick_store
 from llmkube.storage import NotFoundError, ObjectStore, StorageError
 from llmkube.storage.models import adapter_problem, folder_digest, inspect_model
@@ -38,12 +38,12 @@ def _resolve(api: KubeApi, namespace: str, source: AdapterSource) -> AdapterStat
         return AdapterStatus(name=source.name, uri=source.uri, state="Ready")
     reference = source.training_job_ref
     assert reference is not None  # the model validator guarantees one of the two
-    body = api.get(TRAINING_JOBS, namespace, reference.name)
+    body = api.get(MODEL_PUBLISHERS[reference.kind], namespace, reference.name)
     if body is None:
         return AdapterStatus(
             name=source.name,
             state="Waiting",
-            message=f"LLMTrainingJob {reference.name} not found in namespace {namespace}",
+            message=f"{reference.kind} {reference.name} not found in namespace {namespace}",
         )
     status = body.get("status") or {}
     published = (status.get("model") or {}).get("uri")
@@ -52,7 +52,7 @@ def _resolve(api: KubeApi, namespace: str, source: AdapterSource) -> AdapterStat
     return AdapterStatus(
         name=source.name,
         state="Waiting",
-        message=f"waiting for LLMTrainingJob {reference.name} to succeed "
+        message=f"waiting for {reference.kind} {reference.name} to succeed "
         f"(it is {status.get('phase') or 'Pending'})",
     )
 

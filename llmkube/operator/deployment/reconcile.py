@@ -22,13 +22,13 @@ from llmkube.operator.deployment.builders import (
 from llmkube.operator.deployment.status import ModelChoice, deployment_status, spec_applied
 from llmkube.operator.kube import (
     DEPLOYMENTS,
+    MODEL_PUBLISHERS,
     NETWORK_POLICIES,
     PODS,
     RAYCLUSTERS,
     RAYSERVICES,
     SERVICE_MONITORS,
     SERVICES,
-    TRAINING_JOBS,
     ApiError,
     KubeApi,
 )
@@ -97,24 +97,24 @@ def choose_model(
     reference = deployment.spec.model.training_job_ref
     assert reference is not None  # the model validator guarantees one of the two
     namespace = deployment.metadata.namespace or "default"
-    body = api.get(TRAINING_JOBS, namespace, reference.name)
+    body = api.get(MODEL_PUBLISHERS[reference.kind], namespace, reference.name)
     if body is None:
         return ModelChoice(
             None,
             "TrainingJobNotFound",
-            f"LLMTrainingJob {reference.name} not found in namespace {namespace}; create it or "
-            "fix model.trainingJobRef.name",
+            f"{reference.kind} {reference.name} not found in namespace {namespace}; create it or "
+            "fix model.trainingJobRef",
         )
     status = body.get("status") or {}
     phase = status.get("phase") or "Pending"
     published = (status.get("model") or {}).get("uri")
     if phase == "Succeeded" and published:
         return ModelChoice(served(published, status.get("completionTime"), reference.name))
-    progress = (status.get("progress") or {}).get("summary")
+    progress = (status.get("progress") or {}).get("summary") or status.get("trialsSummary")
     detail = f"{phase}, {progress}" if progress else phase
     reason = "TrainingJobFailed" if phase == "Failed" else "WaitingForModel"
     return ModelChoice(
-        None, reason, f"waiting for LLMTrainingJob {reference.name} to succeed (it is {detail})"
+        None, reason, f"waiting for {reference.kind} {reference.name} to succeed (it is {detail})"
     )
 
 

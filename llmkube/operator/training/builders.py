@@ -1,9 +1,11 @@
-"""Pure builders: a validated LLMTrainingJob -> the ConfigMap and KubeRay RayJob that run it."""
+"""Pure builders: a validated LLMTrainingJob -> the ConfigMap and KubeRay RayJob that run it
+(`ray_job` builds a search's RayJob too)."""
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from llmkube.api import LLMTrainingJob
+from llmkube.api import LLMTrainingJob, LLMTrainingJobSpec
 from llmkube.api.runconfig import TrainingRunConfig, scaling_config
 from llmkube.operator.kueue import kueue_labels
 from llmkube.operator.naming import (
@@ -81,14 +83,51 @@ def _container(
 
 def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
     spec = job.spec
+    return ray_job(
+        RayJobPlan(
+            metadata=_metadata(job, rayjob_name(job.metadata.name)),
+            pod_labels=_labels(job),
+            entrypoint=ENTRYPOINT,
+            configmap=run_configmap_name(job.metadata.name),
+            template=spec,
+            worker_groups=1,
+            image=spec.image or default_image,
+            applied_spec=applied_spec(job),
+            suspend=spec.suspend or spec.scheduling.queue_name is not None,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class RayJobPlan:
+    """What a RayJob runs, for a training job or a search (whose trials each take the
+    template's worker group)."""
+
+    metadata: dict[str, Any]
+    pod_labels: dict[str, str]
+    entrypoint: str
+    configmap: str
+    """The ConfigMap holding the run config, mounted at RUN_CONFIG_DIR."""
+    template: LLMTrainingJobSpec
+    """Resources, storage, scheduling, retries and deadline of the training."""
+    worker_groups: int
+    """How many of the template's worker groups run at once (a search's trials.parallel)."""
+    image: str
+    applied_spec: str
+    suspend: bool
+    """Kueue creates queued jobs suspended and unsuspends them on admission."""
+
+
+def ray_job(plan: RayJobPlan) -> dict[str, Any]:
+    spec = plan.template
     resources = spec.resources
-    image = spec.image or default_image
+    image = plan.image
     env = [
         *storage_env(spec.storage),
-        {"name": "LLMKUBE_JOB_NAME", "value": job.metadata.name},
+        {"name": "LLMKUBE_JOB_NAME", "value": str(plan.metadata["name"])},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    volumes = [{"name": "run-config", "configMap": {"name": run_configmap_name(job.metadata.name)}}]
+    volumes = [{"name": "run-config", "configMap": {"name": plan.configmap}}]
 
     # The same numbers Ray Train's ScalingConfig gets from the run config.
     scaling = scaling_config(resources)
@@ -96,16 +135,17 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
     worker_resources = pod_resources(
         scaling.cpus_per_worker, resources.memory_per_worker, scaling.gpus_per_worker
     )
+    workers = scaling.workers * plan.worker_groups
 
-    metadata = _metadata(job, rayjob_name(job.metadata.name))
+    metadata = plan.metadata
     metadata["labels"] |= kueue_labels(spec.scheduling)
-    metadata["annotations"] = {APPLIED_SPEC_ANNOTATION: applied_spec(job)}
+    metadata["annotations"] = {APPLIED_SPEC_ANNOTATION: plan.applied_spec}
     rayjob: dict[str, Any] = {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
         "metadata": metadata,
         "spec": {
-            "entrypoint": ENTRYPOINT,
+            "entrypoint": plan.entrypoint,
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": FINISHED_CLUSTER_TTL_SECONDS,
             "backoffLimit": spec.backoff_limit,
@@ -113,7 +153,7 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
             # the job's labels, so the NetworkPolicy lets it reach the dashboard, and is locked
             # down like the cluster's own pods. No credentials: it only submits.
             "submitterPodTemplate": {
-                "metadata": {"labels": _labels(job)},
+                "metadata": {"labels": plan.pod_labels},
                 "spec": locked_down(
                     [
                         {
@@ -125,14 +165,13 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
                     restartPolicy="Never",
                 ),
             },
-            # Kueue creates queued jobs suspended and unsuspends them on admission.
-            "suspend": spec.suspend or spec.scheduling.queue_name is not None,
+            "suspend": plan.suspend,
             "rayClusterSpec": {
                 "headGroupSpec": {
                     # The head schedules no training work: all of it goes to the GPU workers.
                     "rayStartParams": {"num-cpus": "0", "num-gpus": "0"},
                     "template": {
-                        "metadata": {"labels": _labels(job)},
+                        "metadata": {"labels": plan.pod_labels},
                         "spec": locked_down(
                             [
                                 {
@@ -152,12 +191,12 @@ def build_rayjob(job: LLMTrainingJob, *, default_image: str) -> dict[str, Any]:
                 "workerGroupSpecs": [
                     {
                         "groupName": "workers",
-                        "replicas": scaling.workers,
-                        "minReplicas": scaling.workers,
-                        "maxReplicas": scaling.workers,
+                        "replicas": workers,
+                        "minReplicas": workers,
+                        "maxReplicas": workers,
                         "rayStartParams": {},
                         "template": {
-                            "metadata": {"labels": _labels(job)},
+                            "metadata": {"labels": plan.pod_labels},
                             "spec": locked_down(
                                 [_container("ray-worker", image, worker_resources, env)],
                                 volumes=volumes,

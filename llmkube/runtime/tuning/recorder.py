@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -44,6 +45,15 @@ def error_line(trace: str | None) -> str:
     """The line of a trial's traceback that says what went wrong: its last."""
     lines = [line.strip() for line in (trace or "").splitlines() if line.strip()]
     return (lines[-1] if lines else "the trial failed")[:ERROR_CHARS]
+
+
+def _error_text(trial: Trial) -> str:
+    """The trial's error as Tune wrote it on this machine when the trial failed (its copy in
+    the experiment's storage comes later)."""
+    path = trial.error_file
+    if path is not None and Path(path).exists():
+        return Path(path).read_text(errors="replace")
+    return str(trial.get_error() or "")
 
 
 def best_of(records: list[TrialRecord], mode: str) -> TrialRecord | None:
@@ -175,7 +185,7 @@ class SearchRecorder(tune.Callback):
             return record.model_copy(update={"state": "running"})
         if trial.status == Trial.ERROR:
             record = record.model_copy(
-                update={"state": "failed", "error": error_line(str(trial.get_error() or ""))}
+                update={"state": "failed", "error": error_line(_error_text(trial))}
             )
         elif trial.status == Trial.TERMINATED:
             record = self._ended(record)

@@ -1,0 +1,1 @@
+"""LLMTuningJob: a hyperparameter search run by one RayJob."""
