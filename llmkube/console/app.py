@@ -22,6 +22,7 @@ from llmkube.console.access import Access, OpenAccess
 from llmkube.console.csrf import CSRF_HEADER, SESSION_COOKIE, CsrfTokens
 from llmkube.console.curves import Curve, RunCurves, since, thin
 from llmkube.console.formatting import MISSING, duration, number, when
+from llmkube.console.searches import SearchDetail
 from llmkube.console.serving_numbers import PrometheusNumbers
 from llmkube.console.source import (
     ConsoleSource,
@@ -119,6 +120,13 @@ def create_app(
         if deployment is None:
             raise HTTPException(404, f"no deployment {namespace}/{name}")
         return deployment
+
+    def find_search(request: Request, namespace: str, name: str) -> SearchDetail:
+        allowed = may_get(request, "llmtuningjobs", namespace, name)
+        detail = source.search(namespace, name) if allowed else None
+        if detail is None:
+            raise HTTPException(404, f"no search {namespace}/{name}")
+        return detail
 
     def listing(request: Request, shown: JobsFilter) -> JobsPage:
         offset = (shown.page - 1) * PAGE_SIZE
@@ -269,6 +277,15 @@ def create_app(
                 {f"{d.row.namespace}/{d.row.name}": curves for d, curves in runs}
             ),
         )
+
+    @app.get("/searches")
+    def searches(request: Request) -> Response:
+        shown = source.searches(visible(request, "llmtuningjobs"))
+        return page(request, "searches.html", searches=shown)
+
+    @app.get("/searches/{namespace}/{name}")
+    def search(request: Request, namespace: str, name: str) -> Response:
+        return page(request, "search.html", search=find_search(request, namespace, name))
 
     @app.get("/deployments")
     def deployments(request: Request) -> Response:

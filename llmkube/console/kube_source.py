@@ -12,13 +12,27 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from llmkube.api import LLMTrainingJob
+from llmkube.api import LLMTrainingJob, LLMTuningJob
 from llmkube.api.contract import deployment_series
 from llmkube.api.deployment import DEFAULT_MAX_REPLICAS
-from llmkube.api.runconfig import TrainingRunConfig, training_run_config
+from llmkube.api.runconfig import (
+    TrainingRunConfig,
+    TuningRunConfig,
+    training_run_config,
+    tuning_run_config,
+)
+from llmkube.api.tuning import BestTrial, TrialCounts, TuningProgress
 from llmkube.console.curves import RunCurves
 from llmkube.console.hyperparameters import hyperparameters
 from llmkube.console.outputs import OutputReader
+from llmkube.console.searches import (
+    SearchDetail,
+    SearchOutput,
+    SearchRow,
+    read_search_output,
+    search_detail,
+    search_row,
+)
 from llmkube.console.source import (
     Condition,
     DeploymentRow,
@@ -83,6 +97,7 @@ class KubeSource:
         self.outputs = OutputReader()
         self._jobs = _Listing(lambda: self._list("llmtrainingjobs"))
         self._deployments = _Listing(lambda: self._list("llmdeployments"))
+        self._searches = _Listing(lambda: self._list("llmtuningjobs"))
 
     def _list(self, plural: str) -> dict[str, Any]:
         listed = self._custom.list_cluster_custom_object(GROUP, VERSION, plural)
@@ -141,6 +156,33 @@ class KubeSource:
     def deployment(self, namespace: str, name: str) -> DeploymentRow | None:
         raw = self._get("llmdeployments", namespace, name)
         return deployment_row(raw) if raw else None
+
+    def searches(self, visible: Visible = everywhere) -> list[SearchRow]:
+        rows = [row for raw in self._searches.items() if (row := search_listing_row(raw))]
+        return sorted(
+            (row for row in rows if visible(row.namespace)), key=lambda r: (r.namespace, r.name)
+        )
+
+    def search(self, namespace: str, name: str) -> SearchDetail | None:
+        raw = self._get("llmtuningjobs", namespace, name)
+        config = _tuning_config(raw) if raw else None
+        if raw is None or config is None:
+            return None
+        try:
+            store = open_store(
+                config.output,
+                config.storage,
+                retry_for_seconds=0,
+                timeout_seconds=STORAGE_TIMEOUT_SECONDS,
+            )
+        except StorageError as error:
+            found = SearchOutput(None, [], error=str(error))
+        else:
+            found = read_search_output(store, config.output)
+        status = raw.get("status") or {}
+        row = search_listing_row(raw)
+        assert row is not None, "its run config was read"
+        return search_detail(row, config, found, status.get("message") or "")
 
     def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -220,6 +262,38 @@ def deployment_row(raw: dict[str, Any]) -> DeploymentRow:
             for d in reversed(((status.get("autoscaling") or {}).get("history") or [])[-3:])
         ],
     )
+
+
+def search_listing_row(raw: dict[str, Any]) -> SearchRow | None:
+    """A search's row from its object alone (the status carries its counts and best trial)."""
+    config = _tuning_config(raw)
+    if config is None:
+        return None
+    metadata, status = raw.get("metadata") or {}, raw.get("status") or {}
+    try:
+        progress = TuningProgress(
+            trials=TrialCounts.model_validate(status.get("trials") or {}),
+            best_trial=(
+                BestTrial.model_validate(status["bestTrial"]) if status.get("bestTrial") else None
+            ),
+            updated_at="",
+        )
+    except ValidationError:
+        progress = None
+    return search_row(
+        metadata.get("name", ""),
+        metadata.get("namespace", ""),
+        status.get("phase") or "Pending",
+        config,
+        progress,
+    )
+
+
+def _tuning_config(raw: dict[str, Any]) -> TuningRunConfig | None:
+    try:
+        return tuning_run_config(LLMTuningJob.model_validate(raw))
+    except ValidationError:
+        return None
 
 
 def _run_config(raw: dict[str, Any]) -> TrainingRunConfig | None:

@@ -1,6 +1,6 @@
-"""The console's view of the local data folder: the jobs and deployments `llmkube run` ran
-(`<data dir>/runs/<job>/`, `<data dir>/serve/<name>/`), read from the run configs and state
-files it wrote there and from each job's output."""
+"""The console's view of the local data folder: the jobs, searches and deployments `llmkube run`
+ran (`<data dir>/runs/<job>/`, `<data dir>/tuning/<search>/`, `<data dir>/serve/<name>/`), read
+from the run configs and state files it wrote there and from each one's output."""
 
 import re
 from datetime import UTC, datetime
@@ -10,10 +10,18 @@ from pydantic import ValidationError
 
 from llmkube.api.artifacts import METRICS_FILE, MODEL_DIR, MODEL_POINTER_FILE, PROGRESS_FILE
 from llmkube.api.contract import deployment_series
-from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig
+from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig, TuningRunConfig
+from llmkube.api.tuning import TUNING_CONFIG_FILE
 from llmkube.console.curves import RunCurves
 from llmkube.console.hyperparameters import hyperparameters
 from llmkube.console.outputs import OutputReader, OutputState
+from llmkube.console.searches import (
+    SearchDetail,
+    SearchRow,
+    read_search_output,
+    search_detail,
+    search_row,
+)
 from llmkube.console.source import (
     DeploymentRow,
     JobDetail,
@@ -85,6 +93,16 @@ class LocalSource:
         if namespace != LOCAL_NAMESPACE:
             return None
         return _deployment(self.data_dir / "serve" / name)
+
+    def searches(self, visible: Visible = everywhere) -> list[SearchRow]:
+        root = self.data_dir / "tuning"
+        folders = sorted(root.iterdir()) if root.is_dir() and visible(LOCAL_NAMESPACE) else []
+        return [found.row for folder in folders if (found := _search(folder)) is not None]
+
+    def search(self, namespace: str, name: str) -> SearchDetail | None:
+        if namespace != LOCAL_NAMESPACE:
+            return None
+        return _search(self.data_dir / "tuning" / name)
 
     def _job_dirs(self) -> list[Path]:
         root = self.data_dir / "runs"
@@ -183,6 +201,21 @@ def _row(
         eta_s=progress.eta_s if progress and phase == "Running" else None,
         created=state.started_at if state else _modified(workdir / "run.json"),
     )
+
+
+def _search(folder: Path) -> SearchDetail | None:
+    """A search `llmkube run` ran in `folder` (`<data dir>/tuning/<name>/`)."""
+    try:
+        config = TuningRunConfig.model_validate_json((folder / TUNING_CONFIG_FILE).read_text())
+        store = open_store(config.output, config.storage, retry_for_seconds=0)
+    except (OSError, ValidationError, StorageError):
+        return None
+    state = read_state(folder)
+    found = read_search_output(store, config.output)
+    finished = found.progress is not None and found.progress.finished
+    phase = state.phase if state else "Succeeded" if finished else "Unknown"
+    row = search_row(folder.name, LOCAL_NAMESPACE, phase, config, found.progress)
+    return search_detail(row, config, found, state.message if state else "")
 
 
 def _deployment(folder: Path) -> DeploymentRow | None:

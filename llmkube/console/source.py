@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from llmkube.console.curves import RunCurves
+from llmkube.console.searches import SearchDetail, SearchRow
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,10 @@ class ConsoleSource(Protocol):
     def deployments(self, visible: Visible = everywhere) -> list[DeploymentRow]: ...
 
     def deployment(self, namespace: str, name: str) -> DeploymentRow | None: ...
+
+    def searches(self, visible: Visible = everywhere) -> list[SearchRow]: ...
+
+    def search(self, namespace: str, name: str) -> SearchDetail | None: ...
 
 
 def page_of(rows: list[JobRow], query: JobQuery) -> JobsPage:

@@ -9,9 +9,17 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from llmkube.api import LLMTrainingJob
+from llmkube.api import LLMTrainingJob, LLMTuningJob
 from llmkube.api.artifacts import METRICS_FILE, PROGRESS_FILE, ProgressRecord
-from llmkube.api.runconfig import training_run_config
+from llmkube.api.runconfig import training_run_config, tuning_run_config
+from llmkube.api.tuning import (
+    TRIALS_FILE,
+    TUNING_CONFIG_FILE,
+    BestTrial,
+    TrialCounts,
+    TrialRecord,
+    TuningProgress,
+)
 from llmkube.local.run_state import write_state
 from llmkube.storage.uri import local_path
 from llmkube.testing.manifests import training_job_manifest
@@ -80,6 +88,60 @@ def write_local_run(
     )
     (folder / PROGRESS_FILE).write_text(progress.model_dump_json())
     return folder
+
+
+def write_local_search(
+    data_dir: Path, name: str, trials: list[TrialRecord], *, phase: str = "Running"
+) -> Path:
+    """The folders of one local search as `llmkube run` and the search runtime write them (its
+    run config, state, trials.jsonl and progress.json); returns its output folder."""
+    output = data_dir / "models" / name
+    job = LLMTuningJob.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "template": training_job_manifest(
+                    name,
+                    dataset={"source": f"file://{data_dir}/datasets/text/"},
+                    output=f"file://{output}/",
+                )["spec"],
+                "searchSpace": {
+                    "training.learningRate": {"type": "loguniform", "min": 1e-4, "max": 1e-2},
+                    "training.batchSize": {"type": "choice", "values": [4, 8]},
+                },
+                "trials": {"max": len(trials)},
+            },
+        }
+    )
+    config = tuning_run_config(job)
+    workdir = data_dir / "tuning" / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / TUNING_CONFIG_FILE).write_text(config.model_dump_json(by_alias=True))
+    write_state(workdir, phase, started_at="2026-11-30T12:00:00+00:00")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / TRIALS_FILE).write_text("".join(t.model_dump_json() + "\n" for t in trials))
+    best = min(
+        (t for t in trials if t.state == "succeeded" and t.metric is not None),
+        key=lambda t: t.metric or 0.0,
+        default=None,
+    )
+    progress = TuningProgress(
+        trials=TrialCounts(
+            total=len(trials),
+            running=sum(t.state == "running" for t in trials),
+            succeeded=sum(t.state == "succeeded" for t in trials),
+            stopped_early=sum(t.state == "stopped_early" for t in trials),
+            failed=sum(t.state == "failed" for t in trials),
+        ),
+        best_trial=(
+            BestTrial(trial=best.trial, params=best.params, metric=best.metric or 0.0, step=40)
+            if best
+            else None
+        ),
+        updated_at="2026-11-30T12:00:00+00:00",
+    )
+    (output / PROGRESS_FILE).write_text(progress.model_dump_json())
+    return output
 
 
 def start_cluster_console(

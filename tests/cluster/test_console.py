@@ -10,6 +10,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, Page
 
+from llmkube.api.tuning import TRIALS_FILE, TrialRecord
 from llmkube.testing.browser import chromium, page_errors, screenshot
 from llmkube.testing.console import metrics_lines, start_cluster_console
 from llmkube.testing.controlplane import ControlPlane
@@ -38,7 +39,7 @@ def _reader_role(namespace: str) -> list[dict[str, Any]]:
             "rules": [
                 {
                     "apiGroups": ["llmkube.io"],
-                    "resources": ["llmtrainingjobs", "llmdeployments"],
+                    "resources": ["llmtrainingjobs", "llmtuningjobs", "llmdeployments"],
                     "verbs": ["get", "list"],
                 },
                 {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list"]},
@@ -118,6 +119,28 @@ def test_the_console_shows_each_person_what_rbac_lets_them_see(
         assert status.get("progress", {}).get("step") == STEPS_LOGGED, status
 
     eventually(reported)
+    search = {
+        "apiVersion": "llmkube.io/v1alpha1",
+        "kind": "LLMTuningJob",
+        "metadata": {"name": "sweep"},
+        "spec": {
+            "template": {**job["spec"], "output": f"s3://{bucket}/sweep/"},
+            "searchSpace": {"training.batchSize": {"type": "choice", "values": [4, 8]}},
+            "trials": {"max": 2},
+        },
+    }
+    apply(control_plane, namespace, search)
+    # What the search runtime writes (llmkube.runtime.tuning.recorder).
+    trials = [
+        TrialRecord(
+            trial="t-00000", state="succeeded", params={"training.batchSize": 4}, metric=3.5
+        ),
+        TrialRecord(
+            trial="t-00001", state="succeeded", params={"training.batchSize": 8}, metric=3.2
+        ),
+    ]
+    data = "".join(t.model_dump_json() + "\n" for t in trials).encode()
+    minio.client().put_object(bucket, f"sweep/{TRIALS_FILE}", io.BytesIO(data), len(data))
 
     console, url = start_cluster_console(console_identity, tmp_path, minio.env)
     try:
@@ -142,6 +165,14 @@ def test_the_console_shows_each_person_what_rbac_lets_them_see(
             assert page.locator("table.events tr").count() > 1  # the operator's Events
             screenshot(page, "console-cluster-job")
 
+            page.goto(f"{url}/searches")
+            page.click(f'a[href="/searches/{namespace}/sweep"]')
+            page.wait_for_selector("#trials tr[data-trial]")
+            shown = page.eval_on_selector_all(
+                "#trials tr[data-trial]", "rows => rows.map(r => r.dataset.trial)"
+            )
+            assert shown == ["t-00001", "t-00000"]  # trials.jsonl from MinIO, best first
+
             refused = page.request.post(
                 f"{url}/api/deployments/{namespace}/chat/chat",
                 data={"model": "chat", "messages": []},
@@ -159,6 +190,8 @@ def test_the_console_shows_each_person_what_rbac_lets_them_see(
             assert missing.status == 404
             curves = nosy.request.get(f"{url}/jobs/{namespace}/watched/curves")
             assert curves.status == 404
+            hidden = nosy.request.get(f"{url}/searches/{namespace}/sweep")
+            assert hidden.status == 404
             screenshot(nosy, "console-cluster-no-rights")
 
             # A token the cluster does not know is refused at sign-in.

@@ -160,7 +160,7 @@ def test_watching_namespaces_grants_roles_there_and_nothing_cluster_wide_beyond_
 CONSOLE = {
     *(
         ("llmkube.io", kind, verb)
-        for kind in ("llmtrainingjobs", "llmdeployments")
+        for kind in ("llmtrainingjobs", "llmtuningjobs", "llmdeployments")
         for verb in ("get", "list")
     ),
     ("", "events", "list"),

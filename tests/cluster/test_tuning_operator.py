@@ -138,7 +138,10 @@ def test_a_search_runs_as_a_rayjob_reports_its_trials_and_its_best_model_is_serv
     assert row[1].split()[:5] == ["sweep", "Running", "3/6", "(2", "running)"]
 
     def trial_events() -> dict[str, str]:
-        found = {e["reason"]: e["message"] for e in events_for(control_plane, namespace, "sweep")}
+        found = {
+            e["reason"]: e["message"]
+            for e in events_for(control_plane, namespace, "sweep", kind="LLMTuningJob")
+        }
         assert {"TrialFailed", "TrialStoppedEarly"} <= found.keys(), found
         return found
 

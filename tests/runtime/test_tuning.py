@@ -17,11 +17,16 @@ from llmkube.api.artifacts import (
     model_pointer_uri,
 )
 from llmkube.api.runconfig import TuningRunConfig, tuning_run_config
-from llmkube.api.tuning import TRIALS_FILE, TrialRecord, TuningProgress
+from llmkube.api.tuning import TRIALS_FILE, TUNING_CONFIG_FILE, TrialRecord, TuningProgress
+from llmkube.console.app import create_app
+from llmkube.console.local_source import LocalSource
+from llmkube.console.searches import by_objective
+from llmkube.console.server import ConsoleServer
 from llmkube.runtime.artifact import load_artifact
 from llmkube.storage import ObjectStore, open_store
 from llmkube.storage.uri import join
 from llmkube.storage.versions import resolve_model
+from llmkube.testing.browser import chromium, page_errors, screenshot
 from llmkube.testing.minio import MinioServer
 from llmkube.testing.processes import stop_by_signal, wait_until
 from llmkube.testing.training import TuningProcess
@@ -74,7 +79,7 @@ def finished(store: ObjectStore, config: TuningRunConfig) -> TuningProgress:
 
 
 def test_a_search_stops_poor_trials_survives_a_restart_and_publishes_the_best(
-    minio: MinioServer, bucket: str, dataset: str, tmp_path: Path
+    minio: MinioServer, bucket: str, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = search(
         minio,
@@ -157,6 +162,39 @@ def test_a_search_stops_poor_trials_survives_a_restart_and_publishes_the_best(
     artifact = load_artifact(store, model.uri)
     assert artifact.config.n_layer >= 1
     assert "best trial" in second.log
+    for variable, value in minio.env.items():  # the console reads the search's output with them
+        monkeypatch.setenv(variable, value)
+    the_console_shows_the_trials_best_first(config, list(records.values()), tmp_path)
+
+
+def the_console_shows_the_trials_best_first(
+    config: TuningRunConfig,
+    records: list[TrialRecord],
+    tmp_path: Path,
+) -> None:
+    """The search's page in Chromium, over the folder `llmkube run` would have written."""
+    data_dir = tmp_path / "data"
+    workdir = data_dir / "tuning" / config.job.name
+    workdir.mkdir(parents=True)
+    (workdir / TUNING_CONFIG_FILE).write_text(config.model_dump_json(by_alias=True))
+    server = ConsoleServer(create_app(LocalSource(data_dir)), port=0).start()
+    try:
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors = page_errors(page)
+            page.goto(f"{server.url}/searches")
+            page.click(f'a[href="/searches/local/{config.job.name}"]')
+            page.wait_for_selector("#trials tbody tr[data-trial]")
+            shown = page.eval_on_selector_all(
+                "#trials tbody tr", "rows => rows.map(r => [r.dataset.trial, r.dataset.state])"
+            )
+            screenshot(page, "console-search")
+            assert errors == []
+    finally:
+        server.stop()
+    expected = by_objective(records, "min")
+    assert shown == [[r.trial, r.state] for r in expected]
+    assert shown[0][1] == "succeeded"
 
 
 def test_a_failing_trial_is_counted_and_the_search_goes_on_until_too_many_fail(

@@ -6,17 +6,19 @@ import json
 import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from llmkube.api.tuning import TrialRecord
 from llmkube.console import sse
 from llmkube.console.app import PAGE_SIZE, create_app
 from llmkube.console.csrf import CSRF_HEADER, CsrfTokens
 from llmkube.console.formatting import MISSING, duration
 from llmkube.console.local_source import LocalSource
 from llmkube.local.run_state import STATE_FILE, read_state, write_state
-from llmkube.testing.console import write_local_run
+from llmkube.testing.console import write_local_run, write_local_search
 from tests.commands import llmkube
 
 
@@ -208,3 +210,40 @@ def test_a_console_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "try --port" in result.stderr
+
+
+def test_a_search_lists_its_trials_best_first(tmp_path: Path, client: TestClient) -> None:
+    def trial(name: str, state: str, rate: float, metric: float | None, **extra: Any) -> Any:
+        return TrialRecord(
+            trial=name,
+            state=state,  # type: ignore[arg-type]
+            params={"training.learningRate": rate, "training.batchSize": 8},
+            metric=metric,
+            step=40 if state == "succeeded" else 10,
+            total_steps=40,
+            **extra,
+        )
+
+    write_local_search(
+        tmp_path,
+        "sweep",
+        [
+            trial("a-00000", "stopped_early", 0.0001, 5.2),
+            trial("a-00001", "succeeded", 0.002, 3.4),
+            trial("a-00002", "failed", 0.009, None, error="DataError: no files at s3://x"),
+            trial("a-00003", "succeeded", 0.005, 3.1),
+            trial("a-00004", "running", 0.001, 4.0),
+        ],
+    )
+    listing = client.get("/searches")
+    assert listing.status_code == 200
+    assert 'href="/searches/local/sweep"' in listing.text
+    assert "4/5 (1 running)" in listing.text
+    page = client.get("/searches/local/sweep")
+    assert page.status_code == 200
+    order = re.findall(r'data-trial="([^"]+)"', page.text)
+    assert order == ["a-00003", "a-00001", "a-00000", "a-00004", "a-00002"]
+    assert '<tr data-trial="a-00003" data-state="succeeded" class="best">' in page.text
+    assert "<th>training.batchSize</th><th>training.learningRate</th>" in page.text
+    assert "DataError: no files at s3://x" in page.text
+    assert client.get("/searches/local/nothing").status_code == 404
