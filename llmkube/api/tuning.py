@@ -15,7 +15,14 @@ from pydantic import (
     model_validator,
 )
 
-from llmkube.api.base import GROUP_VERSION, StatusModel, WireModel, invalid
+from llmkube.api.base import (
+    GROUP_VERSION,
+    StatusModel,
+    WireModel,
+    cel_default,
+    cel_rules,
+    invalid,
+)
 from llmkube.api.common import Condition, ObjectMeta
 from llmkube.api.errors import describe
 from llmkube.api.search_paths import PathError, leaf_field
@@ -140,8 +147,15 @@ class EarlyStopping(WireModel):
     """At each rung, the best 1/reductionFactor of trials go on."""
 
 
+PARALLEL_OVER_MAX = "trials.parallel is more than trials.max; lower trials.parallel or raise max"
+
+
 class TrialsSpec(WireModel):
     """How many trials run, and how many at once."""
+
+    model_config = cel_rules(
+        (f"{cel_default('parallel', 1)} <= {cel_default('max', 8)}", PARALLEL_OVER_MAX)
+    )
 
     max: int = Field(default=8, ge=1, le=1000)
     """Trials in all (grid: at least the number of combinations, which is what runs)."""
@@ -153,11 +167,7 @@ class TrialsSpec(WireModel):
     @model_validator(mode="after")
     def _parallel_fits(self) -> Self:
         if self.parallel > self.max:
-            raise invalid(
-                "trials.parallel ({parallel}) is more than trials.max ({max}); lower parallel",
-                parallel=self.parallel,
-                max=self.max,
-            )
+            raise invalid(PARALLEL_OVER_MAX)
         return self
 
 

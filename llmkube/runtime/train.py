@@ -7,14 +7,12 @@ data or storage is wrong (the message says what to change); 128 + N stopped by s
 Ray is shut down, and the newest complete checkpoint is what the same command resumes from.
 """
 
-import argparse
 import logging
 import math
 import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from ray.train.torch import TorchTrainer
 from llmkube.api.artifacts import MODEL_DIR
 from llmkube.api.contract import METRICS_PORT_ENV
 from llmkube.api.run_identity import RUN_CONFIG_FILE, identity_hash, output_identity
-from llmkube.api.runconfig import GptConfig, RunConfigError, TrainingRunConfig, read_run_config
+from llmkube.api.runconfig import GptConfig, TrainingRunConfig
 from llmkube.api.training import EXAMPLE_FORMATS
 from llmkube.runtime.artifact import CONFIG_FILE
 from llmkube.runtime.artifact import TOKENIZER_FILE as ARTIFACT_TOKENIZER_FILE
@@ -33,6 +31,7 @@ from llmkube.runtime.data.errors import DataError
 from llmkube.runtime.data.manifest import DataManifest
 from llmkube.runtime.data.prepare import base_tokenizer_json, check_dataset, prepare_dataset
 from llmkube.runtime.data.prepare_examples import prepare_examples
+from llmkube.runtime.entrypoint import entrypoint, stop_ray
 from llmkube.runtime.models import ModelConfig, read_model_config
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.training import pretrained
@@ -40,12 +39,7 @@ from llmkube.runtime.training.checkpoint import CheckpointMismatchError
 from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
 from llmkube.runtime.training.output import OutputInUseError, plan_output
 from llmkube.stopping import (
-    exit_code,
-    ignore_stop_signals,
     raise_on_stop_signals,
-    signal_name,
-    stop_signal,
-    stop_with_parent,
 )
 from llmkube.storage import StorageError, open_store
 from llmkube.storage.uri import join
@@ -134,14 +128,6 @@ def start_ray() -> None:
         port = os.environ.get(METRICS_PORT_ENV)
         ray.init(_metrics_export_port=int(port) if port else None)
     raise_on_stop_signals()  # ray.init replaced our SIGTERM handler with its own
-
-
-def stop_ray() -> None:
-    """On a stop signal: the local cluster goes with its workers (on a cluster, the driver
-    disconnects and Ray ends the job's actors). A checkpoint being written is incomplete
-    without its state.json, and ignored."""
-    ignore_stop_signals()
-    ray.shutdown()
 
 
 def pin_sources(config: TrainingRunConfig) -> TrainingRunConfig:
@@ -234,35 +220,16 @@ REFUSALS = (DataError, StorageError, ModelError, CheckpointMismatchError, Output
 
 
 def main(argv: list[str] | None = None) -> int:
-    raise_on_stop_signals()
-    parser = argparse.ArgumentParser(prog="python -m llmkube.runtime.train", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="the run config (run.json)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
+    return entrypoint(
+        argv,
+        prog="python -m llmkube.runtime.train",
+        description=__doc__,
+        kind=TrainingRunConfig,
+        run=run,
+        refusals=REFUSALS,
+        resumes="the same command resumes from the newest checkpoint",
+        log=log,
     )
-    try:
-        config = read_run_config(args.config, TrainingRunConfig)
-    except RunConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    started = time.monotonic()
-    try:
-        stop_with_parent()
-        code = run(config)
-    except REFUSALS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as interrupt:
-        stop_ray()
-        signum = stop_signal(interrupt)
-        log.info(
-            "stopped by %s; the same command resumes from the newest checkpoint",
-            signal_name(signum),
-        )
-        return exit_code(signum)
-    log.info("done in %.0fs", time.monotonic() - started)
-    return code
 
 
 if __name__ == "__main__":

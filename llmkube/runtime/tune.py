@@ -11,25 +11,23 @@ trials failed than trials.maxFailed allows, or none finished; 2 the config, data
 wrong; 128 + N stopped by signal N.
 """
 
-import argparse
+import json
 import logging
 import os
 import sys
-import time
-from pathlib import Path
 
 from ray import tune
 
+from llmkube.api.run_identity import identity_changes
 from llmkube.api.runconfig import (
-    RunConfigError,
     TuningRunConfig,
-    read_run_config,
     trial_output,
     trial_run_config,
 )
 from llmkube.api.tuning import TUNE_DIR, TUNING_CONFIG_FILE
 from llmkube.runtime import train
 from llmkube.runtime.data.prepare import check_dataset
+from llmkube.runtime.entrypoint import entrypoint
 from llmkube.runtime.training.loop import sequences_in
 from llmkube.runtime.tuning.experiment_storage import experiment_location
 from llmkube.runtime.tuning.publish import publish_best
@@ -43,14 +41,7 @@ from llmkube.runtime.tuning.recorder import (
 )
 from llmkube.runtime.tuning.space import param_space, samples, scheduler, search_algorithm
 from llmkube.runtime.tuning.trial import run_trial
-from llmkube.stopping import (
-    exit_code,
-    raise_on_stop_signals,
-    signal_name,
-    stop_signal,
-    stop_with_parent,
-)
-from llmkube.storage import open_store
+from llmkube.storage import ObjectStore, open_store
 from llmkube.storage.uri import join
 
 log = logging.getLogger("llmkube.tune")
@@ -120,8 +111,38 @@ def _planned_trials(config: TuningRunConfig) -> int:
     return config.trials.max
 
 
+class SearchOutputInUseError(Exception):
+    """The output holds a search started with other settings, which this one would resume."""
+
+
+# A restarted search may run more or fewer trials at once, or reach storage another way.
+MAY_CHANGE_ON_RESUME = ("trials.parallel", "storage.")
+
+
+def check_output(store: ObjectStore, config: TuningRunConfig) -> None:
+    """Refuse an output holding another search: Ray Tune would resume *that* search."""
+    uri = join(config.output, TUNING_CONFIG_FILE)
+    if not store.exists(uri):
+        return
+    recorded = json.loads(store.read_bytes(uri))
+    current = json.loads(config.model_dump_json(by_alias=True))
+    changes = [
+        change
+        for change in identity_changes(recorded, current)
+        if not change.startswith(MAY_CHANGE_ON_RESUME)
+    ]
+    if changes:
+        raise SearchOutputInUseError(
+            f"{config.output} holds a search started with other settings ("
+            + "; ".join(changes[:8])
+            + "); the same command resumes only that search. Write to a new output, or delete "
+            f"{join(config.output, TUNE_DIR)} and {uri} to start this one there"
+        )
+
+
 def run(config: TuningRunConfig) -> int:
     store = open_store(config.output, config.storage)
+    check_output(store, config)
     store.write_bytes(
         join(config.output, TUNING_CONFIG_FILE),
         config.model_dump_json(by_alias=True, indent=2).encode(),
@@ -173,34 +194,18 @@ def run(config: TuningRunConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    raise_on_stop_signals()
     # Our handlers end the search on SIGINT as on SIGTERM; Tune's own would end it as if done.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    parser = argparse.ArgumentParser(prog="python -m llmkube.runtime.tune", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="the run config")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
+    return entrypoint(
+        argv,
+        prog="python -m llmkube.runtime.tune",
+        description=__doc__,
+        kind=TuningRunConfig,
+        run=run,
+        refusals=(*train.REFUSALS, SearchOutputInUseError),
+        resumes="the same command resumes the search",
+        log=log,
     )
-    try:
-        config = read_run_config(args.config, TuningRunConfig)
-    except RunConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    started = time.monotonic()
-    try:
-        stop_with_parent()
-        code = run(config)
-    except train.REFUSALS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as interrupt:
-        train.stop_ray()
-        signum = stop_signal(interrupt)
-        log.info("stopped by %s; the same command resumes the search", signal_name(signum))
-        return exit_code(signum)
-    log.info("done in %.0fs", time.monotonic() - started)
-    return code
 
 
 if __name__ == "__main__":

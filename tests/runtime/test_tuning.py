@@ -222,3 +222,9 @@ def test_a_failing_trial_is_counted_and_the_search_goes_on_until_too_many_fail(
     assert progress.model is None
     assert not store.exists(model_pointer_uri(config.output)), "a failed search publishes nothing"
     assert "the search failed: 2 trial(s) failed" in run.log
+
+    # The same output for another search: refused at once, naming what differs.
+    other = config.model_copy(update={"seed": 9})
+    with TuningProcess(other, tmp_path / "other", minio.env) as refused:
+        assert refused.wait(120) == 2, refused.log[-4000:]
+    assert "holds a search started with other settings (seed: 0 -> 9)" in refused.log

@@ -115,7 +115,8 @@ def problems(manifest: dict[str, Any]) -> str:
         (
             {"training.batchSize": {"type": "choice", "values": [1, 2]}},
             {"trials": {"max": 2, "parallel": 3}},
-            "spec.trials: trials.parallel (3) is more than trials.max (2); lower parallel",
+            "spec.trials: trials.parallel is more than trials.max; lower trials.parallel or "
+            "raise max",
         ),
         (
             {"training.batchSize": {"type": "choice", "values": [1, 2]}},
