@@ -32,7 +32,7 @@ def minimal_job(**spec: object) -> dict[str, object]:
     }
 
 
-def example(kind: str) -> LLMTrainingJob | LLMDeployment:
+def example(kind: str) -> manifests.Resource:
     """The shakespeare example of a kind (examples/*.yaml, not the sub-folders)."""
     for doc in manifests.load(sorted(EXAMPLES.glob("*.yaml"))):
         if doc.kind == kind:
