@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from llmkube.api import LLMDeployment, LLMTrainingJob
+from llmkube.api import LLMTrainingJob
 from llmkube.api.errors import describe, field_path
 from llmkube.api.presets import PRESETS
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
