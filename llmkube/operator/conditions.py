@@ -38,3 +38,36 @@ def set_condition(
 
 def find(conditions: list[Condition], type: str) -> Condition | None:
     return next((c for c in conditions if c.type == type), None)
+
+
+def spec_applied(
+    conditions: list[Condition],
+    ignored_spec_changes: list[str],
+    *,
+    unchangeable: str,
+    generation: int | None,
+    now: str,
+) -> list[Condition]:
+    """SpecApplied: whether the running RayJob matches the spec; `unchangeable` says, after
+    the fields changed in vain, why and what to do instead."""
+    if ignored_spec_changes:
+        return set_condition(
+            conditions,
+            type="SpecApplied",
+            status="False",
+            reason="ImmutableSpec",
+            message=(
+                f"changes to {', '.join(ignored_spec_changes)} were not applied: {unchangeable}"
+            ),
+            generation=generation,
+            now=now,
+        )
+    return set_condition(
+        conditions,
+        type="SpecApplied",
+        status="True",
+        reason="Applied",
+        message="the running RayJob matches the spec",
+        generation=generation,
+        now=now,
+    )

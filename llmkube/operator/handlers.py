@@ -194,12 +194,18 @@ def rayservice_event(
     refresh_deployment_status(memo.api, namespace, owner, dict(body))
 
 
+def _owner(child: kopf.Body, kind: str) -> str | None:
+    """The name of the `kind` that owns `child`. The label only selects; the ownerReference
+    carries the full (possibly > 63 characters) name."""
+    owners = child.get("metadata", {}).get("ownerReferences") or []
+    return next((ref["name"] for ref in owners if ref.get("kind") == kind), None)
+
+
 @kopf.on.event(*contract.RAYJOBS, labels={TUNING_JOB_LABEL: kopf.PRESENT})
 def tuning_rayjob_event(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    owners = body.get("metadata", {}).get("ownerReferences") or []
-    owner = next((ref["name"] for ref in owners if ref.get("kind") == "LLMTuningJob"), None)
+    owner = _owner(body, "LLMTuningJob")
     status = body.get("status")
     if owner is None or namespace is None or type == "DELETED" or not status:
         return
@@ -218,9 +224,7 @@ def tuning_rayjob_event(
 def rayjob_event(
     type: str | None, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    # The label only selects; the ownerReference carries the full (possibly >63 chars) name.
-    owners = body.get("metadata", {}).get("ownerReferences") or []
-    owner = next((ref["name"] for ref in owners if ref.get("kind") == "LLMTrainingJob"), None)
+    owner = _owner(body, "LLMTrainingJob")
     status = body.get("status")
     uid = body["metadata"]["uid"]
     if type == "DELETED":

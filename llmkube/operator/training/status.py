@@ -13,7 +13,7 @@ from llmkube.api.training import (
     TrainingPhase,
     TrainingProgress,
 )
-from llmkube.operator.conditions import ConditionStatus, find, set_condition
+from llmkube.operator.conditions import ConditionStatus, find, set_condition, spec_applied
 from llmkube.operator.kueue import queued_message
 from llmkube.operator.naming import APPLIED_SPEC_ANNOTATION
 
@@ -240,27 +240,14 @@ def training_status(
             generation=generation,
             now=now,
         )
-    elif ignored_spec_changes:
-        conditions = set_condition(
-            conditions,
-            type="SpecApplied",
-            status="False",
-            reason="ImmutableSpec",
-            message=(
-                f"changes to {', '.join(ignored_spec_changes)} were not applied: a training job's "
-                "spec cannot change once its Ray cluster exists (only spec.suspend can). Create a "
-                "new LLMTrainingJob to train with new settings."
-            ),
-            generation=generation,
-            now=now,
-        )
     else:
-        conditions = set_condition(
+        conditions = spec_applied(
             conditions,
-            type="SpecApplied",
-            status="True",
-            reason="Applied",
-            message="the running RayJob matches the spec",
+            ignored_spec_changes,
+            unchangeable=(
+                "a training job's spec cannot change once its Ray cluster exists (only "
+                "spec.suspend can). Create a new LLMTrainingJob to train with new settings."
+            ),
             generation=generation,
             now=now,
         )

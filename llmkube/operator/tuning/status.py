@@ -6,7 +6,7 @@ from llmkube.api import LLMTuningJob, LLMTuningJobStatus
 from llmkube.api.artifacts import MODEL_DIR
 from llmkube.api.training import PublishedModel
 from llmkube.api.tuning import TrialCounts, TrialRecord, TuningPhase, TuningProgress
-from llmkube.operator.conditions import set_condition
+from llmkube.operator.conditions import set_condition, spec_applied
 from llmkube.operator.kueue import queued_message
 from llmkube.operator.training.status import PhaseVerdict, verdict_from_rayjob
 
@@ -109,30 +109,16 @@ def tuning_status(
         generation=generation,
         now=now,
     )
-    if ignored_spec_changes:
-        conditions = set_condition(
-            conditions,
-            type="SpecApplied",
-            status="False",
-            reason="ImmutableSpec",
-            message=(
-                f"changes to {', '.join(ignored_spec_changes)} were not applied: a search's "
-                "spec cannot change once its Ray cluster exists. Create a new LLMTuningJob to "
-                "search with new settings."
-            ),
-            generation=generation,
-            now=now,
-        )
-    else:
-        conditions = set_condition(
-            conditions,
-            type="SpecApplied",
-            status="True",
-            reason="Applied",
-            message="the running RayJob matches the spec",
-            generation=generation,
-            now=now,
-        )
+    conditions = spec_applied(
+        conditions,
+        ignored_spec_changes,
+        unchangeable=(
+            "a search's spec cannot change once its Ray cluster exists. Create a new "
+            "LLMTuningJob to search with new settings."
+        ),
+        generation=generation,
+        now=now,
+    )
     status.conditions = conditions
     return status
 
