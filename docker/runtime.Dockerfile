@@ -12,7 +12,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY llmkube ./llmkube
-RUN pip install ".[runtime]" \
+RUN pip install ".[runtime,export]" \
     && python -c "import llmkube.runtime.train, llmkube.runtime.serve"
 USER 1000
 WORKDIR /home/ray

@@ -19,9 +19,9 @@ fi
 stamp="$VENV/.llmkube-installed"
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  echo "==> installing llmkube[console,operator,runtime,dev] into $VENV" >&2
+  echo "==> installing llmkube[console,operator,runtime,export,dev] into $VENV" >&2
   "$VENV/bin/pip" install --quiet --upgrade pip
-  "$VENV/bin/pip" install --quiet -e ".[console,operator,runtime,dev]"
+  "$VENV/bin/pip" install --quiet -e ".[console,operator,runtime,export,dev]"
   echo "$want" > "$stamp"
 fi
 

@@ -14,6 +14,7 @@ from llmkube.api.base import StorageUri, WireModel, invalid
 from llmkube.api.common import ObjectMeta, StorageSpec
 from llmkube.api.deployment import LLMDeployment, ServingSpec
 from llmkube.api.errors import describe
+from llmkube.api.export import ExportSpec
 from llmkube.api.training import (
     CheckpointSpec,
     DatasetSpec,
@@ -140,6 +141,9 @@ class TrainingRunConfig(WireModel):
     """Evaluation schedule."""
     checkpoint: CheckpointSpec
     """Checkpoint schedule."""
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    """Exports made once the model is published (not part of what the model was trained
+    with: a run that adds one finishes at once with the published model, then exports it)."""
     scaling: ScalingConfig
     """Ray Train workers."""
     max_failures: int = Field(ge=0)
@@ -233,6 +237,7 @@ def training_run_config(
         training=spec.training.resolved(),
         evaluation=spec.evaluation,
         checkpoint=spec.checkpoint,
+        export=spec.export,
         scaling=scaling_config(spec.resources),
         max_failures=spec.backoff_limit,
         storage=storage_config(spec.storage, default_endpoint),
@@ -318,6 +323,8 @@ def trial_run_config(
                 update={"cache": spec.dataset.cache or f"{config.output}/cache"}
             ),
             "checkpoint": spec.checkpoint.model_copy(update={"keep": TRIAL_CHECKPOINTS_KEPT}),
+            # Only the published winner is worth exporting, not every trial.
+            "export": ExportSpec(),
         }
     )
     job = LLMTrainingJob(

@@ -25,6 +25,7 @@ from llmkube.api.common import (
     Scheduling,
     StorageSpec,
 )
+from llmkube.api.export import ExportSpec
 from llmkube.api.presets import DEFAULT_PRESET, PRESETS, GptDimensions, PresetName
 
 
@@ -477,6 +478,8 @@ class LLMTrainingJobSpec(WireModel):
     """Evaluation schedule and samples."""
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     """Checkpoint schedule and retention."""
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    """Formats the published model is exported to, in the same run (ONNX: <output>/onnx/)."""
     resources: TrainingResources = Field(default_factory=TrainingResources)
     """The Ray cluster the job runs on."""
     image: str | None = Field(default=None, min_length=1, max_length=512)

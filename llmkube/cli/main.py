@@ -10,7 +10,7 @@ from rich.console import Console
 
 from llmkube import __version__
 from llmkube.api.crd import all_crds
-from llmkube.cli import console, manifests, model_commands, models, run
+from llmkube.cli import console, export, manifests, model_commands, models, run
 from llmkube.local.plan import DATA_DIR_ENV, data_dir
 
 app = typer.Typer(
@@ -111,6 +111,7 @@ def validate(
 app.command()(run.run)
 app.add_typer(run.data_app, name="data")
 app.add_typer(models.models_app, name="models")
+app.add_typer(export.export_app, name="export")
 app.command()(model_commands.generate)
 app.command()(model_commands.status)
 app.command()(model_commands.chat)

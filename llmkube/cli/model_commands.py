@@ -4,7 +4,7 @@
 import json
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,18 +15,36 @@ err = Console(stderr=True, soft_wrap=True)
 
 def generate(
     prompt: Annotated[str, typer.Argument(help="Text to continue.")],
-    model: Annotated[str, typer.Option(help="Model artifact URI (a model/ folder).")],
+    model: Annotated[str | None, typer.Option(help="Model artifact URI (a model/ folder).")] = None,
+    onnx: Annotated[
+        str | None,
+        typer.Option(help="An ONNX export's folder: generate with ONNX Runtime instead."),
+    ] = None,
     max_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 64,
     temperature: Annotated[float, typer.Option(help="0 for greedy.")] = 0.8,
     top_k: Annotated[int, typer.Option(help="0 keeps all tokens.")] = 40,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
 ) -> None:
     """Continue a prompt with a published or imported model (llmkube's GPT, a Hugging Face
-    model, or a LoRA adapter on its base), without starting a server."""
+    model, or a LoRA adapter on its base), or with its ONNX export, without starting a
+    server."""
+    from llmkube.runtime.sampling import SamplingParams
+
+    params = SamplingParams(temperature=temperature, top_k=top_k)
+    if (model is None) == (onnx is None):
+        err.print("[red]error:[/] name the model with exactly one of --model and --onnx")
+        raise typer.Exit(2)
+    if onnx is not None:
+        out.print(
+            prompt + _generate_onnx(onnx, prompt, max_tokens, params, seed),
+            markup=False,
+            highlight=False,
+        )
+        return
+    assert model is not None
     from llmkube.api.deployment import ServingSpec
     from llmkube.api.runconfig import StorageConfig
     from llmkube.runtime.models.errors import ModelError
-    from llmkube.runtime.sampling import SamplingParams
     from llmkube.runtime.sampling import generate as sample
     from llmkube.runtime.serving.served_model import load_model
     from llmkube.storage import StorageError
@@ -46,12 +64,29 @@ def generate(
         loaded.model,
         loaded.codec.encode(prompt),
         max_tokens,
-        SamplingParams(temperature=temperature, top_k=top_k),
+        params,
         seed=seed,
         stop_ids=loaded.codec.stop_ids,
         adapter=loaded.ids["generate"],
     )
     out.print(prompt + loaded.codec.decode(ids), markup=False, highlight=False)
+
+
+def _generate_onnx(uri: str, prompt: str, max_tokens: int, params: Any, seed: int | None) -> str:
+    from llmkube.api.runconfig import StorageConfig
+    from llmkube.runtime.export.errors import ExportError
+    from llmkube.runtime.export.onnx_runner import generate_onnx, open_export
+    from llmkube.storage import StorageError
+
+    try:
+        opened = open_export(uri, StorageConfig())
+    except (ExportError, StorageError) as error:
+        err.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    ids = generate_onnx(
+        opened.decoder, opened.manifest, opened.codec.encode(prompt), max_tokens, params, seed=seed
+    )
+    return opened.codec.decode(ids)
 
 
 def status(

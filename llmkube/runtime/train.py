@@ -1,8 +1,9 @@
 """`python -m llmkube.runtime.train --config run.json`: the RayJob entrypoint, and what
 `llmkube run` starts locally. Exit code 0 only once the model artifact is published.
 
-Exit codes: 0 published; 1 training failed (after the allowed worker restarts); 2 the config,
-data or storage is wrong (the message says what to change); 128 + N stopped by signal N
+Exit codes: 0 published (and exported, when spec.export asks); 1 training failed (after the
+allowed worker restarts); 2 the config, data or storage is wrong, or the export was refused or
+failed its parity check (the message says what to change); 128 + N stopped by signal N
 (SIGINT, SIGTERM, SIGHUP, or SIGTERM from the kernel when the process that started it died):
 Ray is shut down, and the newest complete checkpoint is what the same command resumes from.
 """
@@ -32,10 +33,12 @@ from llmkube.runtime.data.manifest import DataManifest
 from llmkube.runtime.data.prepare import base_tokenizer_json, check_dataset, prepare_dataset
 from llmkube.runtime.data.prepare_examples import prepare_examples
 from llmkube.runtime.entrypoint import entrypoint, stop_ray
+from llmkube.runtime.export.errors import ExportError
 from llmkube.runtime.models import ModelConfig, read_model_config
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.training import pretrained
 from llmkube.runtime.training.checkpoint import CheckpointMismatchError
+from llmkube.runtime.training.export_step import export_published
 from llmkube.runtime.training.loop import LoopConfig, sequences_in, train_loop_per_worker
 from llmkube.runtime.training.output import OutputInUseError, plan_output
 from llmkube.stopping import (
@@ -155,6 +158,7 @@ def run(config: TrainingRunConfig, *, callbacks: Sequence[ray.train.UserCallback
             join(config.output, MODEL_DIR),
             plan.published.version,
         )
+        export_published(config)
         return 0
     if plan.resume_from is not None:
         log.info("resuming from the checkpoint of step %d", plan.resume_from)
@@ -212,10 +216,18 @@ def run(config: TrainingRunConfig, *, callbacks: Sequence[ray.train.UserCallback
     if published is None or published.run != identity_hash(output_identity(config)):
         log.error("training ended but no model was published at %s", config.output)
         return 1
+    export_published(config)
     return 0
 
 
-REFUSALS = (DataError, StorageError, ModelError, CheckpointMismatchError, OutputInUseError)
+REFUSALS = (
+    DataError,
+    StorageError,
+    ModelError,
+    CheckpointMismatchError,
+    OutputInUseError,
+    ExportError,
+)
 """What ends a run with its message and exit code 2, without a traceback."""
 
 

@@ -37,7 +37,16 @@ FORBIDDEN = {
         "llmkube.runtime",
         "llmkube.cli",
     },
-    "operator": {"torch", "ray", "transformers", "peft", "llmkube.runtime", "llmkube.cli"},
+    "operator": {
+        "torch",
+        "ray",
+        "transformers",
+        "peft",
+        "onnx",
+        "onnxruntime",
+        "llmkube.runtime",
+        "llmkube.cli",
+    },
     # The console starts beside a run and in its own small image: no ML stack, no operator.
     "console": {
         "torch",

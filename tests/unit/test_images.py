@@ -16,7 +16,10 @@ def instructions(name: str) -> list[str]:
 def test_operator_image_has_no_torch_and_runs_the_operator_unprivileged() -> None:
     lines = instructions("operator.Dockerfile")
     assert any('pip install ".[operator,console]"' in line for line in lines)
-    assert not any("[runtime]" in line or "torch" in line for line in lines)
+    assert not any(
+        "runtime" in line or "export" in line or "torch" in line or "onnx" in line
+        for line in lines
+    )
     assert "USER 65532:65532" in lines
     assert 'CMD ["python", "-m", "llmkube.operator"]' in lines
     deployment = (ROOT / "helm" / "llmkube" / "templates" / "deployment.yaml").read_text()
@@ -31,7 +34,8 @@ def test_operator_image_has_no_torch_and_runs_the_operator_unprivileged() -> Non
 
 def test_runtime_image_has_the_runtime_and_kuberays_probe_tool() -> None:
     lines = instructions("runtime.Dockerfile")
-    assert any('pip install ".[runtime]"' in line for line in lines)
+    # spec.export.onnx runs in the training RayJob's driver.
+    assert any('pip install ".[runtime,export]"' in line for line in lines)
     assert any("wget" in line for line in lines)
     assert any(
         "llmkube.runtime.train" in line and "llmkube.runtime.serve" in line for line in lines

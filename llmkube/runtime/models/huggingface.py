@@ -163,6 +163,11 @@ class HuggingFaceLM(CausalLM):
             )
         self.inner.eval()
 
+    def merge_adapters(self) -> None:
+        """Fold the LoRA adapters into the base's weights (an export's graph has no peft)."""
+        if isinstance(self.inner, peft.PeftModel):
+            self.inner = self.inner.merge_and_unload()
+
     def remove_adapter(self, name: str) -> None:
         assert isinstance(self.inner, peft.PeftModel), "an adapter was added"
         self.inner.delete_adapter(name)

@@ -1,7 +1,7 @@
-"""A pretrained model's folder on this machine. transformers reads models from local files, so
-each process copies the folder from object storage once into a cache shared by the processes of
-the machine; a file is fetched again only when its size or etag in storage changed. A file://
-folder is read where it is."""
+"""A pretrained model's (or an ONNX export's) folder on this machine. transformers (and ONNX
+Runtime) read local files, so each process copies the folder from object storage once into a
+cache shared by the processes of the machine; a file is fetched again only when its size or
+etag in storage changed. A file:// folder is read where it is."""
 
 import hashlib
 import json
@@ -59,6 +59,12 @@ def local_model_folder(
     fetched if needed. A job's model/ is fetched as the version it points at now."""
     uri = resolve_model(store, uri).uri
     model_file_names(store, uri, what, required)
+    return local_folder(store, uri)
+
+
+def local_folder(store: ObjectStore, uri: str) -> Path:
+    """The files directly under `uri` in the machine's cache, each fetched again only when it
+    changed in storage; a file:// folder where it is."""
     if uri.startswith("file://"):
         return local_path(uri.rstrip("/"))
     prefix = uri.rstrip("/") + "/"
