@@ -17,8 +17,7 @@ def test_operator_image_has_no_torch_and_runs_the_operator_unprivileged() -> Non
     lines = instructions("operator.Dockerfile")
     assert any('pip install ".[operator,console]"' in line for line in lines)
     assert not any(
-        "runtime" in line or "export" in line or "torch" in line or "onnx" in line
-        for line in lines
+        "runtime" in line or "export" in line or "torch" in line or "onnx" in line for line in lines
     )
     assert "USER 65532:65532" in lines
     assert 'CMD ["python", "-m", "llmkube.operator"]' in lines

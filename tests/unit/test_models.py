@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from llmkube.api import LLMTrainingJob
 from llmkube.api.errors import describe, field_path
 from llmkube.api.presets import PRESETS
+from llmkube.api.run_identity import output_identity
 from llmkube.api.runconfig import TrainingRunConfig, training_run_config
 from llmkube.cli import manifests
 from tests.bad_manifests import BadManifest, corpus
@@ -133,6 +134,18 @@ def test_run_config_takes_the_default_endpoint_when_the_spec_has_none() -> None:
     job = LLMTrainingJob.model_validate(minimal_job())
     assert training_run_config(job, default_endpoint="minio:9000").storage.endpoint == "minio:9000"
     assert training_run_config(job).storage.endpoint is None
+
+
+def test_an_export_is_carried_to_the_run_but_is_not_what_the_model_was_trained_with() -> None:
+    plain = LLMTrainingJob.model_validate(minimal_job())
+    exporting = LLMTrainingJob.model_validate(
+        minimal_job(export={"onnx": {"enabled": True, "opset": 21, "dtype": "float16"}})
+    )
+    config = training_run_config(exporting)
+    assert (config.export.onnx.opset, config.export.onnx.dtype) == (21, "float16")
+    assert not training_run_config(plain).export.onnx.enabled
+    # Adding an export to a finished job exports its published model, without training again.
+    assert output_identity(config) == output_identity(training_run_config(plain))
 
 
 def test_run_config_is_a_pure_function() -> None:

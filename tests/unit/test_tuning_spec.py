@@ -172,7 +172,7 @@ def test_values_are_set_in_the_template_creating_the_objects_on_the_way() -> Non
 def test_a_trial_runs_the_template_with_its_values_under_the_searchs_output() -> None:
     job = LLMTuningJob.model_validate(
         tuning_job(
-            PRETRAINED,
+            PRETRAINED | {"export": {"onnx": {"enabled": True}}},
             searchSpace={
                 "finetune.lora.rank": {"type": "choice", "values": [4, 16]},
                 "training.learningRate": {"type": "loguniform", "min": 1e-4, "max": 1e-2},
@@ -192,6 +192,8 @@ def test_a_trial_runs_the_template_with_its_values_under_the_searchs_output() ->
     assert trial.training.learning_rate == 0.002
     assert trial.storage.endpoint == "minio:9000"
     assert (trial.job.name, trial.job.namespace) == ("sweep-ab12c-00003", "team")
+    assert config.template.export.onnx.enabled, "the template asks for an export"
+    assert not trial.export.onnx.enabled, "only the published winner is worth exporting"
 
 
 def test_defaults_resolve_once_in_the_run_config() -> None:
