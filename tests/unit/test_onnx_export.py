@@ -197,7 +197,7 @@ def test_a_failed_parity_check_writes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # No export differs by 0 exactly; a bound of 0 fails as a broken graph would.
-    monkeypatch.setitem(exporting.PARITY_BOUNDS, "float32", 0.0)
+    monkeypatch.setitem(PARITY_BOUNDS, "float32", 0.0)
     source, _ = exported["gpt"]
     with pytest.raises(ExportError, match=r"differ from the PyTorch model by more than 0: .*"):
         export_onnx(source, f"file://{tmp_path}/out", STORAGE, OnnxExportSpec(enabled=True))
