@@ -79,6 +79,19 @@ def test_from_scratch_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
         )
         assert generated.returncode == 0, generated.stderr
         assert generated.stdout.startswith("x = ")
+        # The example exports its model to ONNX once published (spec.export.onnx). Tokens are
+        # compared with PyTorch's on better-trained models (test_training, test_onnx_export).
+        assert "exported version" in run.log
+        from_onnx = subprocess.run(
+            [*LLMKUBE, "generate", "--onnx", f"file://{model.parent}/onnx", "x = "],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert from_onnx.returncode == 0, from_onnx.stderr
+        assert from_onnx.stdout.startswith("x = ")
         status = subprocess.run(
             [*LLMKUBE, "status", f"file://{data_dir}/models/pydoc"],
             env=env,

@@ -11,10 +11,13 @@ import safetensors.torch
 import torch
 
 from llmkube.api.artifacts import EVAL_FILE, model_pointer_uri
+from llmkube.api.export import EXPORT_MANIFEST_FILE, ExportManifest
 from llmkube.api.runconfig import TrainingRunConfig
 from llmkube.runtime.artifact import load_artifact
 from llmkube.runtime.data.manifest import MANIFEST_FILE, DataManifest
 from llmkube.runtime.data.shards import open_splits
+from llmkube.runtime.export.onnx_runner import generate_onnx, open_export
+from llmkube.runtime.sampling import generate
 from llmkube.runtime.training.checkpoint import (
     OPTIMIZER_FILE,
     RNG_FILE,
@@ -24,7 +27,7 @@ from llmkube.runtime.training.checkpoint import (
     load_torch,
 )
 from llmkube.runtime.training.evaluate import evaluate
-from llmkube.storage import open_store
+from llmkube.storage import ObjectStore, open_store
 from llmkube.storage.uri import join
 from llmkube.storage.versions import resolve_model
 from llmkube.testing.minio import MinioServer
@@ -64,8 +67,38 @@ def config_for(minio: MinioServer, bucket: str, dataset: str, **spec: object) ->
     )
 
 
+def check_onnx_export(
+    store: ObjectStore,
+    config: TrainingRunConfig,
+    minio: MinioServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """<output>/onnx/ holds a complete export of the published version that generates what
+    PyTorch does (the model is trained: its greedy picks are not near-ties)."""
+    published = resolve_model(store, join(config.output, "model"))
+    onnx_uri = join(config.output, "onnx")
+    manifest = ExportManifest.model_validate_json(
+        store.read_bytes(join(onnx_uri, EXPORT_MANIFEST_FILE))
+    )
+    assert (manifest.source, manifest.source_version) == (published.uri, published.version)
+    assert manifest.parity.prefill_max_abs_diff < manifest.parity.bound == 1e-3
+    assert manifest.parity.decode_max_abs_diff < 1e-3
+    for name, value in minio.env.items():  # the credentials, as `llmkube generate` reads them
+        monkeypatch.setenv(name, value)
+    opened = open_export(onnx_uri, config.storage)
+    loaded = load_artifact(store, join(config.output, "model"))
+    prompt = opened.codec.encode("The ")
+    assert generate_onnx(opened.decoder, opened.manifest, prompt, 12) == generate(
+        loaded.model, prompt, 12
+    )
+
+
 def test_trains_evaluates_and_publishes(
-    minio: MinioServer, bucket: str, dataset: str, tmp_path: Path
+    minio: MinioServer,
+    bucket: str,
+    dataset: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = config_for(
         minio,
@@ -143,6 +176,7 @@ def test_trains_evaluates_and_publishes(
 
     # Continuing from the published model starts where it ended: same tokenizer, same
     # validation documents, so the new run's step-0 evaluation equals the published one.
+    # This run also exports its model to ONNX once it is published.
     continued = config_for(
         minio,
         bucket,
@@ -150,12 +184,19 @@ def test_trains_evaluates_and_publishes(
         model={"preset": "tiny", "base": model_uri},
         training={"maxSteps": 10, "batchSize": 8, "learningRate": 1e-4},
         evaluation={"interval": 100, "batches": 8},
+        export={"onnx": {"enabled": True}},
     ).model_copy(update={"output": f"s3://{bucket}/continued"})
     with TrainingProcess(continued, tmp_path / "continued", minio.env) as run:
         assert run.wait(RUN_TIMEOUT) == 0, run.log[-4000:]
     first_eval = next(r for r in metrics(store, continued.output) if r["kind"] == "eval")
     assert first_eval["step"] == 0
     assert first_eval["eval_loss"] == pytest.approx(final, abs=1e-4)
+    check_onnx_export(store, continued, minio, monkeypatch)
+    assert "max |Δlogits| against PyTorch" in run.log
+    # Run again: the model and its export are there, so nothing is done twice.
+    with TrainingProcess(continued, tmp_path / "continued-again", minio.env) as rerun:
+        assert rerun.wait(120) == 0, rerun.log[-4000:]
+    assert "already holds the export of version" in rerun.log
 
     # Again with the same settings: done at once. With other settings: refused, since
     # finishing would report the published model as that run's.

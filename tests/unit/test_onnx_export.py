@@ -2,6 +2,8 @@
 module, run with ONNX Runtime and compared with PyTorch on batches of mixed lengths."""
 
 import json
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -250,3 +252,20 @@ def test_the_cli_exports_next_to_a_jobs_model(tmp_path: Path) -> None:
     assert (manifest.source_version, manifest.dtype) == ("v1", "float16")
     assert manifest.parity.bound == 5e-2
     assert "checking parity with ONNX Runtime" in result.stderr
+
+
+def test_the_documented_loop_runs_an_export_with_onnx_runtime_alone(
+    exported: dict[str, tuple[str, ExportManifest]], tmp_path: Path
+) -> None:
+    # docs/export.md shows how to use an export without llmkube; it must keep working.
+    text = (ROOT / "docs" / "export.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    source, _ = exported["gpt"]
+    (tmp_path / "onnx").symlink_to(Path(source.removeprefix("file://") + "-onnx"))
+    result = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    opened = open_export(f"{source}-onnx", STORAGE)
+    ids = generate_onnx(opened.decoder, opened.manifest, opened.codec.encode("def fib(n):"), 32)
+    assert result.stdout == opened.codec.decode(ids) + "\n"
