@@ -125,6 +125,15 @@ def _execute(local: LocalPlan, root: Path, port: int, serve: bool, stops: StopRe
                     f"perplexity {evaluation['perplexity']:.2f}, "
                     f"accuracy {evaluation['accuracy']:.3f} → {config.output.rstrip('/')}/model"
                 )
+            exported = runner.onnx_export(config) if config.export.onnx.enabled else None
+            if exported is not None:
+                out.print(
+                    f"[green]✓[/] {config.job.name}: exported to ONNX "
+                    f"(max |Δlogits| against PyTorch {exported.parity.prefill_max_abs_diff:.1g} "
+                    f"prefill, {exported.parity.decode_max_abs_diff:.1g} decode) → "
+                    f"{config.output.rstrip('/')}/onnx",
+                    highlight=False,
+                )
         for search in local.tuning:
             found = runner.tune(search, root / "tuning" / search.job.name, out, stops)
             best = found.get("best_trial")

@@ -31,6 +31,7 @@ from llmkube.api.artifacts import (
     VERSIONS_DIR,
     complete_checkpoints_among,
 )
+from llmkube.api.export import EXPORT_MANIFEST_FILE, ONNX_DIR, ExportManifest
 from llmkube.api.runconfig import ServeRunConfig, TrainingRunConfig, TuningRunConfig
 from llmkube.api.tuning import TUNING_CONFIG_FILE, TuningProgress
 from llmkube.local.child import Child
@@ -265,10 +266,29 @@ def _show_search(progress: Progress, task: TaskID, config: TuningRunConfig) -> N
     )
 
 
+def onnx_export(config: TrainingRunConfig) -> ExportManifest | None:
+    """The export of the published version in <output>/onnx/, once spec.export.onnx made it."""
+    found = _read_json(config, f"{ONNX_DIR}/{EXPORT_MANIFEST_FILE}")
+    pointer = _read_json(config, f"{MODEL_DIR}/{MODEL_POINTER_FILE}")
+    if found is None or pointer is None:
+        return None
+    manifest = ExportManifest.model_validate(found)
+    return manifest if manifest.source_version == pointer.get("version") else None
+
+
 def _show(progress: Progress, task: TaskID, config: TrainingRunConfig) -> None:
     state = _read_json(config, PROGRESS_FILE)
     if state is None:
         return
+    step, total = int(state.get("step", 0)), int(state.get("total_steps", 0))  # type: ignore[call-overload]
+    what = f"training {config.job.name}"
+    if (
+        config.export.onnx.enabled
+        and step >= total
+        and _read_json(config, f"{MODEL_DIR}/{MODEL_POINTER_FILE}") is not None
+        and onnx_export(config) is None
+    ):
+        what = f"exporting {config.job.name} to ONNX"
     loss, rate = _latest_loss(config)
     eta = state.get("eta_s")
     detail = " ".join(
@@ -280,13 +300,7 @@ def _show(progress: Progress, task: TaskID, config: TrainingRunConfig) -> None:
         )
         if part
     )
-    progress.update(
-        task,
-        description=f"training {config.job.name}",
-        completed=int(state.get("step", 0)),  # type: ignore[call-overload]
-        total=int(state.get("total_steps", 0)) or None,  # type: ignore[call-overload]
-        detail=detail,
-    )
+    progress.update(task, description=what, completed=step, total=total or None, detail=detail)
 
 
 def serve(
