@@ -15,10 +15,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from llmkube.api.artifacts import MODEL_RECORD_FILE, ModelRecord, model_pointer_uri
+from llmkube.api.export import EXPORT_MANIFEST_FILE, ExportManifest
 from llmkube.api.runconfig import StorageConfig, TrainingRunConfig
 from llmkube.local.sample import chat_examples
 from llmkube.runtime.data.manifest import MANIFEST_FILE, DataManifest
 from llmkube.runtime.data.shards import open_splits
+from llmkube.runtime.export.onnx_runner import OnnxDecoder
 from llmkube.runtime.models.errors import ModelError
 from llmkube.runtime.models.huggingface import HuggingFaceLM, check_model_config
 from llmkube.runtime.models.local_copy import MODEL_CACHE_ENV, local_model_folder
@@ -139,6 +141,7 @@ def test_lora_on_chat_data_publishes_an_adapter_peft_loads(
         },
         finetune={"method": "lora", "lora": {"rank": 8}, "mergeOnPublish": True},
         evaluation={"interval": 20, "batches": 4, "samplePrompts": ["What is a list?"]},
+        export={"onnx": {"enabled": True}},
     )
     store = store_for(config, minio)
     with TrainingProcess(config, tmp_path, minio.env) as run:
@@ -171,6 +174,18 @@ def test_lora_on_chat_data_publishes_an_adapter_peft_loads(
     assert evaluate_published(
         store, config, merged, tiny_models["llama"], tmp_path
     ) == pytest.approx(final, abs=1e-3)
+
+    # spec.export.onnx: the adapter merged into its base, as one llama graph pair.
+    exported = download_folder(store, join(config.output, "onnx"), tmp_path / "onnx")
+    manifest = ExportManifest.model_validate_json((exported / EXPORT_MANIFEST_FILE).read_text())
+    assert (manifest.architecture, manifest.merged_adapter) == ("llama", True)
+    assert manifest.source_version == resolve_model(store, join(config.output, "model")).version
+    assert max(manifest.parity.prefill_max_abs_diff, manifest.parity.decode_max_abs_diff) < 1e-3
+    ids = torch.tensor([[5, 17, 42, 7]])
+    with torch.no_grad():
+        expected = merged(input_ids=ids).logits.numpy()
+    step = OnnxDecoder(exported, manifest.layers).prefill(ids.numpy(), torch.ones_like(ids).numpy())
+    assert float(abs(step.logits - expected).max()) < 1e-3
 
 
 def test_full_fine_tune_on_instructions_publishes_a_model_transformers_loads(

@@ -24,17 +24,17 @@ from llmkube.api.export import (
 )
 from llmkube.api.runconfig import GptConfig, StorageConfig
 from llmkube.runtime.artifact import save_artifact
-from llmkube.runtime.export import exporting
+from llmkube.runtime.export import exporting, memory
 from llmkube.runtime.export.errors import ExportError
 from llmkube.runtime.export.exporting import export_onnx
 from llmkube.runtime.export.graphs import decoder_graph
-from llmkube.runtime.export.memory import memory_problem
+from llmkube.runtime.export.memory import memory_problem, weights_in_memory
 from llmkube.runtime.export.onnx_runner import OnnxDecoder, generate_onnx, open_export
 from llmkube.runtime.models import CausalLM, build_model
 from llmkube.runtime.sampling import SamplingParams, generate
 from llmkube.runtime.serving.served_model import load_model
 from llmkube.runtime.tokenizer import byte_tokenizer
-from llmkube.storage.models import folder_digest
+from llmkube.storage.models import ModelFolder, folder_digest
 from llmkube.storage.store import LocalStore
 from llmkube.testing.models import publish_byte_model
 from llmkube.testing.pretrained import publish_adapter, upload_folder, write_tiny_model
@@ -204,6 +204,22 @@ def test_a_failed_parity_check_writes_nothing(
     with pytest.raises(ExportError, match=r"differ from the PyTorch model by more than 0: .*"):
         export_onnx(source, f"file://{tmp_path}/out", STORAGE, OnnxExportSpec(enabled=True))
     assert not (tmp_path / "out").exists()
+    # Over an earlier export: that one stays whole, export.json included.
+    earlier = Path(source.removeprefix("file://") + "-onnx")
+    before = {path.name: path.read_bytes() for path in earlier.iterdir()}
+    with pytest.raises(ExportError, match="differ from the PyTorch model"):
+        export_onnx(source, f"{source}-onnx", STORAGE, OnnxExportSpec(enabled=True))
+    assert {path.name: path.read_bytes() for path in earlier.iterdir()} == before
+
+
+def test_a_destination_holding_other_files_is_refused(
+    exported: dict[str, tuple[str, ExportManifest]],
+) -> None:
+    source, _ = exported["gpt"]
+    with pytest.raises(
+        ExportError, match=r"holds files that are not part of an ONNX export \(card"
+    ):
+        export_onnx(source, source, STORAGE, OnnxExportSpec(enabled=True))
 
 
 def test_an_opset_onnx_runtime_cannot_run_is_refused(tmp_path: Path) -> None:
@@ -213,9 +229,9 @@ def test_an_opset_onnx_runtime_cannot_run_is_refused(tmp_path: Path) -> None:
         n_layer=1, n_head=2, d_model=16, context_length=16, dropout=0.0, vocab_size=32
     )
     graph = decoder_graph(build_model(config).eval())
-    exporting._trace(graph, tmp_path / "g.onnx", decode=False, opset=NEWEST_OPSET + 1)
+    exporting.trace_graph(graph, tmp_path / "g.onnx", decode=False, opset=NEWEST_OPSET + 1)
     with pytest.raises(ExportError, match=r"ONNX Runtime cannot load g\.onnx"):
-        exporting._graph_record(tmp_path / "g.onnx")
+        exporting.graph_record(tmp_path / "g.onnx")
     result = llmkube("export", "onnx", "file:///x/model", "--opset", str(NEWEST_OPSET + 1))
     assert result.returncode == 2
     assert "--opset" in result.stderr
@@ -251,6 +267,11 @@ def test_the_cli_exports_next_to_a_jobs_model(tmp_path: Path) -> None:
     manifest = ExportManifest.model_validate_json((output / "onnx" / "export.json").read_bytes())
     assert (manifest.source_version, manifest.dtype) == ("v1", "float16")
     assert manifest.parity.bound == 5e-2
+    # Again in float32: the earlier export is replaced.
+    again = llmkube("export", "onnx", f"file://{output}/model")
+    assert again.returncode == 0, again.stderr
+    replaced = ExportManifest.model_validate_json((output / "onnx" / "export.json").read_bytes())
+    assert (replaced.dtype, replaced.parity.bound) == ("float32", 1e-3)
     assert "checking parity with ONNX Runtime" in result.stderr
 
 
@@ -269,3 +290,37 @@ def test_the_documented_loop_runs_an_export_with_onnx_runtime_alone(
     opened = open_export(f"{source}-onnx", STORAGE)
     ids = generate_onnx(opened.decoder, opened.manifest, opened.codec.encode("def fib(n):"), 32)
     assert result.stdout == opened.codec.decode(ids) + "\n"
+
+
+def test_the_memory_check_comes_before_anything_is_loaded(
+    exported: dict[str, tuple[str, ExportManifest]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The machine's free memory is what this test cannot choose: it stands in for it.
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**20)
+
+    def must_not_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the memory check")
+
+    monkeypatch.setattr(exporting, "load_model", must_not_load)
+    source, _ = exported["qwen2"]
+    with pytest.raises(ExportError, match=r"exporting needs about .* but 0\.0 GiB is available"):
+        export_onnx(source, f"file://{tmp_path}/out", STORAGE, OnnxExportSpec(enabled=True))
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_stored_in_half_precision_count_double_once_loaded(tmp_path: Path) -> None:
+    store = LocalStore()
+    for name, dtype in (("half", "bfloat16"), ("full", "float32")):
+        store.write_bytes(f"file://{tmp_path}/{name}/model.safetensors", b"x" * 1000)
+        store.write_bytes(
+            f"file://{tmp_path}/{name}/config.json",
+            json.dumps({"model_type": "llama", "dtype": dtype}).encode(),
+        )
+    folders = [
+        ModelFolder(f"file://{tmp_path}/{name}", "huggingface", "llama")
+        for name in ("half", "full")
+    ]
+    assert weights_in_memory(store, folders[:1]) == 2000
+    assert weights_in_memory(store, folders) == 3000

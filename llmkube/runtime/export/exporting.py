@@ -11,6 +11,7 @@ import time
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.export import Dim
@@ -34,7 +35,7 @@ from llmkube.runtime.export.onnx_runner import OnnxDecoder, session
 from llmkube.runtime.export.parity import check_parity
 from llmkube.runtime.models.huggingface import ARCHITECTURES, HuggingFaceLM
 from llmkube.runtime.serving.served_model import ServedModel, load_model
-from llmkube.storage import open_store
+from llmkube.storage import ObjectStore, open_store
 from llmkube.storage.models import ModelFolder, inspect_model
 from llmkube.storage.uri import join
 
@@ -46,6 +47,7 @@ for _chatty in ("onnx_ir", "onnxscript", "torch.onnx"):
 
 LARGEST_LORA_RANK = 1024
 """LoraSpec's bound: an adapter any LLMTrainingJob trained loads for its export."""
+EXPORT_FILES = {PREFILL_GRAPH, DECODE_GRAPH, ONNX_TOKENIZER_FILE, EXPORT_MANIFEST_FILE}
 EXAMPLE_BATCH, EXAMPLE_LENGTH = 2, 5
 """Tracing inputs; neither may be 0 or 1, which torch.export would take for fixed sizes."""
 
@@ -69,7 +71,7 @@ def _load(found: ModelFolder, storage: StorageConfig, dtype: str) -> ServedModel
     return served
 
 
-def _trace(graph: DecoderGraph, path: Path, *, decode: bool, opset: int) -> None:
+def trace_graph(graph: DecoderGraph, path: Path, *, decode: bool, opset: int) -> None:
     layout = graph.layout
     parameter = next(graph.parameters())
     batch = Dim("batch")
@@ -108,25 +110,41 @@ def _trace(graph: DecoderGraph, path: Path, *, decode: bool, opset: int) -> None
         raise ExportError(f"torch.onnx could not export the {path.stem} graph: {error}") from error
 
 
-def _graph_record(path: Path) -> GraphRecord:
+def graph_record(path: Path) -> GraphRecord:
+    """The graph's inputs and outputs as ONNX Runtime sees them; an ExportError when it cannot
+    load the graph (an opset it does not run)."""
     try:
         loaded = session(path)
     except Exception as error:  # onnxruntime raises its own (untyped) errors on load
         raise ExportError(f"ONNX Runtime cannot load {path.name}: {error}") from error
 
-    def io(items: list[object]) -> list[GraphIO]:
-        return [
-            GraphIO(
-                name=item.name,  # type: ignore[attr-defined]
-                shape=list(item.shape),  # type: ignore[attr-defined]
-                dtype=item.type,  # type: ignore[attr-defined]
-            )
-            for item in items
-        ]
+    def io(items: list[Any]) -> list[GraphIO]:
+        return [GraphIO(name=item.name, shape=list(item.shape), dtype=item.type) for item in items]
 
     return GraphRecord(
         file=path.name, inputs=io(loaded.get_inputs()), outputs=io(loaded.get_outputs())
     )
+
+
+def _is_export_file(name: str) -> bool:
+    return name in EXPORT_FILES or name.endswith(".onnx.data")
+
+
+def check_destination(store: ObjectStore, out_uri: str) -> None:
+    """Refuse a destination holding anything but an earlier (maybe half-written) export: its
+    files are replaced, and nothing else may be lost."""
+    prefix = out_uri.rstrip("/") + "/"
+    foreign = sorted(
+        name
+        for name in (uri.removeprefix(prefix) for uri in store.list(prefix))
+        if not _is_export_file(name)
+    )
+    if foreign:
+        raise ExportError(
+            f"{out_uri} holds files that are not part of an ONNX export ({', '.join(foreign[:3])}"
+            f"{', …' if len(foreign) > 3 else ''}); export to an empty folder or to an earlier "
+            "export, which is replaced"
+        )
 
 
 def _upload(folder: Path, out_uri: str, storage: StorageConfig) -> None:
@@ -152,6 +170,7 @@ def export_onnx(
     store = open_store(model_uri, storage)
     found = inspect_model(store, model_uri)
     _check_architecture(found)
+    check_destination(open_store(out_uri, storage), out_uri)
     base = inspect_model(store, found.base_uri) if found.base_uri else None
     check_memory(weights_in_memory(store, [found] + ([base] if base else [])))
     log.info("loading %s", found.uri)
@@ -167,10 +186,10 @@ def export_onnx(
         folder = Path(scratch)
         for name, with_past in ((PREFILL_GRAPH, False), (DECODE_GRAPH, True)):
             log.info("exporting the %s graph (opset %d, %s)", name, spec.opset, spec.dtype)
-            _trace(graph, folder / name, decode=with_past, opset=spec.opset)
+            trace_graph(graph, folder / name, decode=with_past, opset=spec.opset)
         prefill, decode = (
-            _graph_record(folder / PREFILL_GRAPH),
-            _graph_record(folder / DECODE_GRAPH),
+            graph_record(folder / PREFILL_GRAPH),
+            graph_record(folder / DECODE_GRAPH),
         )
         log.info("checking parity with ONNX Runtime")
         parity = check_parity(
