@@ -25,13 +25,12 @@ import torch
 
 from llmkube.api.export import OnnxExportSpec
 from llmkube.api.runconfig import GptConfig, StorageConfig
-from llmkube.runtime.artifact import save_artifact
 from llmkube.runtime.export.exporting import export_onnx
 from llmkube.runtime.export.onnx_runner import OnnxDecoder, load_decoder
-from llmkube.runtime.models import CausalLM, build_model
+from llmkube.runtime.models import CausalLM
 from llmkube.runtime.serving.served_model import load_model
-from llmkube.runtime.tokenizer import byte_tokenizer
 from llmkube.storage import open_store
+from llmkube.testing.models import publish_untrained_gpt
 
 STORAGE = StorageConfig()
 
@@ -47,16 +46,7 @@ def source(kind: str, scratch: Path) -> str:
     config = GptConfig(
         n_layer=6, n_head=6, d_model=384, context_length=512, dropout=0.0, vocab_size=256
     )
-    save_artifact(
-        open_store(uri),
-        uri,
-        model=build_model(config).eval(),
-        config=config,
-        tokenizer=byte_tokenizer(),
-        evaluation={},
-        card="",
-    )
-    return uri
+    return publish_untrained_gpt(open_store(uri), uri, config)
 
 
 def onnx_rate(decoder: OnnxDecoder, prompt: np.ndarray, steps: int) -> float:

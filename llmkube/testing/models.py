@@ -50,6 +50,22 @@ def trained_byte_model(
     return model, config
 
 
+def publish_untrained_gpt(store: ObjectStore, uri: str, config: GptConfig, seed: int = 0) -> str:
+    """A randomly initialised GPT of `config` with the byte tokenizer, published at `uri` (for
+    tests and benchmarks of what does not depend on the weights: shapes, speed, exports)."""
+    torch.manual_seed(seed)
+    save_artifact(
+        store,
+        uri,
+        model=build_model(config).eval(),
+        config=config,
+        tokenizer=byte_tokenizer(),
+        evaluation={},
+        card="",
+    )
+    return uri
+
+
 def publish_byte_model(store: ObjectStore, uri: str, **dimensions: int) -> None:
     model, config = trained_byte_model(**dimensions)
     save_artifact(

@@ -16,6 +16,7 @@ from llmkube.api.artifacts import complete_checkpoints_among
 from llmkube.storage import open_store
 from llmkube.testing.models import publish_byte_model
 from llmkube.testing.processes import free_port
+from tests.commands import llmkube
 from tests.runtime.local_run import LLMKUBE, Run, write_sample_data
 from tests.runtime.training_helpers import published_folder
 
@@ -82,14 +83,7 @@ def test_from_scratch_trains_serves_and_stops_cleanly(data_dir: Path) -> None:
         # The example exports its model to ONNX once published (spec.export.onnx). Tokens are
         # compared with PyTorch's on better-trained models (test_training, test_onnx_export).
         assert "pydoc: exported to ONNX (max |Δlogits| against PyTorch" in run.log
-        from_onnx = subprocess.run(
-            [*LLMKUBE, "generate", "--onnx", f"file://{model.parent}/onnx", "x = "],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        from_onnx = llmkube("generate", "--onnx", f"file://{model.parent}/onnx", "x = ")
         assert from_onnx.returncode == 0, from_onnx.stderr
         assert from_onnx.stdout.startswith("x = ")
         status = subprocess.run(

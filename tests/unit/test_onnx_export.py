@@ -23,7 +23,6 @@ from llmkube.api.export import (
     OnnxExportSpec,
 )
 from llmkube.api.runconfig import GptConfig, StorageConfig
-from llmkube.runtime.artifact import save_artifact
 from llmkube.runtime.export import exporting, memory
 from llmkube.runtime.export.errors import ExportError
 from llmkube.runtime.export.exporting import export_onnx
@@ -33,10 +32,9 @@ from llmkube.runtime.export.onnx_runner import OnnxDecoder, generate_onnx, open_
 from llmkube.runtime.models import CausalLM, build_model
 from llmkube.runtime.sampling import SamplingParams, generate
 from llmkube.runtime.serving.served_model import load_model
-from llmkube.runtime.tokenizer import byte_tokenizer
 from llmkube.storage.models import ModelFolder, folder_digest
 from llmkube.storage.store import LocalStore
-from llmkube.testing.models import publish_byte_model
+from llmkube.testing.models import publish_byte_model, publish_untrained_gpt
 from llmkube.testing.pretrained import publish_adapter, upload_folder, write_tiny_model
 from tests.commands import llmkube
 
@@ -50,20 +48,10 @@ def _source(root: Path, architecture: str) -> str:
     store = LocalStore()
     uri = f"file://{root}/{architecture}"
     if architecture == "gpt":
-        torch.manual_seed(0)
         config = GptConfig(
             n_layer=2, n_head=2, d_model=64, context_length=64, dropout=0.0, vocab_size=256
         )
-        save_artifact(
-            store,
-            uri,
-            model=build_model(config).eval(),
-            config=config,
-            tokenizer=byte_tokenizer(),
-            evaluation={},
-            card="",
-        )
-        return uri
+        return publish_untrained_gpt(store, uri, config)
     if architecture == "llama-lora":
         base_uri = upload_folder(
             store, f"file://{root}/llama", write_tiny_model(root / "llama-files", "llama")
